@@ -1,0 +1,95 @@
+"""The NATS request/reply envelope (PROTOCOL.md 1.2–1.6): JSON bytes in, JSON bytes out.
+
+Processing order, stopping at the first failure: decode the envelope (400 ``invalid request
+format``), route on ``operation`` (400 ``unknown operation``), decode the payload into its
+model (400 ``invalid payload``), validate fields (400), execute (the kernel status's code),
+encode (500). Whatever happens, exactly one reply document comes back and the server keeps
+serving.
+"""
+
+import json
+import logging
+import uuid
+from typing import Any, Dict, Mapping, Optional
+
+from ..core import OPERATIONS, Resonate
+from ..errors import BadRequest, ResonateError, Status
+from ..models import structure_request, unstructure
+
+__all__ = ["handle", "error_reply", "BUSY_REPLY", "SHUTTING_DOWN_REPLY"]
+
+log = logging.getLogger(__name__)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _decode_envelope(raw: bytes) -> Dict[str, Any]:
+    try:
+        envelope = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"invalid request format: {exc}") from None
+    if type(envelope) is not dict:
+        raise BadRequest("invalid request format: the request must be a JSON object")
+    operation = envelope.get("operation")
+    if operation is not None and type(operation) is not str:
+        raise BadRequest("invalid request format: operation must be a string")
+    request_id = envelope.get("requestId")
+    if request_id is not None and type(request_id) is not str:
+        raise BadRequest("invalid request format: requestId must be a string")
+    metadata = envelope.get("metadata")
+    if metadata is not None:
+        if type(metadata) is not dict or any(type(v) is not str for v in metadata.values()):
+            raise BadRequest("invalid request format: metadata must be an object of string values")
+    return envelope
+
+
+def _metadata(envelope: Mapping[str, Any], kernel_name: str) -> Dict[str, str]:
+    metadata = dict(envelope.get("metadata") or {})
+    metadata["id"] = envelope.get("requestId") or str(uuid.uuid4())
+    metadata["name"] = kernel_name
+    metadata["protocol"] = "nats"
+    return metadata
+
+
+def error_reply(code: int, message: str) -> bytes:
+    return json.dumps({"success": False, "error": {"code": code, "message": message}}).encode()
+
+
+BUSY_REPLY = error_reply(503, Status.API_SUBMISSION_QUEUE_FULL.text)
+SHUTTING_DOWN_REPLY = error_reply(503, Status.SYSTEM_SHUTTING_DOWN.text)
+
+
+def handle(core: Resonate, raw: bytes) -> bytes:
+    """Answer one request envelope with one reply envelope."""
+    operation: Optional[str] = None
+    try:
+        envelope = _decode_envelope(raw)
+        operation = envelope.get("operation") or ""
+        op = OPERATIONS.get(operation)
+        if op is None:
+            raise BadRequest(f"unknown operation: {operation}")
+        if "payload" not in envelope:
+            raise BadRequest("invalid payload: payload is required (an object)")
+        payload = envelope["payload"]
+        if op.aliases and type(payload) is dict:
+            for name, alias in op.aliases:
+                if name not in payload and alias in payload:
+                    payload = {**payload, name: payload[alias]}
+        request = structure_request(payload, op.request_type)
+        metadata = _metadata(envelope, op.kernel_name)
+        result = core.execute(op, request, metadata)
+        response = {"Status": int(result.status), "Metadata": metadata, "Payload": unstructure(result.payload)}
+    except ResonateError as exc:
+        if exc.code >= 500:
+            log.error("%s failed: %s", operation or "request", exc.message, exc_info=exc.__cause__ is not None)
+        return error_reply(exc.code, exc.message)
+    except Exception as exc:  # a bug: answer 500 and keep serving
+        log.exception("%s failed unexpectedly", operation or "request")
+        return error_reply(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}")
+    try:
+        return json.dumps({"success": True, "response": response}, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        log.exception("%s: failed to encode response", operation)
+        return error_reply(500, f"failed to encode response: {exc}")

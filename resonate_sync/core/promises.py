@@ -1,0 +1,368 @@
+"""Promise operations (PROTOCOL.md 3.1–3.7, 4, 5) and the promise timeout job.
+
+Each operation is a ``validate_*(request)`` that runs outside the lock and a handler
+``*(tx, request) -> Result`` that runs inside it, deciding by :mod:`.tables` and changing
+state only through ``tx.put(record)``.
+"""
+
+import logging
+from typing import Optional
+
+import attrs
+
+from ..errors import BadRequest, Status
+from ..models import (
+    EMPTY_VALUE,
+    CallbackResponse,
+    CompletePromiseRequest,
+    CreateCallbackRequest,
+    CreatePromiseAndTaskRequest,
+    CreatePromiseRequest,
+    CreateSubscriptionRequest,
+    DeleteCallbacks,
+    Callback,
+    CreatePromiseAndTaskResponse,
+    Mesg,
+    Promise,
+    PromiseResponse,
+    PromiseState,
+    PutCallback,
+    PutPromise,
+    PutTask,
+    ReadPromiseRequest,
+    SearchPromisesRequest,
+    SearchPromisesResponse,
+    Task,
+    TaskState,
+    Value,
+)
+from . import tasks
+from .common import Result, clamp_add, invoke_recv, require, require_non_negative, tags_match, take_page
+from .cursor import decode_cursor, encode_cursor
+from .state import Tx
+from .tables import ABSENT, REQUESTED, PromiseAction, TaskAction, promise_transition
+
+log = logging.getLogger(__name__)
+
+COMPLETE_STATES = frozenset(
+    (PromiseState.RESOLVED, PromiseState.REJECTED, PromiseState.REJECTED_CANCELED, PromiseState.REJECTED_TIMEDOUT)
+)
+_REJECTED_ALL = (PromiseState.REJECTED, PromiseState.REJECTED_CANCELED, PromiseState.REJECTED_TIMEDOUT)
+_STATE_FILTERS = {
+    "PENDING": (PromiseState.PENDING,),
+    "RESOLVED": (PromiseState.RESOLVED,),
+    "REJECTED": _REJECTED_ALL,  # [spec decision] the HTTP meaning: every rejected state
+    "REJECTED_CANCELED": (PromiseState.REJECTED_CANCELED,),
+    "REJECTED_TIMEDOUT": (PromiseState.REJECTED_TIMEDOUT,),
+}
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def expire_if_due(tx: Tx, promise: Promise) -> Promise:
+    """The lazy timeout (4.3): a PENDING promise at or past its deadline is timed out now."""
+    if promise.state != PromiseState.PENDING or tx.now < promise.timeout:
+        return promise
+    promise_transition(promise.state, PromiseAction.TIMEOUT)
+    timeout_state = (
+        PromiseState.RESOLVED if promise.tags.get("resonate:timeout") == "true" else PromiseState.REJECTED_TIMEDOUT
+    )
+    return complete(tx, promise, timeout_state, EMPTY_VALUE, None, completed_on=promise.timeout)
+
+
+def complete(
+    tx: Tx, promise: Promise, state: str, value: Value, key: Optional[str], completed_on: int
+) -> Promise:
+    """Move a PENDING promise to ``state`` with the section-5 side effects, in this one step."""
+    done = attrs.evolve(
+        promise, state=state, value=value, idempotency_key_for_complete=key, completed_on=completed_on
+    )
+    tx.put(PutPromise(done))
+    for task in tx.state.open_tasks_of_root(promise.id):
+        tasks.apply(tx, task, TaskAction.ROOT_COMPLETED)
+    callbacks = tx.state.callbacks.get(promise.id)
+    if callbacks:
+        for callback_id in sorted(callbacks):
+            callback = callbacks[callback_id]
+            if callback.id in tx.state.tasks:
+                continue
+            tx.put(
+                PutTask(
+                    Task(
+                        id=callback.id,
+                        counter=1,
+                        timeout=callback.timeout,
+                        root_promise_id=callback.root_promise_id,
+                        created_on=tx.now,
+                        state=TaskState.INIT,
+                        recv=callback.recv,
+                        mesg=callback.mesg,
+                        sort_id=tx.next_task_sort_id(),
+                    )
+                )
+            )
+        tx.put(DeleteCallbacks(promise.id))
+    return done
+
+
+def insert(
+    tx: Tx,
+    *,
+    id: str,
+    timeout: int,
+    param: Value,
+    tags: dict,
+    key: Optional[str],
+    claim_for: Optional[CreatePromiseAndTaskRequest] = None,
+) -> "tuple[Promise, Optional[Task]]":
+    """Create a new PENDING promise and, if tagged ``resonate:invoke``, its invoke task (3.3, 3.4).
+
+    ``claim_for`` (promises.createtask) makes the task CLAIMED by the caller instead of INIT.
+    """
+    promise = Promise(
+        id=id,
+        state=PromiseState.PENDING,
+        param=param,
+        value=EMPTY_VALUE,
+        timeout=timeout,
+        idempotency_key_for_create=key,
+        tags=tags,
+        created_on=tx.now,
+        sort_id=tx.next_promise_sort_id(),
+    )
+    tx.put(PutPromise(promise))
+    recv = invoke_recv(tags)
+    if recv is None:
+        return promise, None
+    task = Task(
+        id=f"__invoke:{id}",
+        counter=1,
+        timeout=timeout,
+        root_promise_id=id,
+        created_on=tx.now,
+        recv=recv,
+        mesg=Mesg(type="invoke", root=id, leaf=id, head=tx.head),
+        sort_id=tx.next_task_sort_id(),
+    )
+    if claim_for is None:
+        task = attrs.evolve(task, expires_at=_delay(tags))
+    else:
+        task = attrs.evolve(
+            task,
+            state=TaskState.CLAIMED,
+            process_id=claim_for.task_process_id,
+            ttl=claim_for.task_ttl,
+            expires_at=clamp_add(tx.now, claim_for.task_ttl),
+            timeout=claim_for.task_timeout or timeout,
+        )
+    tx.put(PutTask(task))
+    return promise, task
+
+
+def _delay(tags: dict) -> int:
+    try:
+        return int(tags.get("resonate:delay", "0"))
+    except ValueError:
+        return 0
+
+
+def _key(text: str) -> Optional[str]:
+    return text or None
+
+
+def _matches(stored: Optional[str], requested: str) -> bool:
+    return stored is not None and stored == requested
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def read(tx: Tx, req: ReadPromiseRequest) -> Result:
+    promise = tx.state.promises.get(req.id)
+    if promise is None:
+        promise_transition(ABSENT, PromiseAction.READ)
+    promise = expire_if_due(tx, promise)
+    promise_transition(promise.state, PromiseAction.READ)
+    return Result(Status.OK, PromiseResponse(promise))
+
+
+def validate_search(req: SearchPromisesRequest) -> None:
+    if req.cursor:
+        return
+    require(req.id, "id")
+    for state in req.states:
+        if state.upper() not in _STATE_FILTERS:
+            raise BadRequest(
+                f"validation error: payload.states: {state!r} is not one of "
+                "PENDING, RESOLVED, REJECTED, REJECTED_CANCELED, REJECTED_TIMEDOUT"
+            )
+    validate_limit(req.limit)
+
+
+def validate_limit(limit: int) -> None:
+    if not 0 <= limit <= 100:
+        raise BadRequest(f"validation error: payload.limit must be between 1 and 100 (0 = 100), got {limit}")
+
+
+def search(tx: Tx, req: SearchPromisesRequest) -> Result:
+    secret = tx.config.cursor_secret
+    if req.cursor:
+        query = decode_cursor(secret, "promises", req.cursor)
+        pattern, states, tags, limit, before = query["id"], query["states"], query["tags"], query["limit"], query["before"]
+    else:
+        pattern, tags, limit, before = req.id, req.tags, req.limit or 100, None
+        states = sorted({s for name in req.states for s in _STATE_FILTERS[name.upper()]})
+    wanted = frozenset(states)
+
+    def keep(promise: Promise) -> Optional[Promise]:
+        promise = expire_if_due(tx, promise)
+        if (wanted and promise.state not in wanted) or not tags_match(promise.tags, tags):
+            return None
+        return promise
+
+    found = take_page(tx.state.search_promises(pattern, before), keep, limit)
+    cursor = None
+    if len(found) == limit:
+        query = {"id": pattern, "states": states, "tags": tags, "limit": limit, "before": found[-1].sort_id}
+        cursor = encode_cursor(secret, "promises", query)
+    return Result(Status.OK, SearchPromisesResponse(found, cursor))
+
+
+def validate_create(req: CreatePromiseRequest) -> None:
+    require(req.id, "id")
+
+
+def create(tx: Tx, req: CreatePromiseRequest) -> Result:
+    (promise, status), _ = _create(tx, req, None)
+    return Result(status, PromiseResponse(promise))
+
+
+def validate_createtask(req: CreatePromiseAndTaskRequest) -> None:
+    require(req.id, "id")
+    require(req.task_process_id, "taskProcessId")
+    require_non_negative(req.task_ttl, "taskTtl")
+
+
+def createtask(tx: Tx, req: CreatePromiseAndTaskRequest) -> Result:
+    (promise, status), task = _create(tx, req, req)
+    return Result(status, CreatePromiseAndTaskResponse(promise, task))
+
+
+def _create(tx: Tx, req, claim_for) -> "tuple[tuple[Promise, Status], Optional[Task]]":
+    stored = tx.state.promises.get(req.id)
+    if stored is None:
+        outcome = promise_transition(ABSENT, PromiseAction.CREATE)
+        promise, task = insert(
+            tx,
+            id=req.id,
+            timeout=req.timeout,
+            param=req.param,
+            tags=req.tags,
+            key=_key(req.idempotency_key),
+            claim_for=claim_for,
+        )
+        return (promise, outcome.status), task
+    stored = expire_if_due(tx, stored)
+    if not _matches(stored.idempotency_key_for_create, req.idempotency_key):
+        action = PromiseAction.CREATE_NO_MATCH
+    elif req.strict:
+        action = PromiseAction.CREATE_KEY_MATCH_STRICT
+    else:
+        action = PromiseAction.CREATE_KEY_MATCH
+    outcome = promise_transition(stored.state, action)
+    return (stored, outcome.status), None
+
+
+def validate_complete(req: CompletePromiseRequest) -> None:
+    if req.state not in COMPLETE_STATES:
+        raise BadRequest(f"invalid state: {req.state}")
+
+
+def complete_op(tx: Tx, req: CompletePromiseRequest) -> Result:
+    stored = tx.state.promises.get(req.id)
+    if stored is None:
+        promise_transition(ABSENT, PromiseAction.COMPLETE)
+    stored = expire_if_due(tx, stored)
+    key_match = _matches(stored.idempotency_key_for_complete, req.idempotency_key)
+    if not key_match:
+        action = PromiseAction.COMPLETE_STRICT if req.strict else PromiseAction.COMPLETE
+    elif not req.strict:
+        action = PromiseAction.COMPLETE_KEY_MATCH
+    elif req.state == stored.state:
+        action = PromiseAction.COMPLETE_KEY_MATCH_STRICT_SAME
+    else:
+        action = PromiseAction.COMPLETE_KEY_MATCH_STRICT_OTHER
+    outcome = promise_transition(stored.state, action)
+    if outcome.to == REQUESTED:
+        stored = complete(tx, stored, req.state, req.value, _key(req.idempotency_key), completed_on=tx.now)
+    return Result(outcome.status, PromiseResponse(stored))
+
+
+def validate_callback(req: CreateCallbackRequest) -> None:
+    require(req.promise_id, "promiseId")
+    require(req.root_promise_id, "rootPromiseId")
+    if req.promise_id == req.root_promise_id:
+        raise BadRequest("validation error: promise and root promise must be different")
+    if req.recv is None:
+        raise BadRequest("validation error: payload.recv is required (a string or a {type, data} object)")
+    _check_recv(req.recv)
+
+
+def validate_subscribe(req: CreateSubscriptionRequest) -> None:
+    require(req.id, "id")
+    require(req.promise_id, "promiseId")
+    if req.recv is None:
+        raise BadRequest("validation error: payload.recv is required (a string or a {type, data} object)")
+    _check_recv(req.recv)
+
+
+def _check_recv(recv) -> None:
+    """Any string or object is stored (2.8: receivers are resolved at delivery time)."""
+    if not isinstance(recv, (str, dict)):
+        raise BadRequest('validation error: payload.recv must be a string or an object like {"type": …, "data": {…}}')
+
+
+def callback(tx: Tx, req: CreateCallbackRequest) -> Result:
+    callback_id = f"__resume:{req.root_promise_id}:{req.promise_id}"
+    mesg = Mesg(type="resume", root=req.root_promise_id, leaf=req.promise_id, head=tx.head)
+    return _register(tx, req.promise_id, callback_id, req.root_promise_id, req.recv, req.timeout, mesg)
+
+
+def subscribe(tx: Tx, req: CreateSubscriptionRequest) -> Result:
+    callback_id = f"__notify:{req.promise_id}:{req.id}"
+    mesg = Mesg(type="notify", root=req.promise_id, head=tx.head)
+    return _register(tx, req.promise_id, callback_id, req.promise_id, req.recv, req.timeout, mesg)
+
+
+def _register(tx: Tx, promise_id, callback_id, root_id, recv, timeout, mesg) -> Result:
+    """Callbacks and subscriptions (3.6, 3.7): no lazy timeout; a completed promise stores nothing."""
+    promise = tx.state.promises.get(promise_id)
+    if promise is None:
+        promise_transition(ABSENT, PromiseAction.CALLBACK)
+    outcome = promise_transition(promise.state, PromiseAction.CALLBACK)
+    if outcome.status != Status.CREATED or callback_id in tx.state.callbacks.get(promise_id, {}):
+        return Result(Status.OK, CallbackResponse(promise))
+    created = Callback(
+        id=callback_id,
+        promise_id=promise_id,
+        root_promise_id=root_id,
+        timeout=timeout,
+        created_on=tx.now,
+        recv=recv,
+        mesg=mesg,
+    )
+    tx.put(PutCallback(created))
+    return Result(Status.CREATED, CallbackResponse(promise, created))
+
+
+# --------------------------------------------------------------------------- background job
+
+
+def timeout_promises(tx: Tx, batch: int) -> int:
+    """Time out up to ``batch`` PENDING promises whose deadline passed; returns how many."""
+    done = 0
+    for promise_id in tx.state.promise_timeouts.drain_due(tx.now, batch):
+        expire_if_due(tx, tx.state.promises[promise_id])
+        done += 1
+    return done

@@ -1,0 +1,320 @@
+"""``Resonate``: the eighteen operations on one lock-guarded state, in process, no NATS.
+
+Every call: validate the request (outside the lock) → under the lock, read the clock, run the
+handler, which decides by the transition tables and records what changed → append those
+records to the journal (if any) → release the lock → wait until the journal made them
+durable → return the :class:`~resonate_sync.core.common.Result` or raise the
+:class:`~resonate_sync.errors.ResonateError`. Changes a failing request made on its way (a
+lazy timeout before a 403, say) are kept and journaled too, as in Go.
+
+A read also waits until everything it could have observed is durable, so no reply ever shows
+a change that a crash could still take back.
+"""
+
+import logging
+import threading
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
+
+import attrs
+
+from ..errors import InternalError, ResonateError, Status
+from ..models import (
+    AcquireLockRequest,
+    ClaimTaskRequest,
+    CompletePromiseRequest,
+    CompleteTaskRequest,
+    CreateCallbackRequest,
+    CreatePromiseAndTaskRequest,
+    CreatePromiseRequest,
+    CreateScheduleRequest,
+    CreateSubscriptionRequest,
+    DeleteScheduleRequest,
+    DropTaskRequest,
+    HeartbeatLocksRequest,
+    HeartbeatTasksRequest,
+    PutTask,
+    ReadPromiseRequest,
+    ReadScheduleRequest,
+    ReleaseLockRequest,
+    SearchPromisesRequest,
+    SearchSchedulesRequest,
+    TaskState,
+    record_from_json,
+    record_to_json,
+)
+from . import locks, promises, schedules, tasks
+from .clock import Clock, SystemClock
+from .common import CoreSettings, Result, trace_head
+from .state import State, Tx
+from .tasks import Delivery
+
+__all__ = ["Resonate", "Operation", "OPERATIONS", "JournalSink"]
+
+log = logging.getLogger(__name__)
+
+
+class JournalSink(Protocol):
+    """What the core needs of a journal (see ``resonate_sync.journal.Journal``)."""
+
+    def append(self, records: List[Dict[str, Any]]) -> int: ...
+
+    def wait_durable(self, ticket: int, timeout: Optional[float] = None) -> None: ...
+
+
+def _nothing(_: Any) -> None:
+    return None
+
+
+@attrs.frozen
+class Operation:
+    """One entry of the operation registry.
+
+    Attributes:
+        name: the envelope's ``operation`` (``promises.create``).
+        kernel_name: ``Metadata.name`` in replies (``CreatePromise``).
+        request_type: the payload model.
+        validate: field rules checked before the lock (400).
+        handler: ``(tx, request) -> Result`` run under the lock.
+        aliases: wire name → older name accepted when the wire name is absent.
+    """
+
+    name: str
+    kernel_name: str
+    request_type: type
+    validate: Callable[[Any], None]
+    handler: Callable[[Tx, Any], Result]
+    aliases: Tuple[Tuple[str, str], ...] = ()
+
+
+OPERATIONS: Mapping[str, Operation] = {
+    op.name: op
+    for op in (
+        Operation("promises.read", "ReadPromise", ReadPromiseRequest, _nothing, promises.read),
+        Operation("promises.search", "SearchPromises", SearchPromisesRequest, promises.validate_search, promises.search),
+        Operation("promises.create", "CreatePromise", CreatePromiseRequest, promises.validate_create, promises.create),
+        Operation(
+            "promises.createtask",
+            "CreatePromiseAndTask",
+            CreatePromiseAndTaskRequest,
+            promises.validate_createtask,
+            promises.createtask,
+        ),
+        Operation(
+            "promises.complete",
+            "CompletePromise",
+            CompletePromiseRequest,
+            promises.validate_complete,
+            promises.complete_op,
+        ),
+        Operation(
+            "promises.callback", "CreateCallback", CreateCallbackRequest, promises.validate_callback, promises.callback
+        ),
+        Operation(
+            "promises.subscribe",
+            "CreateCallback",
+            CreateSubscriptionRequest,
+            promises.validate_subscribe,
+            promises.subscribe,
+        ),
+        Operation("schedules.read", "ReadSchedule", ReadScheduleRequest, _nothing, schedules.read),
+        Operation(
+            "schedules.search", "SearchSchedules", SearchSchedulesRequest, schedules.validate_search, schedules.search
+        ),
+        Operation(
+            "schedules.create",
+            "CreateSchedule",
+            CreateScheduleRequest,
+            schedules.validate_create,
+            schedules.create,
+            aliases=(("description", "desc"),),
+        ),
+        Operation("schedules.delete", "DeleteSchedule", DeleteScheduleRequest, _nothing, schedules.delete),
+        Operation(
+            "locks.acquire",
+            "AcquireLock",
+            AcquireLockRequest,
+            locks.validate_acquire,
+            locks.acquire,
+            aliases=(("ttl", "expiryInMilliseconds"),),
+        ),
+        Operation("locks.release", "ReleaseLock", ReleaseLockRequest, locks.validate_release, locks.release),
+        Operation("locks.heartbeat", "HeartbeatLocks", HeartbeatLocksRequest, locks.validate_heartbeat, locks.heartbeat),
+        Operation(
+            "tasks.claim",
+            "ClaimTask",
+            ClaimTaskRequest,
+            tasks.validate_claim,
+            tasks.claim,
+            aliases=(("ttl", "frequency"),),
+        ),
+        Operation("tasks.complete", "CompleteTask", CompleteTaskRequest, tasks.validate_complete, tasks.complete),
+        Operation("tasks.drop", "DropTask", DropTaskRequest, tasks.validate_drop, tasks.drop),
+        Operation("tasks.heartbeat", "HeartbeatTasks", HeartbeatTasksRequest, tasks.validate_heartbeat, tasks.heartbeat),
+    )
+}
+
+
+def _method(name: str) -> Callable[..., Result]:
+    op = OPERATIONS[name]
+
+    def call(self: "Resonate", request: Any = None, *, metadata: Optional[Mapping[str, str]] = None, **fields: Any):
+        if request is None:
+            request = op.request_type(**fields)
+        elif fields:
+            raise TypeError("pass either a request object or keyword fields, not both")
+        return self.execute(op, request, metadata)
+
+    call.__name__ = name.replace(".", "_")
+    call.__doc__ = (
+        f"``{name}``: takes a ``{op.request_type.__name__}`` (or its fields as keywords) and returns a "
+        f"Result whose payload is the operation's response model; raises ResonateError."
+    )
+    return call
+
+
+class Resonate:
+    """The durable-promise state machine.
+
+    Args:
+        clock: where ``now`` comes from (ms since the epoch); a ``FakeClock`` in tests.
+        settings: hrefs, task delivery timings, batch size, cursor secret.
+        journal: where records go before a reply; None keeps everything in memory.
+        state: a recovered state to start from (see :meth:`recover`).
+
+    Methods are named after the operations: ``promises_create(id="p", timeout=…)``,
+    ``tasks_claim(ClaimTaskRequest(...))`` and so on; each returns a ``Result(status, payload)``.
+    """
+
+    promises_read = _method("promises.read")
+    promises_search = _method("promises.search")
+    promises_create = _method("promises.create")
+    promises_createtask = _method("promises.createtask")
+    promises_complete = _method("promises.complete")
+    promises_callback = _method("promises.callback")
+    promises_subscribe = _method("promises.subscribe")
+    schedules_read = _method("schedules.read")
+    schedules_search = _method("schedules.search")
+    schedules_create = _method("schedules.create")
+    schedules_delete = _method("schedules.delete")
+    locks_acquire = _method("locks.acquire")
+    locks_release = _method("locks.release")
+    locks_heartbeat = _method("locks.heartbeat")
+    tasks_claim = _method("tasks.claim")
+    tasks_complete = _method("tasks.complete")
+    tasks_drop = _method("tasks.drop")
+    tasks_heartbeat = _method("tasks.heartbeat")
+
+    def __init__(
+        self,
+        clock: Optional[Clock] = None,
+        *,
+        settings: Optional[CoreSettings] = None,
+        journal: Optional[JournalSink] = None,
+        state: Optional[State] = None,
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self.settings = settings or CoreSettings()
+        self.state = state or State()
+        self._journal = journal
+        self._ticket = 0
+        self._lock = threading.Lock()
+        self.wakeup = threading.Event()
+        """Set when a change may have created work due now (a new INIT task); the ticker waits on it."""
+
+    # ------------------------------------------------------------------ operations
+
+    def execute(self, op: Operation, request: Any, metadata: Optional[Mapping[str, str]] = None) -> Result:
+        """Validate and run one operation atomically; durable before it returns."""
+        op.validate(request)
+        head = trace_head(metadata)
+        return self._atomically(lambda tx: op.handler(tx, request), head)
+
+    def _atomically(self, step: Callable[[Tx], Any], head: Optional[Dict[str, str]] = None) -> Any:
+        error: Optional[BaseException] = None
+        with self._lock:
+            tx = Tx(self.state, self.clock.now(), self.settings, head)
+            try:
+                result = step(tx)
+            except Exception as exc:  # what changed before the error is kept, so it is journaled
+                error = exc
+            ticket = self._commit(tx.records)
+        if ticket:
+            self._wait_durable(ticket)
+        if error is not None:
+            raise error
+        return result
+
+    def _commit(self, records: list) -> int:
+        """Journal the records of one step (under the lock); returns the ticket to wait for."""
+        if records and any(type(r) is PutTask and r.task.state == TaskState.INIT for r in records):
+            self.wakeup.set()
+        if self._journal is None:
+            return 0
+        if records:
+            try:
+                self._ticket = self._journal.append([record_to_json(r) for r in records])
+            except Exception as exc:
+                log.error("journal append failed; the server cannot acknowledge writes: %s", exc)
+                raise InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR) from exc
+        return self._ticket
+
+    def _wait_durable(self, ticket: int) -> None:
+        try:
+            self._journal.wait_durable(ticket)
+        except Exception as exc:
+            log.error("journal fsync failed; the server cannot acknowledge writes: %s", exc)
+            raise InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR) from exc
+
+    # ------------------------------------------------------------------ background
+
+    def tick(self) -> List[Delivery]:
+        """Run every background job once (10.1) and return the messages to send.
+
+        Order: promise timeouts, schedule firings, lock expiry, task expiry, then delivery
+        selection, so a task created by a timeout or a firing can go out in the same tick.
+        Each job handles at most ``settings.batch_size`` items per call.
+        """
+        self.wakeup.clear()
+        batch = self.settings.batch_size
+
+        def step(tx: Tx) -> List[Delivery]:
+            promises.timeout_promises(tx, batch)
+            schedules.fire_schedules(tx, batch)
+            locks.expire_locks(tx, batch)
+            tasks.expire_tasks(tx, batch)
+            return tasks.select_deliveries(tx, batch)
+
+        return self._atomically(step)
+
+    def record_deliveries(self, results: List[Tuple[Delivery, bool]]) -> None:
+        """Report which messages the transport sent (True) or could not send (False)."""
+
+        def step(tx: Tx) -> None:
+            for delivery, sent in results:
+                tasks.record_delivery(tx, delivery, sent)
+
+        self._atomically(step)
+
+    def next_deadline(self) -> Optional[int]:
+        """When a background job next has work (ms since the epoch), or None."""
+        with self._lock:
+            return self.state.next_deadline()
+
+    # ------------------------------------------------------------------ durability
+
+    @classmethod
+    def recover(cls, snapshot: Optional[Dict[str, list]], records, **kwargs: Any) -> "Resonate":
+        """A core rebuilt from a snapshot (``State.snapshot_to_json`` form) and the records after it."""
+        state = State.from_json(snapshot) if snapshot else State()
+        for obj in records:
+            state.apply(record_from_json(obj))
+        return cls(state=state, **kwargs)
+
+    def snapshot(self) -> Tuple[Any, Dict[str, list]]:
+        """Begin a journal snapshot under the lock; returns (journal ticket, state copy).
+
+        Serialise the copy with ``State.snapshot_to_json`` and write it outside the lock.
+        """
+        with self._lock:
+            ticket = self._journal.begin_snapshot() if self._journal is not None else None
+            return ticket, self.state.snapshot()

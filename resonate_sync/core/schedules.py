@@ -1,0 +1,157 @@
+"""Schedule operations (PROTOCOL.md 3.8–3.11, 7) and the firing job.
+
+Decisions where the spec leaves a choice:
+
+* ``promiseId`` templates know exactly ``{{.id}}`` and ``{{.timestamp}}`` (spaces inside the
+  braces allowed) and are substituted verbatim; any other ``{{…}}`` is rejected at create time
+  with 400 instead of failing at fire time.
+* When the generated promise id already exists, the schedule still advances (logged as a
+  warning) instead of retrying the same occurrence forever as Go does.
+* A schedule that fell behind (server down) fires its missed occurrences one after another,
+  up to the job's batch per pass, until ``nextRunTime`` is in the future.
+"""
+
+import logging
+import re
+
+import attrs
+
+from ..errors import BadRequest, ResonateError, Status
+from ..models import (
+    CreateScheduleRequest,
+    DeleteSchedule,
+    DeleteScheduleRequest,
+    EmptyResponse,
+    PutSchedule,
+    ReadScheduleRequest,
+    Schedule,
+    ScheduleResponse,
+    SearchSchedulesRequest,
+    SearchSchedulesResponse,
+)
+from . import promises
+from .common import Result, clamp_add, require, tags_match, take_page
+from .cron import CronError, parse_cron
+from .cursor import decode_cursor, encode_cursor
+from .state import Tx
+
+log = logging.getLogger(__name__)
+
+_VARIABLE = re.compile(r"\{\{\s*\.(id|timestamp)\s*\}\}")
+
+
+def expand_template(template: str, schedule_id: str, timestamp: int) -> str:
+    """``report-{{.timestamp}}`` fired at 1700000060000 → ``report-1700000060000``."""
+    values = {"id": schedule_id, "timestamp": str(timestamp)}
+    return _VARIABLE.sub(lambda m: values[m.group(1)], template)
+
+
+def _check_template(template: str) -> None:
+    rest = _VARIABLE.sub("", template)
+    if "{{" in rest or "}}" in rest:
+        raise BadRequest(
+            "validation error: payload.promiseId may only use the template variables {{.id}} and {{.timestamp}}"
+        )
+
+
+def _not_found() -> ResonateError:
+    return ResonateError.from_status(Status.SCHEDULE_NOT_FOUND)
+
+
+def read(tx: Tx, req: ReadScheduleRequest) -> Result:
+    schedule = tx.state.schedules.get(req.id)
+    if schedule is None:
+        raise _not_found()
+    return Result(Status.OK, ScheduleResponse(schedule))
+
+
+def validate_search(req: SearchSchedulesRequest) -> None:
+    if req.cursor:
+        return
+    require(req.id, "id")
+    promises.validate_limit(req.limit)
+
+
+def search(tx: Tx, req: SearchSchedulesRequest) -> Result:
+    secret = tx.config.cursor_secret
+    if req.cursor:
+        query = decode_cursor(secret, "schedules", req.cursor)
+        pattern, tags, limit, before = query["id"], query["tags"], query["limit"], query["before"]
+    else:
+        pattern, tags, limit, before = req.id, req.tags, req.limit or 100, None
+    found = take_page(
+        tx.state.search_schedules(pattern, before), lambda s: s if tags_match(s.tags, tags) else None, limit
+    )
+    cursor = None
+    if len(found) == limit:
+        query = {"id": pattern, "tags": tags, "limit": limit, "before": found[-1].sort_id}
+        cursor = encode_cursor(secret, "schedules", query)
+    return Result(Status.OK, SearchSchedulesResponse(found, cursor))
+
+
+def validate_create(req: CreateScheduleRequest) -> None:
+    require(req.id, "id")
+    if not req.cron:
+        raise BadRequest("validation error: payload.cron is required")
+    try:
+        parse_cron(req.cron)
+    except CronError as exc:
+        raise BadRequest(f"validation error: the field cron must be a valid cron expression ({exc})") from None
+    require(req.promise_id, "promiseId")
+    _check_template(req.promise_id)
+
+
+def create(tx: Tx, req: CreateScheduleRequest) -> Result:
+    stored = tx.state.schedules.get(req.id)
+    if stored is not None:
+        if stored.idempotency_key is not None and stored.idempotency_key == req.idempotency_key:
+            return Result(Status.OK, ScheduleResponse(stored))
+        raise ResonateError.from_status(Status.SCHEDULE_ALREADY_EXISTS)
+    schedule = Schedule(
+        id=req.id,
+        description=req.description,
+        cron=req.cron,
+        tags=req.tags,
+        promise_id=req.promise_id,
+        promise_timeout=req.promise_timeout,
+        promise_param=req.promise_param,
+        promise_tags=req.promise_tags,
+        next_run_time=parse_cron(req.cron).next_after(tx.now),
+        idempotency_key=req.idempotency_key or None,
+        created_on=tx.now,
+        sort_id=tx.state.schedule_seq + 1,
+    )
+    tx.put(PutSchedule(schedule))
+    return Result(Status.CREATED, ScheduleResponse(schedule))
+
+
+def delete(tx: Tx, req: DeleteScheduleRequest) -> Result:
+    if req.id not in tx.state.schedules:
+        raise _not_found()
+    tx.put(DeleteSchedule(req.id))
+    return Result(Status.NO_CONTENT, EmptyResponse())
+
+
+def fire_schedules(tx: Tx, batch: int) -> int:
+    """Fire up to ``batch`` due occurrences, earliest first (7.3); returns how many fired."""
+    fired = 0
+    for schedule_id in tx.state.schedule_fires.drain_due(tx.now, batch):
+        schedule = tx.state.schedules[schedule_id]
+        at = schedule.next_run_time
+        promise_id = expand_template(schedule.promise_id, schedule.id, at)
+        if promise_id in tx.state.promises:
+            log.warning("schedule %r: promise %r already exists; skipping the occurrence at %d", schedule.id, promise_id, at)
+        else:
+            tags = {**schedule.promise_tags, "resonate:schedule": schedule.id, "resonate:invocation": "true"}
+            promises.insert(
+                tx,
+                id=promise_id,
+                timeout=clamp_add(at, schedule.promise_timeout),
+                param=schedule.promise_param,
+                tags=tags,
+                key=None,
+            )
+        advanced = attrs.evolve(schedule, last_run_time=at, next_run_time=parse_cron(schedule.cron).next_after(at))
+        tx.put(PutSchedule(advanced))
+        fired += 1
+    return fired

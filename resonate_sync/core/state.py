@@ -1,0 +1,437 @@
+"""The in-memory state: dictionaries, indexes and deadline heaps, changed only by records.
+
+Every mutation is a record (``models.PutPromise``, ``PutTask``, …) passed to
+:meth:`State.apply`. Handlers never assign into the dictionaries themselves; replaying the
+journal is therefore the same code path as serving requests, and the record list a handler
+produced is exactly what the journal must append.
+
+Nothing here is thread-safe: the caller (``core.Resonate``) holds one lock around every
+operation. Stored objects are frozen attrs instances, so a snapshot is a shallow copy of the
+dictionaries taken under the lock and serialised outside it.
+"""
+
+import heapq
+import re
+from bisect import bisect_left
+from functools import lru_cache
+from typing import Any, Dict, Hashable, Iterator, List, Optional, Set, Tuple
+
+from sortedcontainers import SortedList
+
+from ..models import (
+    STORE,
+    Callback,
+    DeleteCallbacks,
+    DeleteLock,
+    DeleteSchedule,
+    Lock,
+    Promise,
+    PromiseState,
+    PutCallback,
+    PutLock,
+    PutPromise,
+    PutSchedule,
+    PutTask,
+    Record,
+    Schedule,
+    Task,
+    TaskState,
+)
+
+__all__ = ["DeadlineHeap", "State", "Tx", "compile_pattern"]
+
+_NEVER = float("inf")
+
+
+class DeadlineHeap:
+    """A min-heap of keys by deadline, with O(1) discard (lazy deletion) and compaction.
+
+    ``set`` replaces a key's deadline; stale heap entries are skipped when they surface and
+    the heap is rebuilt when stale entries outnumber live ones, so memory stays proportional
+    to the live keys.
+    """
+
+    __slots__ = ("_heap", "_live")
+
+    def __init__(self) -> None:
+        self._heap: List[Tuple[Any, int, Hashable]] = []
+        self._live: Dict[Hashable, Tuple[Any, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._live
+
+    def set(self, key: Hashable, deadline: Any, order: int = 0) -> None:
+        if self._live.get(key) == (deadline, order):
+            return
+        self._live[key] = (deadline, order)
+        heapq.heappush(self._heap, (deadline, order, key))
+        self._maybe_compact()
+
+    def discard(self, key: Hashable) -> None:
+        if self._live.pop(key, None) is not None:
+            self._maybe_compact()
+
+    def peek(self) -> Optional[Tuple[Any, Hashable]]:
+        """The earliest (deadline, key), or None."""
+        heap, live = self._heap, self._live
+        while heap:
+            deadline, order, key = heap[0]
+            if live.get(key) == (deadline, order):
+                return deadline, key
+            heapq.heappop(heap)
+        return None
+
+    def pop_due(self, now: int) -> Optional[Hashable]:
+        """Remove and return the earliest key whose deadline is ``<= now``, or None."""
+        top = self.peek()
+        if top is None or top[0] > now:
+            return None
+        heapq.heappop(self._heap)
+        del self._live[top[1]]
+        return top[1]
+
+    def drain_due(self, now: int, batch: int) -> Iterator[Hashable]:
+        """Pop due keys one at a time, at most ``batch``; the caller may change the heap in between."""
+        for _ in range(batch):
+            key = self.pop_due(now)
+            if key is None:
+                return
+            yield key
+
+    def _maybe_compact(self) -> None:
+        if len(self._heap) > 2 * len(self._live) + 1024:
+            self._heap = [(d, o, k) for k, (d, o) in self._live.items()]
+            heapq.heapify(self._heap)
+
+
+@lru_cache(maxsize=1024)
+def compile_pattern(pattern: str) -> "re.Pattern[str]":
+    """A search id pattern as a regex: ``*`` matches any sequence, every other character itself."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+class State:
+    """Everything the server knows, with the indexes the operations and jobs need.
+
+    Attributes:
+        promises: id → Promise. Promises are never deleted.
+        callbacks: promise id → {callback id → Callback}, for pending promises only.
+        tasks: id → Task, final ones included (tasks.complete on a completed task answers 200).
+        schedules: id → Schedule.
+        locks: resource id → Lock.
+    """
+
+    def __init__(self) -> None:
+        self.promises: Dict[str, Promise] = {}
+        self._promise_ids = SortedList()
+        self._seq_ids: List[str] = []  # ids in creation order
+        self._seq_sort: List[int] = []  # their sort ids (ascending), for cursor positioning
+        self.promise_timeouts = DeadlineHeap()  # PENDING promises by timeout
+
+        self.callbacks: Dict[str, Dict[str, Callback]] = {}
+
+        self.tasks: Dict[str, Task] = {}
+        self.task_seq = 0
+        self._open_tasks_by_root: Dict[str, Set[str]] = {}  # non-final tasks
+        self._active_by_root: Dict[str, int] = {}  # ENQUEUED or CLAIMED tasks per root
+        self._claimed_by_process: Dict[str, Set[str]] = {}
+        self.task_delivery = DeadlineHeap()  # INIT tasks by expires_at, then creation order
+        self.task_expiry = DeadlineHeap()  # ENQUEUED/CLAIMED tasks by min(expires_at, timeout)
+        self.parked: Dict[str, Set[str]] = {}  # due INIT tasks waiting for their root to be free
+
+        self.schedules: Dict[str, Schedule] = {}
+        self.schedule_seq = 0
+        self.schedule_fires = DeadlineHeap()
+
+        self.locks: Dict[str, Lock] = {}
+        self.lock_expiry = DeadlineHeap()
+        self._locks_by_process: Dict[str, Set[str]] = {}
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, record: Record) -> None:
+        """Apply one record; the only way state changes."""
+        _APPLY[type(record)](self, record)
+
+    def _put_promise(self, record: PutPromise) -> None:
+        promise = record.promise
+        old = self.promises.get(promise.id)
+        self.promises[promise.id] = promise
+        if old is None:
+            self._promise_ids.add(promise.id)
+            if self._seq_sort and promise.sort_id <= self._seq_sort[-1]:
+                raise ValueError(f"promise {promise.id!r}: sort id {promise.sort_id} is not increasing")
+            self._seq_ids.append(promise.id)
+            self._seq_sort.append(promise.sort_id)
+        if promise.state == PromiseState.PENDING:
+            self.promise_timeouts.set(promise.id, promise.timeout)
+        else:
+            self.promise_timeouts.discard(promise.id)
+
+    def _put_callback(self, record: PutCallback) -> None:
+        callback = record.callback
+        self.callbacks.setdefault(callback.promise_id, {})[callback.id] = callback
+
+    def _delete_callbacks(self, record: DeleteCallbacks) -> None:
+        self.callbacks.pop(record.promise_id, None)
+
+    def _put_task(self, record: PutTask) -> None:
+        task = record.task
+        tid, root = task.id, task.root_promise_id
+        old = self.tasks.get(tid)
+        self.tasks[tid] = task
+        if task.sort_id > self.task_seq:
+            self.task_seq = task.sort_id
+        old_state = old.state if old is not None else 0
+        state = task.state
+
+        if old is not None and old_state == TaskState.CLAIMED and old.process_id:
+            owned = self._claimed_by_process.get(old.process_id)
+            if owned is not None:
+                owned.discard(tid)
+                if not owned:
+                    del self._claimed_by_process[old.process_id]
+        if state == TaskState.CLAIMED and task.process_id:
+            self._claimed_by_process.setdefault(task.process_id, set()).add(tid)
+
+        if state & TaskState.FINAL:
+            open_tasks = self._open_tasks_by_root.get(root)
+            if open_tasks is not None:
+                open_tasks.discard(tid)
+                if not open_tasks:
+                    del self._open_tasks_by_root[root]
+        else:
+            self._open_tasks_by_root.setdefault(root, set()).add(tid)
+
+        if state == TaskState.INIT:
+            self.task_delivery.set(tid, task.expires_at, task.sort_id)
+        else:
+            self.task_delivery.discard(tid)
+            parked = self.parked.get(root)
+            if parked is not None:
+                parked.discard(tid)
+                if not parked:
+                    del self.parked[root]
+
+        if state & TaskState.ACTIVE:
+            self.task_expiry.set(tid, min(task.expires_at or _NEVER, task.timeout))
+        else:
+            self.task_expiry.discard(tid)
+
+        was_active = bool(old_state & TaskState.ACTIVE)
+        is_active = bool(state & TaskState.ACTIVE)
+        if is_active and not was_active:
+            self._active_by_root[root] = self._active_by_root.get(root, 0) + 1
+        elif was_active and not is_active:
+            left = self._active_by_root[root] - 1
+            if left:
+                self._active_by_root[root] = left
+            else:
+                del self._active_by_root[root]
+                self.unpark(root)
+
+    def _put_schedule(self, record: PutSchedule) -> None:
+        schedule = record.schedule
+        self.schedules[schedule.id] = schedule
+        if schedule.sort_id > self.schedule_seq:
+            self.schedule_seq = schedule.sort_id
+        self.schedule_fires.set(schedule.id, schedule.next_run_time)
+
+    def _delete_schedule(self, record: DeleteSchedule) -> None:
+        self.schedules.pop(record.id, None)
+        self.schedule_fires.discard(record.id)
+
+    def _put_lock(self, record: PutLock) -> None:
+        lock = record.lock
+        old = self.locks.get(lock.resource_id)
+        if old is not None:
+            self._forget_lock_owner(old)
+        self.locks[lock.resource_id] = lock
+        self._locks_by_process.setdefault(lock.process_id, set()).add(lock.resource_id)
+        self.lock_expiry.set(lock.resource_id, lock.expires_at)
+
+    def _delete_lock(self, record: DeleteLock) -> None:
+        old = self.locks.pop(record.resource_id, None)
+        if old is not None:
+            self._forget_lock_owner(old)
+        self.lock_expiry.discard(record.resource_id)
+
+    def _forget_lock_owner(self, lock: Lock) -> None:
+        owned = self._locks_by_process.get(lock.process_id)
+        if owned is not None:
+            owned.discard(lock.resource_id)
+            if not owned:
+                del self._locks_by_process[lock.process_id]
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def promise_seq(self) -> int:
+        """The sort id of the newest promise (0 when there is none)."""
+        return self._seq_sort[-1] if self._seq_sort else 0
+
+    def open_tasks_of_root(self, root: str) -> List[Task]:
+        """The INIT, ENQUEUED and CLAIMED tasks whose root is ``root``, in creation order."""
+        ids = self._open_tasks_by_root.get(root)
+        if not ids:
+            return []
+        return sorted((self.tasks[i] for i in ids), key=lambda t: t.sort_id)
+
+    def root_busy(self, root: str) -> bool:
+        """True while a task of ``root`` is ENQUEUED or CLAIMED (per-root serialisation, 6.2)."""
+        return root in self._active_by_root
+
+    def claimed_by(self, process_id: str) -> List[str]:
+        return sorted(self._claimed_by_process.get(process_id, ()))
+
+    def locks_of(self, process_id: str) -> List[str]:
+        return sorted(self._locks_by_process.get(process_id, ()))
+
+    def park(self, task_id: str, root: str) -> None:
+        """Hold a due INIT task until no other task of its root is ENQUEUED or CLAIMED."""
+        self.parked.setdefault(root, set()).add(task_id)
+
+    def unpark(self, root: str) -> None:
+        for tid in self.parked.pop(root, ()):
+            task = self.tasks[tid]
+            if task.state == TaskState.INIT:
+                self.task_delivery.set(tid, task.expires_at, task.sort_id)
+
+    def search_promises(self, pattern: str, before: Optional[int]) -> Iterator[Promise]:
+        """Promises whose id matches ``pattern`` and whose sort id is < ``before``, newest first.
+
+        A literal prefix (the text before the first ``*``) narrows the candidates to a range of
+        the sorted id index, O(log n + m) for m ids with that prefix. When the prefix is not
+        selective (or there is none) the creation-order list is walked backwards from the
+        cursor instead, which finds ``limit`` dense matches without touching the rest.
+        """
+        limit = _NEVER if before is None else before
+        if "*" not in pattern:
+            promise = self.promises.get(pattern)
+            if promise is not None and promise.sort_id < limit:
+                yield promise
+            return
+        regex = compile_pattern(pattern)
+        prefix = pattern.split("*", 1)[0]
+        if prefix:
+            ids = self._promise_ids
+            lo = ids.bisect_left(prefix)
+            hi = ids.bisect_left(prefix + "\U0010ffff") if prefix[-1] != "\U0010ffff" else len(ids)
+            m = hi - lo
+            if m <= 10_000 or m * 8 <= len(ids):
+                candidates = [self.promises[i] for i in ids.islice(lo, hi)]
+                candidates = [p for p in candidates if p.sort_id < limit and regex.fullmatch(p.id)]
+                candidates.sort(key=lambda p: p.sort_id, reverse=True)
+                yield from candidates
+                return
+        end = len(self._seq_sort) if before is None else bisect_left(self._seq_sort, before)
+        seq_ids, promises, match = self._seq_ids, self.promises, regex.fullmatch
+        for i in range(end - 1, -1, -1):
+            pid = seq_ids[i]
+            if match(pid):
+                yield promises[pid]
+
+    def search_schedules(self, pattern: str, before: Optional[int]) -> List[Schedule]:
+        """Schedules whose id matches ``pattern`` with sort id < ``before``, newest first.
+
+        Schedules are few (one per recurring job), so this sorts them all.
+        """
+        regex = compile_pattern(pattern)
+        limit = _NEVER if before is None else before
+        found = [s for s in self.schedules.values() if s.sort_id < limit and regex.fullmatch(s.id)]
+        found.sort(key=lambda s: s.sort_id, reverse=True)
+        return found
+
+    def next_deadline(self) -> Optional[int]:
+        """The earliest time at which a background job has work, or None."""
+        tops = [
+            top[0]
+            for top in (
+                self.promise_timeouts.peek(),
+                self.task_delivery.peek(),
+                self.task_expiry.peek(),
+                self.schedule_fires.peek(),
+                self.lock_expiry.peek(),
+            )
+            if top is not None
+        ]
+        return min(tops) if tops else None
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> Dict[str, list]:
+        """A consistent copy (shallow: the objects are immutable) for a snapshot; take under the lock."""
+        callbacks = [cb for per_promise in self.callbacks.values() for cb in per_promise.values()]
+        return {
+            "promises": [self.promises[i] for i in self._seq_ids],
+            "callbacks": callbacks,
+            "tasks": list(self.tasks.values()),
+            "schedules": list(self.schedules.values()),
+            "locks": list(self.locks.values()),
+        }
+
+    @staticmethod
+    def snapshot_to_json(snapshot: Dict[str, list]) -> Dict[str, list]:
+        """The JSON form of :meth:`snapshot`; call outside the lock."""
+        return {kind: [STORE.unstructure(obj) for obj in objs] for kind, objs in snapshot.items()}
+
+    @classmethod
+    def from_json(cls, data: Dict[str, list]) -> "State":
+        """Rebuild a state (and all its indexes) from :meth:`snapshot_to_json` output."""
+        state = cls()
+        for obj in data.get("promises", ()):
+            state.apply(PutPromise(STORE.structure(obj, Promise)))
+        for obj in data.get("callbacks", ()):
+            state.apply(PutCallback(STORE.structure(obj, Callback)))
+        for obj in sorted(data.get("tasks", ()), key=lambda t: t["sortId"]):
+            state.apply(PutTask(STORE.structure(obj, Task)))
+        for obj in data.get("schedules", ()):
+            state.apply(PutSchedule(STORE.structure(obj, Schedule)))
+        for obj in data.get("locks", ()):
+            state.apply(PutLock(STORE.structure(obj, Lock)))
+        return state
+
+
+_APPLY = {
+    PutPromise: State._put_promise,
+    PutCallback: State._put_callback,
+    DeleteCallbacks: State._delete_callbacks,
+    PutTask: State._put_task,
+    PutSchedule: State._put_schedule,
+    DeleteSchedule: State._delete_schedule,
+    PutLock: State._put_lock,
+    DeleteLock: State._delete_lock,
+}
+
+
+class Tx:
+    """One atomic step: applies records to the state as they are made and keeps them for the journal.
+
+    Attributes:
+        state: the state being changed.
+        now: the operation's time, ms since the epoch.
+        records: what changed, in order.
+        head: trace context (``traceparent``/``tracestate``) for messages this step creates.
+    """
+
+    __slots__ = ("state", "now", "records", "head", "config")
+
+    def __init__(self, state: State, now: int, config: Any, head: Optional[Dict[str, str]] = None) -> None:
+        self.state = state
+        self.now = now
+        self.records: List[Record] = []
+        self.head = head or {}
+        self.config = config
+
+    def put(self, record: Record) -> None:
+        self.state.apply(record)
+        self.records.append(record)
+
+    def next_promise_sort_id(self) -> int:
+        return self.state.promise_seq + 1
+
+    def next_task_sort_id(self) -> int:
+        return self.state.task_seq + 1
