@@ -1,0 +1,296 @@
+"""The command line: the seed's flags, Go-style booleans, exit codes, and the Config handed to Server."""
+
+import logging
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import attrs
+import pytest
+from typer.testing import CliRunner
+
+import resonate_sync
+from resonate_sync.cli import LOG_FORMAT, app, configure_logging, normalise_go_flags
+from resonate_sync.config import DEFAULT_SERVE_STORE_PATH, SETTINGS, Config
+
+REPO = Path(resonate_sync.__file__).resolve().parents[1]
+SEED_FLAGS = ("--api-nats-enable", "--api-nats-addr", "--api-nats-subject", "--api-nats-timeout")
+WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
+
+
+class ServerRecorder:
+    """Stands in for resonate_sync.server.Server: records what the CLI built, runs nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Config, str]] = []
+        self.exit_code = 0
+
+    def __call__(self, config: Config, *, mode: str) -> "ServerRecorder":
+        self.calls.append((config, mode))
+        return self
+
+    def run(self) -> int:
+        return self.exit_code
+
+    @property
+    def config(self) -> Config:
+        [(config, _mode)] = self.calls
+        return config
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch, tmp_path):
+    """No RESONATE_… variables from the developer's shell and no stray resonate.yaml."""
+    for name in list(os.environ):
+        if name.startswith("RESONATE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def server(monkeypatch) -> ServerRecorder:
+    """Replace the server module the CLI imports with one whose Server is a recorder."""
+    recorder = ServerRecorder()
+    module = types.ModuleType("resonate_sync.server")
+    module.Server = recorder
+    monkeypatch.setitem(sys.modules, "resonate_sync.server", module)
+    return recorder
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger():
+    """configure_logging changes the root logger; put it back after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def invoke(*args: str, env=None):
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+class TestNormaliseGoFlags:
+    def test_bare_flags_get_their_value(self):
+        """A bare --api-nats-enable means true and a bare --embedded-nats means always."""
+        assert normalise_go_flags(["--api-nats-enable", "--embedded-nats", "--workers", "2"]) == [
+            "--api-nats-enable=true", "--embedded-nats=always", "--workers", "2",
+        ]
+
+    def test_attached_values_pass_through(self):
+        """--flag=value is left for the option parser."""
+        args = ["--api-nats-enable=false", "--embedded-nats=never"]
+        assert normalise_go_flags(args) == args
+
+    @pytest.mark.parametrize("args", [["--api-nats-enable", "false"], ["--embedded-nats", "auto"]])
+    def test_separate_value_is_refused(self, args):
+        """A value in the next word is refused with the = spelling to use, as pflag would not read it."""
+        with pytest.raises(ValueError, match=f"write {args[0]}={args[1]}"):
+            normalise_go_flags(args)
+
+    def test_stops_at_double_dash(self):
+        """Nothing after -- is rewritten."""
+        assert normalise_go_flags(["--", "--api-nats-enable"]) == ["--", "--api-nats-enable"]
+
+
+class TestHelp:
+    def test_root_lists_commands(self):
+        """resonate --help lists serve, dev and version."""
+        result = invoke("--help", env=WIDE)
+        assert result.exit_code == 0
+        for command in ("serve", "dev", "version"):
+            assert command in result.stdout
+
+    @pytest.mark.parametrize("command", ["serve", "dev"])
+    def test_lists_seed_flags_and_every_setting(self, command):
+        """serve --help and dev --help list the seed's flags and one flag per configuration key."""
+        result = invoke(command, "--help", env=WIDE)
+        assert result.exit_code == 0
+        for flag in (*SEED_FLAGS, "--config", *(s.flag for s in SETTINGS)):
+            assert flag in result.stdout
+        for setting in SETTINGS:
+            assert setting.env in result.stdout
+
+    @pytest.mark.parametrize(
+        ("command", "default"), [("serve", DEFAULT_SERVE_STORE_PATH), ("dev", "in memory")]
+    )
+    def test_states_mode_defaults(self, command, default):
+        """Each command's help states its own store default and that request timeouts are absolute ms."""
+        result = invoke(command, "--help", env=WIDE)
+        assert f"Default: {default}" in result.stdout
+        assert "absolute times in milliseconds" in result.stdout
+
+
+class TestServeAndDev:
+    @pytest.mark.parametrize("command", ["serve", "dev"])
+    def test_defaults_reach_server(self, command, server):
+        """With no flags, file or env, Server gets the mode's defaults and the mode."""
+        result = invoke(command)
+        assert result.exit_code == 0, result.output
+        assert server.calls == [(Config() if command == "dev" else attrs.evolve(
+            Config(), store_path=DEFAULT_SERVE_STORE_PATH, embedded_nats="never"), command)]
+
+    def test_every_flag_reaches_server(self, server):
+        """Each flag's value arrives, parsed, in the Config given to Server."""
+        result = invoke(
+            "serve", "--api-nats-enable", "--api-nats-addr", "nats://h:1", "--api-nats-subject", "a.b",
+            "--api-nats-timeout", "1m30s", "--api-nats-queue", "q", "--embedded-nats=auto",
+            "--store-path", "x.journal", "--fsync", "never", "--snapshot-every", "7", "--workers", "3",
+            "--max-pending", "9", "--tick", "250ms", "--batch-size", "5", "--href-base", "http://h:2",
+            "--task-claim-timeout", "2s", "--task-retry-timeout", "3s", "--log-level", "debug",
+        )
+        assert result.exit_code == 0, result.output
+        assert server.config == Config(
+            nats_enabled=True, nats_addr="nats://h:1", nats_subject="a.b", nats_timeout_ms=90_000,
+            nats_queue="q", embedded_nats="auto", store_path="x.journal", fsync="never",
+            snapshot_every=7, workers=3, max_pending=9, tick_ms=250, batch_size=5,
+            href_base="http://h:2", task_claim_timeout_ms=2_000, task_retry_timeout_ms=3_000,
+            log_level="debug",
+        )
+
+    @pytest.mark.parametrize(("args", "expected"), [
+        (["--embedded-nats"], "always"), (["--embedded-nats=never"], "never"), ([], "auto"),
+    ])
+    def test_embedded_nats_optional_value(self, args, expected, server):
+        """--embedded-nats alone means always; =MODE picks a mode; absent keeps the mode default."""
+        assert invoke("dev", *args).exit_code == 0
+        assert server.config.embedded_nats == expected
+
+    @pytest.mark.parametrize("value", ["false", "0", "f", "False"])
+    def test_nats_disabled_is_nothing_to_serve(self, value, server):
+        """--api-nats-enable=false exits 2 saying there is nothing to serve, without starting a Server."""
+        result = invoke("serve", f"--api-nats-enable={value}")
+        assert result.exit_code == 2
+        assert "nothing to serve" in result.stderr
+        assert server.calls == []
+
+    def test_nats_disabled_by_env(self, server):
+        """Disabling NATS through the environment is refused the same way."""
+        result = invoke("dev", env={"RESONATE_API_NATS_ENABLE": "false"})
+        assert result.exit_code == 2
+        assert "nothing to serve" in result.stderr
+
+    def test_flag_reenables_what_env_disabled(self, server):
+        """A bare --api-nats-enable overrides RESONATE_API_NATS_ENABLE=false."""
+        result = invoke("dev", "--api-nats-enable", env={"RESONATE_API_NATS_ENABLE": "false"})
+        assert result.exit_code == 0, result.output
+        assert server.config.nats_enabled is True
+
+    def test_separate_bool_value_is_a_usage_error(self, server):
+        """--api-nats-enable false (no =) exits 2 with the spelling to use, and starts nothing."""
+        result = invoke("serve", "--api-nats-enable", "false", env=WIDE)
+        assert result.exit_code == 2
+        assert "--api-nats-enable=false" in result.output
+        assert server.calls == []
+
+    def test_bad_duration_flag(self, server):
+        """A bad duration flag exits 2 naming the flag and the rule, without a traceback."""
+        result = invoke("dev", "--api-nats-timeout", "ten")
+        assert result.exit_code == 2
+        assert '--api-nats-timeout: "ten" is not a duration' in result.stderr
+        assert "Traceback" not in result.output
+        assert server.calls == []
+
+    @pytest.mark.parametrize(("command", "text", "message"), [
+        ("serve", "api:\n  subsystems:\n    nats:\n      timeout: ten\n",
+         'api.subsystems.nats.timeout: "ten" is not a duration'),
+        ("dev", "server:\n  wrokers: 2\n", "unknown key server.wrokers"),
+    ])
+    def test_bad_config_file_names_key(self, command, text, message, server, tmp_path):
+        """A bad value or unknown key in the config file exits 2 naming the file and the key."""
+        path = tmp_path / "bad.yaml"
+        path.write_text(text, encoding="utf-8")
+        result = invoke(command, "--config", str(path))
+        assert result.exit_code == 2
+        assert f"{path}: {message}" in result.stderr
+        assert server.calls == []
+
+    def test_missing_config_file(self, server):
+        """--config naming a missing file exits 2 naming --config."""
+        result = invoke("dev", "--config", "missing.yaml")
+        assert result.exit_code == 2
+        assert '--config: "missing.yaml" is not a file' in result.stderr
+
+    def test_bad_env_names_variable(self, server):
+        """A bad environment value exits 2 naming the variable."""
+        result = invoke("dev", env={"RESONATE_WORKERS": "many"})
+        assert result.exit_code == 2
+        assert 'RESONATE_WORKERS: "many" is not an integer' in result.stderr
+
+    def test_working_directory_resonate_yaml(self, server, tmp_path):
+        """Without --config, resonate.yaml in the working directory is read."""
+        (tmp_path / "resonate.yaml").write_text("server:\n  workers: 5\n", encoding="utf-8")
+        assert invoke("dev").exit_code == 0
+        assert server.config.workers == 5
+
+    def test_layers_through_the_cli(self, server, tmp_path):
+        """File < env < flag holds end to end: each key comes from the highest layer setting it."""
+        (tmp_path / "resonate.yaml").write_text(
+            "server:\n  workers: 5\n  maxPending: 6\n  batchSize: 7\n", encoding="utf-8"
+        )
+        result = invoke("dev", "--workers", "2", env={"RESONATE_WORKERS": "3", "RESONATE_MAX_PENDING": "4"})
+        assert result.exit_code == 0, result.output
+        assert (server.config.workers, server.config.max_pending, server.config.batch_size) == (2, 4, 7)
+
+    def test_server_exit_code_is_returned(self, server):
+        """The process exits with the code Server.run returns."""
+        server.exit_code = 3
+        assert invoke("dev").exit_code == 3
+
+    def test_log_level_configures_root_logger(self, server):
+        """--log-level sets the root logger's level before the server runs."""
+        assert invoke("dev", "--log-level", "warn").exit_code == 0
+        assert logging.getLogger().level == logging.WARNING
+
+
+class TestVersion:
+    def test_prints_version(self):
+        """resonate version prints resonate_sync.__version__."""
+        result = invoke("version")
+        assert result.exit_code == 0
+        assert result.stdout.strip() == resonate_sync.__version__
+
+
+class TestConfigureLogging:
+    def test_one_handler_with_time_level_and_name(self):
+        """Configuring twice leaves one handler of ours, formatting time, level, logger and message."""
+        root = logging.getLogger()
+        before = len(root.handlers)
+        configure_logging("debug")
+        configure_logging("info")
+        assert len(root.handlers) == before + 1
+        assert root.handlers[-1].formatter._fmt == LOG_FORMAT
+        assert root.level == logging.INFO
+
+    def test_writes_to_current_stderr(self, capsys):
+        """Records go to whatever sys.stderr is when they are logged."""
+        configure_logging("info")
+        logging.getLogger("resonate_sync.test").info("hello %s", "there")
+        line = capsys.readouterr().err
+        assert "INFO resonate_sync.test: hello there" in line
+
+
+class TestModuleEntryPoint:
+    def run(self, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RESONATE_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        return subprocess.run(
+            [sys.executable, "-m", "resonate_sync", *args],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+        )
+
+    def test_help(self, tmp_path):
+        """python -m resonate_sync --help works and is the resonate program."""
+        result = self.run("--help", cwd=tmp_path)
+        assert result.returncode == 0
+        assert "resonate" in result.stdout and "serve" in result.stdout
+
+    def test_disabled_nats_exits_2(self, tmp_path):
+        """python -m resonate_sync serve --api-nats-enable=false exits 2 with a message and no traceback."""
+        result = self.run("serve", "--api-nats-enable=false", cwd=tmp_path)
+        assert result.returncode == 2
+        assert "nothing to serve" in result.stderr
+        assert "Traceback" not in result.stderr
