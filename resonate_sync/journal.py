@@ -1,0 +1,730 @@
+"""Append-only JSON-lines journal: group commit, snapshots, crash recovery.
+
+The journal stores opaque records (JSON-able dicts) and snapshots (any JSON-able value);
+it knows nothing of promises. Its one promise: a record whose ticket ``wait_durable``
+returned for survives ``kill -9`` and power loss, and startup never silently drops one.
+
+On-disk layout
+--------------
+``Journal(path)`` owns the directory ``path`` (created if missing)::
+
+    resonate-data/resonate.journal/
+        LOCK                                   flock()ed by the owning process; holds its pid
+        snapshot-00000000000000120000.json     the caller's state after record 120000
+        journal-00000000000000120000.jsonl     records 120001, 120002, ... (a "segment")
+        journal-00000000000000240000.jsonl     records 240001, ... (begun by begin_snapshot)
+
+Names carry 20-digit, zero-padded sequence numbers so they sort by name. A segment's
+number is its *base*: the seq of the record just before its first one, which is also the
+seq of the snapshot that makes every older segment obsolete.
+
+A segment holds one record per line::
+
+    {"seq":120001,"crc":2841594412,"r":{"kind":"promise.create","id":"p1"}}
+    {"seq":120002,"crc":1104328797,"more":1,"r":{...}}
+    {"seq":120003,"crc":3998103040,"r":{...}}
+
+``crc`` is the CRC-32 of the canonical JSON of ``r`` (sorted keys, no spaces, ASCII): exactly
+the bytes after ``"r":``. The records of one ``append()`` call form a batch; every record but
+the batch's last carries ``"more":1``, so recovery can tell a whole batch from one a crash cut
+short and never half-applies a caller's change.
+
+A snapshot is two lines: a header and the state::
+
+    {"bytes":5012,"crc":1719441011,"seq":120000}
+    {"promises":{...},...}
+
+where ``bytes`` and ``crc`` describe the second line (without its newline). It is written to
+``snapshot-<seq>.json.tmp``, fsynced, renamed into place and the directory fsynced; only then
+are older snapshots and segments with a smaller base deleted.
+
+Recovery (``open``)
+-------------------
+Startup loads the newest snapshot, then replays, in order, every segment whose base is at
+least the snapshot's seq. Outcomes:
+
+- a torn last line of the last segment (no newline, or not JSON: a crash cut the write
+  short), and a trailing batch missing its last record, are dropped with a warning and
+  truncated away; no waiter can have been told they were durable;
+- a corrupt line anywhere else, a checksum mismatch anywhere, a sequence gap, or a snapshot
+  that does not parse or check raises ``JournalError`` naming the file and byte offset;
+  such damage is not a crash artefact, and skipping it would drop acknowledged records;
+- ``snapshot-*.json.tmp`` files (a snapshot a crash interrupted) are deleted with a warning.
+
+Durability policy
+-----------------
+``fsync="always"`` (default): ``wait_durable`` returns only after ``fsync`` covered the
+records, the segment's directory entry included. ``fsync="never"`` returns once the bytes
+reached the OS: they survive ``kill -9`` but NOT power loss or a kernel crash. It is unsafe
+and meant for benchmarks only.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import threading
+import time
+import zlib
+from typing import Iterable, Iterator
+
+import attrs
+
+__all__ = ["FSYNC_POLICIES", "Journal", "JournalError", "Recovery", "SnapshotTicket"]
+
+FSYNC_POLICIES = ("always", "never")
+
+_SEGMENT_NAME = re.compile(r"journal-(\d{20})\.jsonl\Z")
+_SNAPSHOT_NAME = re.compile(r"snapshot-(\d{20})\.json\Z")
+_SNAPSHOT_TMP_NAME = re.compile(r"snapshot-(\d{20})\.json\.tmp\Z")
+_LOCK_NAME = "LOCK"
+
+# One encoder each, built once: json.dumps() with options builds a new encoder per call.
+_encode_record = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
+_encode_state = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+_MORE = b',"more":1'
+
+
+class JournalError(Exception):
+    """The journal cannot guarantee durability or read its files; the message names file and byte."""
+
+
+@attrs.frozen
+class Recovery:
+    """What ``Journal.open`` found on disk.
+
+    Attributes:
+        snapshot: the state last passed to ``write_snapshot`` (None when there is none).
+        records: the records appended after that snapshot, oldest first, streamed from disk;
+            iterate it once, before the first ``write_snapshot`` (which may delete its files).
+        last_seq: the sequence number of the last record; the next append gets ``last_seq + 1``.
+        warnings: what recovery dropped or cleaned up (torn tail, interrupted snapshot), also logged.
+        snapshot_seq: the seq the snapshot covers (0 without one); tells a ``None`` state from none.
+    """
+
+    snapshot: object
+    records: Iterator[dict]
+    last_seq: int
+    warnings: list
+    snapshot_seq: int = 0
+
+
+@attrs.frozen
+class SnapshotTicket:
+    """Handed out by ``begin_snapshot``: the state passed with it must reflect records 1..``seq``."""
+
+    seq: int
+
+
+@attrs.frozen
+class _Segment:
+    """A segment file found by recovery; ``end`` is the byte offset after its last whole batch."""
+
+    base: int
+    path: str
+    end: int
+
+
+class _BadLine(Exception):
+    """A segment line that is not a well-formed record (the reason is the message)."""
+
+
+def _segment_name(base: int) -> str:
+    return f"journal-{base:020d}.jsonl"
+
+
+def _snapshot_name(seq: int) -> str:
+    return f"snapshot-{seq:020d}.json"
+
+
+def _parse_line(line: bytes) -> tuple[int, int, bool, bytes]:
+    """Split a record line into (seq, stored crc, more, raw record JSON); raise ``_BadLine``.
+
+    Lines this module wrote take the fast path (slicing, no JSON parse); anything else,
+    say a line re-indented by hand, is parsed and its record re-encoded canonically.
+    """
+    if line[:7] == b'{"seq":' and line[-2:] == b"}\n":
+        crc_at = line.find(b',"crc":', 7)
+        record_at = line.find(b',"r":', crc_at) if crc_at > 0 else -1
+        if record_at > 0:
+            head = line[crc_at + 7 : record_at]
+            more = head.endswith(_MORE)
+            try:
+                seq = int(line[7:crc_at])
+                crc = int(head[: -len(_MORE)] if more else head)
+            except ValueError:
+                pass
+            else:
+                return seq, crc, more, line[record_at + 5 : -2]
+    try:
+        line_obj = json.loads(line)
+    except ValueError as exc:
+        raise _BadLine(f"not valid JSON ({exc})") from None
+    if not (
+        isinstance(line_obj, dict)
+        and isinstance(line_obj.get("seq"), int)
+        and isinstance(line_obj.get("crc"), int)
+        and isinstance(line_obj.get("r"), dict)
+        and line_obj.get("more", 0) in (0, 1)
+    ):
+        raise _BadLine('not a journal record {"seq":int,"crc":int,"r":{...}}')
+    raw = _encode_record(line_obj["r"]).encode()
+    return line_obj["seq"], line_obj["crc"], bool(line_obj.get("more")), raw
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is out: a short write is not an error, only a pause."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class Journal:
+    """A directory of JSON-lines segments and snapshots with group commit.
+
+    Thread-safe. The intended call pattern, where ``state_lock`` is the caller's own lock::
+
+        with state_lock:
+            ticket = journal.append(records)          # cheap: serialise and buffer
+            if journal.should_snapshot():
+                snap, copy = journal.begin_snapshot(), deep_copy(state)
+        journal.wait_durable(ticket)                  # group commit: one fsync per batch
+        if copy: journal.write_snapshot(snap, copy)
+
+    Attributes:
+        path: the journal directory.
+        fsync_policy: "always" or "never" (see the module docstring).
+        snapshot_every: records after which ``should_snapshot`` says yes.
+        fsync_count: fsyncs of segment files so far (a statistic; tests and benchmarks read it).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        fsync: str = "always",
+        snapshot_every: int = 100_000,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
+        if snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be a positive record count, not {snapshot_every}")
+        self.path = os.fspath(path)
+        self.fsync_policy = fsync
+        self.snapshot_every = snapshot_every
+        self.fsync_count = 0
+        self._log = logger or logging.getLogger(__name__)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._snapshot_lock = threading.Lock()
+        self._status = "new"  # new -> open -> closing -> closed
+        self._failure: JournalError | None = None
+        self._lock_fd: int | None = None
+        # Appender side, guarded by _lock: (segment base, encoded lines) not yet written.
+        self._chunks: list[tuple[int, bytes]] = []
+        self._appended_seq = 0
+        self._durable_seq = 0
+        self._append_base = 0
+        self._snapshot_base = 0
+        self._snapshot_written = -1
+        # Writer side: touched only by the one thread that holds _flushing.
+        self._flushing = False
+        self._fd: int | None = None
+        self._fd_base: int | None = None
+        self._fd_path = ""
+        self._fd_size = 0
+        self._fd_dirty = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> Recovery:
+        """Lock the directory (creating it if missing), recover, and return what was found."""
+        with self._lock:
+            if self._status != "new":
+                raise JournalError(f"{self.path}: open() called twice")
+            self._status = "opening"
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except FileExistsError:
+            raise JournalError(f"{self.path}: exists and is not a directory") from None
+        except OSError as exc:
+            raise JournalError(
+                f"{self.path}: cannot create the journal directory: {exc.strerror}"
+            ) from exc
+        self._acquire_lock()
+        try:
+            try:
+                recovery = self._recover()
+            except OSError as exc:
+                where = exc.filename or self.path
+                raise JournalError(f"{where}: recovery failed: {exc.strerror or exc}") from exc
+        except BaseException:
+            self._release_lock()
+            with self._lock:
+                self._status = "new"
+            raise
+        for warning in recovery.warnings:
+            self._log.warning("journal recovery: %s", warning)
+        with self._lock:
+            self._status = "open"
+        return recovery
+
+    def close(self) -> None:
+        """Write and fsync every appended record, then release the directory lock.
+
+        On a failed journal it only releases the lock. Idempotent.
+        """
+        with self._lock:
+            if self._status != "open":
+                return
+            self._status = "closing"
+            failed_before = self._failure
+        failure = None
+        try:
+            self.wait_durable(self._appended_seq)
+            if self._fd is not None:
+                os.fsync(self._fd)  # for fsync="never": a clean shutdown is durable anyway
+                self.fsync_count += 1
+                self._fsync_dir()
+        except JournalError as exc:
+            failure = exc
+        except OSError as exc:
+            failure = JournalError(f"{self.path}: final fsync failed: {exc.strerror}")
+        with self._cond:
+            while self._flushing:
+                self._cond.wait()
+            self._status = "closed"
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        self._release_lock()
+        if failure is not None and failure is not failed_before:
+            raise failure
+
+    # ------------------------------------------------------------------ appending
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last appended record: a ticket covering every change so far."""
+        return self._appended_seq
+
+    def append(self, records: Iterable[dict]) -> int:
+        """Buffer ``records`` as one batch and return its ticket (the seq of its last record).
+
+        Meant to run under the caller's state lock, so it does no I/O. A record that is not a
+        JSON-able dict raises TypeError/ValueError and nothing of the batch is appended.
+        """
+        encoded = []
+        for record in records:
+            if not isinstance(record, dict):
+                raise TypeError(f"a journal record must be a dict, not {type(record).__name__}")
+            raw = _encode_record(record).encode()
+            encoded.append((zlib.crc32(raw), raw))
+        with self._lock:
+            self._check_usable()
+            if not encoded:
+                return self._appended_seq
+            seq = self._appended_seq
+            last = len(encoded) - 1
+            lines = []
+            for index, (crc, raw) in enumerate(encoded):
+                seq += 1
+                more = _MORE if index < last else b""
+                lines.append(b'{"seq":%d,"crc":%d%s,"r":%s}\n' % (seq, crc, more, raw))
+            self._chunks.append((self._append_base, b"".join(lines)))
+            self._appended_seq = seq
+            return seq
+
+    def wait_durable(self, ticket: int, timeout: float | None = None) -> None:
+        """Return once every record up to ``ticket`` is durable (per the fsync policy).
+
+        Group commit by leader/follower: the first waiter to find no write in progress takes
+        every buffered record, writes and fsyncs them outside the lock, while later waiters
+        queue up and are all covered by the next leader's single fsync. Raises JournalError
+        if that write failed (and from then on, always), TimeoutError after ``timeout`` seconds
+        (the timeout bounds waiting for another thread's fsync, not a fsync this thread runs).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            if ticket > self._appended_seq:
+                raise ValueError(f"ticket {ticket} was never issued (last seq is {self._appended_seq})")
+            while self._durable_seq < ticket:
+                if self._failure is not None:
+                    raise self._failure
+                if not self._flushing:
+                    self._lead_flush()
+                    continue
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{self.path}: record {ticket} not durable after {timeout} s")
+                self._cond.wait(remaining)
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise JournalError(
+                f"{self.path}: refusing records after an earlier failure: {self._failure}"
+            )
+        if self._status != "open":
+            raise JournalError(f"{self.path}: journal is {self._status}, not open")
+
+    def _lead_flush(self) -> None:
+        """Write and fsync all buffered chunks; called holding ``_lock``, released during I/O."""
+        chunks, self._chunks = self._chunks, []
+        target = self._appended_seq
+        first = self._durable_seq + 1
+        self._flushing = True
+        self._lock.release()
+        failure = None
+        try:
+            self._write_chunks(chunks)
+        except OSError as exc:
+            failure = JournalError(
+                f"{self._fd_path}: byte {self._fd_size}: cannot make records {first}..{target} durable: "
+                f"{exc.strerror or exc} [{errno.errorcode.get(exc.errno, exc.errno)}]; the journal "
+                "accepts no more records until restarted (acknowledged records are safe)"
+            )
+        except BaseException as exc:
+            failure = JournalError(f"{self.path}: writing records {first}..{target} failed: {exc!r}")
+            raise
+        finally:
+            self._lock.acquire()
+            self._flushing = False
+            if failure is None:
+                self._durable_seq = target
+            else:
+                self._failure = failure
+                self._log.error("%s", failure)
+            self._cond.notify_all()
+
+    def _write_chunks(self, chunks: list[tuple[int, bytes]]) -> None:
+        """Write chunks to their segments in order, rotating files as the base changes."""
+        created = False
+        start = 0
+        while start < len(chunks):
+            base = chunks[start][0]
+            stop = start + 1
+            while stop < len(chunks) and chunks[stop][0] == base:
+                stop += 1
+            if base != self._fd_base:
+                self._rotate_file(base)
+                created = True
+            data = b"".join(chunk for _, chunk in chunks[start:stop])
+            _write_all(self._fd, data)
+            self._fd_size += len(data)
+            self._fd_dirty = True
+            start = stop
+        self._sync_fd()
+        if created and self.fsync_policy == "always":
+            self._fsync_dir()  # a new segment's records are durable only with its name
+
+    def _rotate_file(self, base: int) -> None:
+        """Make segment ``base`` the open file; the old one is fsynced first.
+
+        Order matters: records of the new segment must never be durable while older ones
+        in the old segment are not, or recovery would find a gap.
+        """
+        if self._fd is not None:
+            self._sync_fd()
+            os.close(self._fd)
+            self._fd = None
+        self._fd_path = os.path.join(self.path, _segment_name(base))
+        self._fd_size = 0
+        self._fd = os.open(self._fd_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._fd_base = base
+
+    def _sync_fd(self) -> None:
+        if self._fd_dirty and self.fsync_policy == "always":
+            os.fsync(self._fd)
+            self.fsync_count += 1
+        self._fd_dirty = False
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def should_snapshot(self) -> bool:
+        """True when ``snapshot_every`` records were appended since the last snapshot began."""
+        return self._appended_seq - self._snapshot_base >= self.snapshot_every
+
+    def begin_snapshot(self) -> SnapshotTicket:
+        """Start a new segment for later records and return a ticket for the current seq.
+
+        Call it under the caller's state lock, where the state matches the records appended
+        so far; take the copy of the state to snapshot there too. Costs no I/O: the new
+        segment file is created when its first record is written.
+        """
+        with self._lock:
+            self._check_usable()
+            self._append_base = self._snapshot_base = self._appended_seq
+            return SnapshotTicket(self._appended_seq)
+
+    def write_snapshot(self, ticket: SnapshotTicket, state: object) -> None:
+        """Durably write ``state`` as the snapshot of ``ticket``, then delete what it obsoletes.
+
+        Call it outside the state lock. It first waits until records up to ``ticket.seq`` are
+        durable, then writes a temp file, fsyncs, renames, fsyncs the directory, and only then
+        removes older snapshots and segments. A failure here raises JournalError but leaves
+        the journal usable: the segments still hold every record.
+        """
+        self.wait_durable(ticket.seq)
+        body = _encode_state(state).encode()
+        header = _encode_record({"bytes": len(body), "crc": zlib.crc32(body), "seq": ticket.seq})
+        with self._snapshot_lock:
+            if ticket.seq <= self._snapshot_written:
+                return  # a newer (or this very) snapshot is already on disk
+            final = os.path.join(self.path, _snapshot_name(ticket.seq))
+            temp = final + ".tmp"
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    _write_all(fd, header.encode() + b"\n")
+                    _write_all(fd, body)
+                    _write_all(fd, b"\n")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(temp, final)
+                self._fsync_dir()
+            except OSError as exc:
+                try:
+                    os.remove(temp)
+                except OSError:
+                    pass
+                raise JournalError(
+                    f"{temp}: cannot write snapshot {ticket.seq}: {exc.strerror or exc}"
+                ) from exc
+            self._snapshot_written = ticket.seq
+            self._remove_obsolete(ticket.seq)
+
+    def _remove_obsolete(self, snapshot_seq: int) -> None:
+        """Delete snapshots and segments a durable snapshot at ``snapshot_seq`` made redundant."""
+        removed = False
+        for name in sorted(os.listdir(self.path)):
+            match = _SNAPSHOT_NAME.match(name) or _SEGMENT_NAME.match(name)
+            if match and int(match.group(1)) < snapshot_seq:
+                try:
+                    os.remove(os.path.join(self.path, name))
+                    removed = True
+                except OSError as exc:  # harmless: the next open or snapshot retries
+                    self._log.warning("journal: cannot remove obsolete %s: %s", name, exc.strerror)
+        if removed:
+            try:
+                self._fsync_dir()
+            except OSError as exc:
+                self._log.warning("journal: cannot fsync %s: %s", self.path, exc.strerror)
+
+    # ------------------------------------------------------------------ locking
+
+    def _acquire_lock(self) -> None:
+        lock_path = os.path.join(self.path, _LOCK_NAME)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise JournalError(f"{lock_path}: cannot create the lock file: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise JournalError(
+                    f"{self.path} is already in use by another resonate process (pid {holder})"
+                ) from None
+            raise JournalError(f"{lock_path}: cannot lock: {exc.strerror}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the last descriptor drops the flock
+            self._lock_fd = None
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self) -> Recovery:
+        """Verify every live file, drop a torn tail, clean up, and prepare the replay."""
+        warnings: list[str] = []
+        snapshots, segments = self._list_files(warnings)
+        snapshot_seq = max(snapshots, default=0)
+        state = self._read_snapshot(snapshots[snapshot_seq], snapshot_seq) if snapshots else None
+        live_bases = sorted(base for base in segments if base >= snapshot_seq)
+        live: list[_Segment] = []
+        seq = snapshot_seq
+        for index, base in enumerate(live_bases):
+            path = segments[base]
+            if base != seq:
+                raise JournalError(
+                    f"{path}: byte 0: sequence gap: this segment starts after seq {base} but "
+                    f"the records before it end at seq {seq}"
+                    + (f" (snapshot {snapshot_seq})" if snapshots else " (no snapshot)")
+                )
+            end, seq = self._scan_segment(path, seq, index == len(live_bases) - 1, warnings)
+            live.append(_Segment(base, path, end))
+        self._open_tail(live, snapshot_seq)
+        if any(base < snapshot_seq for base in segments) or len(snapshots) > 1:
+            self._remove_obsolete(snapshot_seq)  # a crash came between rename and cleanup
+        self._appended_seq = self._durable_seq = seq
+        self._snapshot_base = snapshot_seq
+        self._snapshot_written = snapshot_seq if snapshots else -1
+        return Recovery(
+            snapshot=state,
+            records=self._replay(live),
+            last_seq=seq,
+            warnings=warnings,
+            snapshot_seq=snapshot_seq,
+        )
+
+    def _list_files(self, warnings: list[str]) -> tuple[dict[int, str], dict[int, str]]:
+        """Map seq -> path for snapshots and segments; delete interrupted snapshot temp files."""
+        snapshots: dict[int, str] = {}
+        segments: dict[int, str] = {}
+        for name in os.listdir(self.path):
+            path = os.path.join(self.path, name)
+            if _SNAPSHOT_TMP_NAME.match(name):
+                os.remove(path)
+                warnings.append(f"{path}: removed a snapshot a crash interrupted before it was complete")
+                continue
+            snapshot = _SNAPSHOT_NAME.match(name)
+            segment = _SEGMENT_NAME.match(name)
+            if snapshot:
+                snapshots[int(snapshot.group(1))] = path
+            elif segment:
+                segments[int(segment.group(1))] = path
+        return snapshots, segments
+
+    def _open_tail(self, live: list[_Segment], snapshot_seq: int) -> None:
+        """Open the last segment for appending, truncating a dropped tail first."""
+        if not live:
+            self._append_base = snapshot_seq  # its file is created by the first write
+            return
+        tail = live[-1]
+        try:
+            fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND)
+            if os.fstat(fd).st_size > tail.end:
+                os.ftruncate(fd, tail.end)
+                os.fsync(fd)
+        except OSError as exc:
+            raise JournalError(f"{tail.path}: cannot open for appending: {exc.strerror}") from exc
+        self._fd, self._fd_base, self._fd_path, self._fd_size = fd, tail.base, tail.path, tail.end
+        self._append_base = tail.base
+
+    def _scan_segment(self, path: str, seq: int, is_last: bool, warnings: list[str]) -> tuple[int, int]:
+        """Verify a segment's records continue from ``seq``; return (end of whole batches, last seq).
+
+        Streams the file line by line and parses no record JSON: the checksum proves it.
+        """
+        try:
+            size = os.path.getsize(path)
+            file = open(path, "rb")
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot read: {exc.strerror}") from exc
+        offset = whole_end = 0
+        whole_seq = seq
+        torn = None
+        with file:
+            for line in file:
+                start, offset = offset, offset + len(line)
+                try:
+                    if line[-1:] != b"\n":
+                        raise _BadLine("the line has no newline")
+                    line_seq, crc, more, raw = _parse_line(line)
+                except _BadLine as exc:
+                    if is_last and offset == size:
+                        torn = (start, str(exc))
+                        break
+                    raise JournalError(f"{path}: byte {start}: corrupt record: {exc}") from None
+                if zlib.crc32(raw) != crc:
+                    raise JournalError(
+                        f"{path}: byte {start}: checksum mismatch in record seq {line_seq} "
+                        f"(stored {crc}, computed {zlib.crc32(raw)})"
+                    )
+                if line_seq != seq + 1:
+                    raise JournalError(
+                        f"{path}: byte {start}: sequence gap: expected seq {seq + 1}, found {line_seq}"
+                    )
+                seq = line_seq
+                if not more:
+                    whole_end, whole_seq = offset, seq
+        if whole_end < size:
+            if not is_last:
+                raise JournalError(
+                    f"{path}: byte {whole_end}: the batch after seq {whole_seq} is incomplete "
+                    "but later segments follow"
+                )
+            what = f"{seq - whole_seq} record(s) of an incomplete batch" if seq > whole_seq else ""
+            if torn is not None:
+                what += (" and " if what else "") + f"a torn line at byte {torn[0]} ({torn[1]})"
+            warnings.append(
+                f"{path}: dropped {size - whole_end} bytes after byte {whole_end}: {what}; a crash "
+                "interrupted the write, so they were never acknowledged"
+            )
+        return whole_end, whole_seq
+
+    def _read_snapshot(self, path: str, seq: int) -> object:
+        """Load and verify a snapshot; any damage is a JournalError naming file and byte."""
+        try:
+            with open(path, "rb") as file:
+                header_line = file.readline()
+                body = file.read()
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot read snapshot: {exc.strerror}") from exc
+        try:
+            header = json.loads(header_line)
+            header_ok = isinstance(header, dict) and all(
+                isinstance(header.get(key), int) for key in ("bytes", "crc", "seq")
+            )
+        except ValueError:
+            header_ok = False
+        if not header_ok:
+            raise JournalError(
+                f'{path}: byte 0: snapshot header is not {{"bytes":int,"crc":int,"seq":int}}'
+            )
+        if header["seq"] != seq:
+            raise JournalError(
+                f"{path}: byte 0: snapshot header says seq {header['seq']}, its name says {seq}"
+            )
+        offset = len(header_line)
+        if len(body) != header["bytes"] + 1 or body[-1:] != b"\n":
+            raise JournalError(
+                f"{path}: byte {offset}: snapshot state is {len(body)} bytes, the header "
+                f"promises {header['bytes']} plus a newline (truncated or overwritten)"
+            )
+        body = body[:-1]
+        if zlib.crc32(body) != header["crc"]:
+            raise JournalError(
+                f"{path}: byte {offset}: snapshot checksum mismatch "
+                f"(stored {header['crc']}, computed {zlib.crc32(body)})"
+            )
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            where = offset + getattr(exc, "pos", 0)
+            raise JournalError(f"{path}: byte {where}: snapshot is not JSON: {exc}") from None
+
+    def _replay(self, segments: list[_Segment]) -> Iterator[dict]:
+        """Yield the records of verified segments, reading each only up to its verified end."""
+        for segment in segments:
+            offset = 0
+            with open(segment.path, "rb") as file:
+                for line in file:
+                    if offset >= segment.end:
+                        break
+                    start, offset = offset, offset + len(line)
+                    try:
+                        yield json.loads(_parse_line(line)[3])
+                    except (_BadLine, ValueError) as exc:  # only if changed since open() verified it
+                        raise JournalError(
+                            f"{segment.path}: byte {start}: corrupt record: {exc}"
+                        ) from None
