@@ -1,0 +1,244 @@
+"""``Server``: wires config → journal → core → NATS transport → ticker, and stops them in order.
+
+Start: open and recover the journal (``store_path``), build the core, start an embedded
+nats-server if the configuration asks for one, connect and subscribe, start the ticker, log
+one line saying where it serves. Stop (SIGINT/SIGTERM or :meth:`stop`): unsubscribe so no
+new request is taken, let in-flight requests finish within ``nats_timeout_ms``, stop the
+ticker, write a final snapshot, close the journal, stop the embedded nats-server.
+
+Usable from an application thread as a context manager::
+
+    with Server(Config(nats_addr=url)) as server:
+        ...  # talk to it with any NATS client on server.config.nats_subject
+"""
+
+import logging
+import signal
+import threading
+import time
+import urllib.parse
+from typing import Optional
+
+from . import __version__
+from .api import BUSY_REPLY, SHUTTING_DOWN_REPLY, handle
+from .config import Config
+from .core import Clock, CoreSettings, Resonate, State
+
+__all__ = ["Server", "ServerError"]
+
+log = logging.getLogger(__name__)
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]", ""}
+
+
+class ServerError(RuntimeError):
+    """The server could not start (NATS unreachable or refused, journal unusable, …)."""
+
+
+class Server:
+    """One resonate server.
+
+    Args:
+        config: what to serve and where.
+        mode: ``"dev"`` or ``"serve"``; only changes the start-up line (defaults live in Config).
+        clock: the core's clock (tests inject a fake one).
+    """
+
+    def __init__(self, config: Config, *, mode: str = "serve", clock: Optional[Clock] = None) -> None:
+        self.config = config
+        self.mode = mode
+        self._clock = clock
+        self.core: Optional[Resonate] = None
+        self.journal = None
+        self.transport = None
+        self.ticker = None
+        self.embedded = None
+        self.url = config.nats_addr
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._snapshot_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "Server":
+        """Start everything; raises :class:`ServerError` with a clear message on failure."""
+        try:
+            self._start()
+        except BaseException:
+            self._shutdown(drain=False)
+            raise
+        return self
+
+    def _start(self) -> None:
+        from .ticker import Ticker
+        from .transport.nats import NatsTransport
+
+        config = self.config
+        settings = CoreSettings(
+            href_base=config.href_base,
+            task_claim_timeout_ms=config.task_claim_timeout_ms,
+            task_retry_timeout_ms=config.task_retry_timeout_ms,
+            batch_size=config.batch_size,
+        )
+        self.core = self._open_core(settings)
+        self.url = self._ensure_nats()
+        self.transport = NatsTransport(
+            self.url,
+            config.nats_subject,
+            self._handle,
+            workers=config.workers,
+            max_pending=config.max_pending,
+            busy_reply=BUSY_REPLY,
+            queue=config.nats_queue,
+            name=f"resonate-{__version__}",
+        )
+        try:
+            self.transport.start()
+        except Exception as exc:
+            raise ServerError(f"cannot serve on {_redact(self.url)}: {exc}") from exc
+        self.ticker = Ticker(self.core, self.transport.publish, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot)
+        self.ticker.start()
+        store = config.store_path or "memory (nothing survives a restart)"
+        log.info(
+            "resonate_sync %s (%s) serving subject %r on %s%s; store: %s%s",
+            __version__,
+            self.mode,
+            config.nats_subject,
+            _redact(self.url),
+            " (embedded nats-server)" if self.embedded is not None else "",
+            store,
+            f", fsync {config.fsync}" if config.store_path else "",
+        )
+
+    def _open_core(self, settings: CoreSettings) -> Resonate:
+        if not self.config.store_path:
+            return Resonate(self._clock, settings=settings)
+        from .journal import Journal, JournalError
+
+        journal = Journal(self.config.store_path, fsync=self.config.fsync, snapshot_every=self.config.snapshot_every)
+        started = time.monotonic()
+        try:
+            recovery = journal.open()
+            core = Resonate.recover(recovery.snapshot, recovery.records, clock=self._clock, settings=settings, journal=journal)
+        except JournalError as exc:
+            journal.close()
+            raise ServerError(str(exc)) from exc
+        self.journal = journal
+        for warning in recovery.warnings:
+            log.warning("journal: %s", warning)
+        log.info(
+            "recovered %d promises, %d tasks, %d schedules, %d locks from %s in %.2f s",
+            len(core.state.promises),
+            len(core.state.tasks),
+            len(core.state.schedules),
+            len(core.state.locks),
+            self.config.store_path,
+            time.monotonic() - started,
+        )
+        return core
+
+    def _ensure_nats(self) -> str:
+        """The URL to connect to, after starting an embedded nats-server if configured."""
+        from .transport.embedded import EmbeddedNatsServer, is_reachable
+
+        mode, url = self.config.embedded_nats, self.config.nats_addr
+        parsed = urllib.parse.urlsplit(url)
+        if mode == "never":
+            return url
+        if mode == "auto":
+            if parsed.hostname not in _LOOPBACK or is_reachable(url):
+                return url
+            log.info("nothing listens at %s: starting an embedded nats-server", _redact(url))
+        host = parsed.hostname or "127.0.0.1"
+        if host == "localhost":
+            host = "127.0.0.1"
+        self.embedded = EmbeddedNatsServer(host=host, port=parsed.port or 4222).start()
+        return self.embedded.url
+
+    def _handle(self, raw: bytes) -> bytes:
+        if self._stopping:
+            return SHUTTING_DOWN_REPLY
+        return handle(self.core, raw)
+
+    def _maybe_snapshot(self) -> None:
+        if self.journal is not None and self.journal.should_snapshot():
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        """Write a snapshot of the whole state now and start a new journal segment."""
+        if self.journal is None:
+            return
+        with self._snapshot_lock:
+            started = time.monotonic()
+            ticket, copy = self.core.snapshot()
+            self.journal.write_snapshot(ticket, State.snapshot_to_json(copy))
+            log.info("snapshot written (%d promises) in %.2f s", len(copy["promises"]), time.monotonic() - started)
+
+    def stop(self) -> None:
+        """Graceful stop; idempotent and safe from any thread."""
+        self._shutdown(drain=True)
+
+    def _shutdown(self, drain: bool) -> None:
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            self._stopping = True
+            timeout = self.config.nats_timeout_ms / 1000
+            if self.transport is not None:
+                self.transport.stop(timeout if drain else 0)
+            if self.ticker is not None:
+                self.ticker.stop()
+            if self.journal is not None:
+                try:
+                    if drain and self.core is not None:
+                        self.snapshot()
+                except Exception:
+                    log.exception("final snapshot failed; the journal still holds every change")
+                self.journal.close()
+            if self.embedded is not None:
+                self.embedded.stop()
+            self._stopped.set()
+            if drain:
+                log.info("stopped")
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the server stopped; True if it did."""
+        return self._stopped.wait(timeout)
+
+    def run(self) -> int:
+        """Start, serve until SIGINT or SIGTERM, stop gracefully; returns the exit code."""
+        try:
+            self.start()
+        except ServerError as exc:
+            log.error("%s", exc)
+            return 1
+        stop_requested = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            def on_signal(signum, _frame):
+                log.info("received %s: stopping (draining for up to %d ms)", signal.Signals(signum).name, self.config.nats_timeout_ms)
+                stop_requested.set()
+
+            signal.signal(signal.SIGINT, on_signal)
+            signal.signal(signal.SIGTERM, on_signal)
+        while not stop_requested.wait(0.5) and not self._stopped.is_set():
+            pass
+        self.stop()
+        return 0
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def _redact(url: str) -> str:
+    """The URL without a password or token, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
