@@ -86,6 +86,8 @@ _LOCK_NAME = "LOCK"
 # One encoder each, built once: json.dumps() with options builds a new encoder per call.
 _encode_record = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
 _encode_state = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+# Replay parses already-verified lines: raw_decode skips json.loads' encoding sniffing.
+_decode_json = json.JSONDecoder().raw_decode
 
 _MORE = b',"more":1'
 
@@ -714,7 +716,10 @@ class Journal:
             raise JournalError(f"{path}: byte {where}: snapshot is not JSON: {exc}") from None
 
     def _replay(self, segments: list[_Segment]) -> Iterator[dict]:
-        """Yield the records of verified segments, reading each only up to its verified end."""
+        """Yield the records of verified segments, reading each only up to its verified end.
+
+        Streams line by line, so memory stays flat however long the history is.
+        """
         for segment in segments:
             offset = 0
             with open(segment.path, "rb") as file:
@@ -723,8 +728,8 @@ class Journal:
                         break
                     start, offset = offset, offset + len(line)
                     try:
-                        yield json.loads(_parse_line(line)[3])
-                    except (_BadLine, ValueError) as exc:  # only if changed since open() verified it
+                        yield _decode_json(line.decode().lstrip())[0]["r"]
+                    except (ValueError, LookupError) as exc:  # only if changed since open() verified it
                         raise JournalError(
                             f"{segment.path}: byte {start}: corrupt record: {exc}"
                         ) from None
