@@ -124,9 +124,7 @@ class Server:
         except JournalError as exc:
             journal.close()
             raise ServerError(str(exc)) from exc
-        self.journal = journal
-        for warning in recovery.warnings:
-            log.warning("journal: %s", warning)
+        self.journal = journal  # recovery warnings were logged by the journal itself
         log.info(
             "recovered %d promises, %d tasks, %d schedules, %d locks from %s in %.2f s",
             len(core.state.promises),

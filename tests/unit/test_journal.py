@@ -458,17 +458,29 @@ class TestDirectory:
         with pytest.raises(JournalError, match="exists and is not a directory"):
             opened(blocker)
 
-    @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
     def test_read_only_directory_is_a_clear_error(self, tmp_path):
-        """An existing directory without write permission fails at the lock file with a clear message."""
+        """An existing directory nobody may write into fails at the lock file with a clear message.
+
+        As root, permission bits do not stop writes, so the directory is made immutable
+        (chattr +i), which stops root too; otherwise plain chmod does it.
+        """
         path = tmp_path / "j"
         path.mkdir()
-        path.chmod(0o500)
+        if os.geteuid() == 0:
+            lock = ["chattr", "+i", str(path)]
+            unlock = ["chattr", "-i", str(path)]
+            subprocess.run(lock, check=True)
+        else:
+            path.chmod(0o500)
+            unlock = None
         try:
             with pytest.raises(JournalError, match="cannot create the lock file"):
                 opened(path)
         finally:
-            path.chmod(0o700)
+            if unlock:
+                subprocess.run(unlock, check=True)
+            else:
+                path.chmod(0o700)
 
     def test_second_open_of_same_path_is_refused(self, tmp_path):
         """A second journal on a locked directory fails, naming the holder's pid; after close it opens."""
