@@ -219,6 +219,12 @@ def select_deliveries(tx: Tx, batch: int) -> List[Delivery]:
         if root in roots or state.root_busy(root):
             state.park(task_id, root)
             continue
+        oldest = _oldest_due(tx, root)
+        if oldest.id != task_id:
+            # The heap orders by expiresAt; 6.2 wants the oldest eligible task of the root first.
+            state.task_delivery.set(task_id, task.expires_at, task.sort_id)
+            state.task_delivery.discard(oldest.id)
+            task = oldest
         if tx.now >= task.timeout:
             apply(tx, task, TaskAction.DELIVER_TIMEDOUT)
             continue
@@ -230,6 +236,11 @@ def select_deliveries(tx: Tx, batch: int) -> List[Delivery]:
         roots.add(root)
         chosen.append(Delivery(task.id, task.counter, task.recv, message_body(tx, task), dict(task.mesg.head)))
     return chosen
+
+
+def _oldest_due(tx: Tx, root: str) -> Task:
+    """The first-created INIT task of ``root`` whose ``expiresAt`` has come."""
+    return next(t for t in tx.state.open_tasks_of_root(root) if t.state == TaskState.INIT and t.expires_at <= tx.now)
 
 
 def record_delivery(tx: Tx, delivery: Delivery, sent: bool) -> Optional[Task]:
