@@ -80,7 +80,7 @@ def invoke_recv(tags: Mapping[str, str]) -> Any:
     if value is None:
         return None
     try:
-        decoded = json.loads(value)
+        decoded = json.loads(value, parse_constant=_not_json)
     except ValueError:
         return value
     if (
@@ -91,6 +91,11 @@ def invoke_recv(tags: Mapping[str, str]) -> Any:
     ):
         return decoded
     return None
+
+
+def _not_json(name: str) -> Any:
+    """Python's json reads NaN/Infinity; JSON (and Go) does not, so such a tag is a logical recv."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def tags_match(tags: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
