@@ -1,0 +1,302 @@
+"""NatsTransport and Connection against a real nats-server, with nats-py as the other side."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterator, List, Optional
+
+import nats.errors
+import pytest
+
+from resonate_sync.transport import Connection, NatsTransport, TransportError
+from resonate_sync.transport.embedded import EmbeddedNatsServer
+
+BUSY = b'{"kind":"error","code":503,"message":"busy"}'
+
+AUTH_CONF = """
+authorization {
+  users = [
+    {user: svc, password: s3cret, permissions: {publish: {deny: ["forbidden"]}, subscribe: {deny: ["secret"]}}}
+    {user: client, password: pw}
+  ]
+}
+"""
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll ``condition`` every 10 ms until it is true; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def echo(payload: bytes) -> bytes:
+    return payload
+
+
+@pytest.fixture
+def subject() -> str:
+    return f"test.{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def serve(subject: str) -> Iterator[Callable[..., NatsTransport]]:
+    """``serve(url, handler=echo, **kwargs)`` starts a transport on this test's subject; stopped after."""
+    transports: List[NatsTransport] = []
+
+    def factory(url: str, handler: Callable[[bytes], Optional[bytes]] = echo, **kwargs: Any) -> NatsTransport:
+        kwargs.setdefault("busy_reply", BUSY)
+        transport = NatsTransport(url, kwargs.pop("subject", subject), handler, **kwargs)
+        transports.append(transport)
+        return transport.start()
+
+    yield factory
+    for transport in transports:
+        transport.stop(timeout=2)
+
+
+@pytest.fixture
+def auth_server(tmp_path: Any, nats_server_factory: Callable[..., EmbeddedNatsServer]) -> EmbeddedNatsServer:
+    conf = tmp_path / "auth.conf"
+    conf.write_text(AUTH_CONF)
+    return nats_server_factory(["-c", str(conf)])
+
+
+def with_user(url: str, user: str, password: str) -> str:
+    return url.replace("nats://", f"nats://{user}:{password}@")
+
+
+class TestRequestReply:
+    def test_echo_round_trip(self, shared_nats_server, serve, subject, nats_client):
+        """A request's payload reaches the handler and the handler's bytes come back as the reply."""
+        transport = serve(shared_nats_server.url)
+        client = nats_client(shared_nats_server.url)
+        assert client.request(subject, b"hello").data == b"hello"
+        wait_until(lambda: transport.stats["in_flight"] == 0, what="the worker to finish")
+        assert transport.stats["received"] == 1
+        assert transport.stats["replied"] == 1
+
+    def test_non_ascii_bytes_arrive_intact(self, shared_nats_server, serve, subject, nats_client):
+        """Payload bytes are opaque: UTF-8 text and every byte value survive both directions."""
+        serve(shared_nats_server.url)
+        payload = "héllo ✓ 日本 \r\n".encode() + bytes(range(256))
+        assert nats_client(shared_nats_server.url).request(subject, payload).data == payload
+
+    def test_max_size_payload_round_trips(self, shared_nats_server, serve, subject, nats_client):
+        """A payload of exactly the server's max_payload (1 MB) goes in and comes back whole."""
+        serve(shared_nats_server.url)
+        payload = bytes(range(256)) * 4096
+        assert len(payload) == 1024 * 1024
+        assert nats_client(shared_nats_server.url).request(subject, payload, timeout=5).data == payload
+
+    def test_request_with_headers_reaches_handler(self, shared_nats_server, serve, subject, nats_client):
+        """A request carrying NATS headers (HMSG) is parsed and its payload served like any other."""
+        serve(shared_nats_server.url)
+        reply = nats_client(shared_nats_server.url).request(subject, b"with headers", headers={"X-Trace": "1"})
+        assert reply.data == b"with headers"
+
+    def test_message_without_reply_subject_still_calls_handler(self, shared_nats_server, serve, subject, nats_client):
+        """A plain publish (no reply subject) is handled; there is just nobody to answer."""
+        seen: List[bytes] = []
+        transport = serve(shared_nats_server.url, handler=lambda p: seen.append(p) or b"ignored")
+        nats_client(shared_nats_server.url).publish(subject, b"fire and forget")
+        wait_until(lambda: seen == [b"fire and forget"], what="handler call")
+        wait_until(lambda: transport.stats["in_flight"] == 0, what="handler to finish")
+        assert transport.stats["replied"] == 0
+
+    def test_handler_exception_is_logged_and_serving_goes_on(self, shared_nats_server, serve, subject, nats_client, caplog):
+        """A handler that raises is logged; that request gets no reply and the next one is served."""
+
+        def handler(payload: bytes) -> bytes:
+            if payload == b"boom":
+                raise RuntimeError("boom")
+            return payload
+
+        transport = serve(shared_nats_server.url, handler=handler)
+        client = nats_client(shared_nats_server.url)
+        with pytest.raises(nats.errors.TimeoutError):
+            client.request(subject, b"boom", timeout=0.3)
+        assert client.request(subject, b"fine").data == b"fine"
+        assert transport.stats["handler_errors"] == 1
+        assert "handler failed" in caplog.text
+
+    def test_connection_request_is_thread_safe(self, shared_nats_server, serve, subject):
+        """Many threads may share one Connection for requests; each gets its own reply."""
+        serve(shared_nats_server.url)
+        conn = Connection(shared_nats_server.url)
+        conn.connect()
+        failures: List[str] = []
+
+        def worker(n: int) -> None:
+            for i in range(100):
+                payload = f"{n}:{i}".encode()
+                reply = conn.request(subject, payload=payload, timeout=5).payload
+                if reply != payload:
+                    failures.append(f"{payload!r} -> {reply!r}")
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        conn.close()
+        assert failures == []
+
+
+class TestPublish:
+    def test_sixteen_threads_publish_intact(self, shared_nats_server, serve, subject, nats_client):
+        """Concurrent publishes never interleave: every message from 16 threads arrives whole."""
+        transport = serve(shared_nats_server.url)
+        sink = f"{subject}.sink"
+        received = nats_client(shared_nats_server.url).collect(sink)
+        expected = set()
+
+        def publisher(n: int) -> None:
+            for i in range(200):
+                transport.publish(sink, f"{n}:{i}:".encode() + "é".encode() * (i % 50))
+
+        for n in range(16):
+            for i in range(200):
+                expected.add(f"{n}:{i}:".encode() + "é".encode() * (i % 50))
+        threads = [threading.Thread(target=publisher, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wait_until(lambda: len(received) >= len(expected), what="all 3200 messages")
+        assert sorted(m.data for m in received) == sorted(expected)
+
+    @pytest.mark.parametrize("payload", ["text", bytearray(b"ba"), memoryview(b"mv"), None])
+    def test_non_bytes_payload_is_refused_before_writing(self, shared_nats_server, serve, subject, nats_client, payload):
+        """Only bytes are accepted (TypeError), and the connection stays usable."""
+        transport = serve(shared_nats_server.url)
+        with pytest.raises(TypeError, match="bytes"):
+            transport.publish(f"{subject}.out", payload)
+        assert nats_client(shared_nats_server.url).request(subject, b"still fine").data == b"still fine"
+        assert transport.stats["reconnects"] == 0
+
+    def test_oversized_payload_is_refused_before_writing(self, shared_nats_server, serve, subject, nats_client):
+        """A payload over the server's max_payload raises ValueError, and the connection stays usable."""
+        transport = serve(shared_nats_server.url)
+        with pytest.raises(ValueError, match="max_payload"):
+            transport.publish(f"{subject}.out", b"x" * (1024 * 1024 + 1))
+        assert nats_client(shared_nats_server.url).request(subject, b"still fine").data == b"still fine"
+        assert transport.connected and transport.stats["reconnects"] == 0
+
+    def test_publish_while_disconnected_raises_transport_error(self, nats_server, serve, subject):
+        """With the server gone, publish fails fast with TransportError so the caller can retry later."""
+        transport = serve(nats_server.url)
+        nats_server.stop()
+        wait_until(lambda: not transport.connected, what="disconnect")
+        with pytest.raises(TransportError, match="not connected"):
+            transport.publish(f"{subject}.out", b"x")
+
+
+class TestServerErrors:
+    def test_permission_error_does_not_kill_the_connection(self, auth_server, serve, subject, nats_client, caplog):
+        """A -ERR for a forbidden publish is logged; the connection keeps serving."""
+        caplog.set_level(logging.WARNING)
+        transport = serve(with_user(auth_server.url, "svc", "s3cret"))
+        transport.publish("forbidden", b"nope")
+        wait_until(lambda: "Permissions Violation" in caplog.text, what="the -ERR to be logged")
+        client = nats_client(with_user(auth_server.url, "client", "pw"))
+        assert client.request(subject, b"after -ERR").data == b"after -ERR"
+        assert transport.connected and transport.stats["reconnects"] == 0
+
+    def test_wrong_password_fails_start_quickly(self, auth_server, serve):
+        """Refused credentials make start() raise TransportError at once, naming the URL but not the password."""
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="credentials") as info:
+            serve(with_user(auth_server.url, "svc", "wrong-password"))
+        assert time.monotonic() - started < 2.0
+        assert f"svc:***@127.0.0.1:{auth_server.port}" in str(info.value)
+        assert "wrong-password" not in str(info.value)
+
+    def test_refused_subscription_fails_start(self, auth_server, serve):
+        """A subject the user may not subscribe to makes start() raise instead of serving nothing."""
+        with pytest.raises(TransportError, match="refused the subscription"):
+            serve(with_user(auth_server.url, "svc", "s3cret"), subject="secret")
+
+    def test_unreachable_server_fails_start_naming_the_url(self, serve):
+        """Nothing listening: start() raises TransportError naming the URL."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with pytest.raises(TransportError, match=f"nats://127.0.0.1:{port}"):
+            serve(f"nats://127.0.0.1:{port}")
+
+
+class TestReconnect:
+    def test_restarted_server_is_reconnected_and_served(self, nats_server, serve, subject, nats_client, caplog):
+        """After the server restarts on the same port the transport resubscribes and answers again."""
+        caplog.set_level(logging.INFO, logger="resonate_sync.transport")
+        transport = serve(nats_server.url)
+        nats_server.restart()
+        wait_until(lambda: transport.stats["reconnects"] == 1, timeout=5, what="reconnect")
+        assert nats_client(nats_server.url).request(subject, b"back").data == b"back"
+        assert f"lost connection to {nats_server.url}: server closed the connection; reconnecting" in caplog.text
+        assert f"reconnected to {nats_server.url} after" in caplog.text
+
+    def test_silent_server_is_detected_by_ping_timeout(self, nats_server, serve, subject, nats_client, caplog):
+        """A server that stops answering (SIGSTOP) is declared lost after unanswered PINGs, then rejoined."""
+        caplog.set_level(logging.INFO, logger="resonate_sync.transport")
+        transport = serve(nats_server.url, ping_interval=0.2, max_outstanding_pings=2, connect_timeout=0.5)
+        nats_server.pause()
+        try:
+            wait_until(lambda: not transport.connected, timeout=3, what="ping timeout")
+        finally:
+            nats_server.resume()
+        assert "no PONG" in caplog.text
+        wait_until(lambda: transport.connected, timeout=5, what="reconnect after SIGCONT")
+        assert nats_client(nats_server.url).request(subject, b"awake").data == b"awake"
+
+
+class TestBackpressure:
+    def test_requests_beyond_max_pending_get_busy_reply(self, shared_nats_server, serve, subject, nats_client):
+        """With the backlog full, extra requests are answered busy_reply at once instead of queued."""
+        gate = threading.Event()
+        transport = serve(shared_nats_server.url, handler=lambda p: gate.wait(5) and p, workers=1, max_pending=2)
+        client = nats_client(shared_nats_server.url)
+        pending = client.start_requests(subject, [b"%d" % i for i in range(5)])
+        wait_until(lambda: transport.stats["busy_rejections"] == 3, what="3 busy rejections")
+        gate.set()
+        replies = pending.result(10)
+        served = [r for r in replies if r != BUSY]
+        assert replies.count(BUSY) == 3
+        assert len(set(served)) == 2 and set(served) <= {b"%d" % i for i in range(5)}
+
+
+class TestStop:
+    def test_stop_lets_in_flight_request_finish_and_reply(self, shared_nats_server, serve, subject, nats_client):
+        """stop(timeout) stops taking requests but the one being handled finishes and its reply is delivered."""
+        started = threading.Event()
+
+        def slow(payload: bytes) -> bytes:
+            started.set()
+            time.sleep(0.3)
+            return b"done:" + payload
+
+        transport = serve(shared_nats_server.url, handler=slow)
+        client = nats_client(shared_nats_server.url)
+        pending = client.start_requests(subject, [b"x"])
+        assert started.wait(5)
+        assert transport.stop(timeout=5) is True
+        assert pending.result(5) == [b"done:x"]
+        with pytest.raises(nats.errors.NoRespondersError):
+            client.request(subject, b"after stop", timeout=1)
+
+    def test_stop_is_idempotent_and_leaks_no_threads(self, shared_nats_server, subject, nats_client):
+        """After stop() every thread the transport started has ended; a second stop() is a no-op."""
+        client = nats_client(shared_nats_server.url)
+        before = set(threading.enumerate())
+        transport = NatsTransport(shared_nats_server.url, subject, echo, busy_reply=BUSY).start()
+        client.request_many(subject, [b"%d" % i for i in range(50)])
+        assert transport.stop(timeout=2) is True
+        assert transport.stop(timeout=2) is True
+        wait_until(lambda: set(threading.enumerate()) <= before, timeout=2, what="threads to end")
