@@ -674,6 +674,8 @@ def _build_wire() -> cattrs.Converter:
         def hook(value: Any, _: Any) -> Value:
             if value is None:
                 return EMPTY_VALUE
+            if type(value) is not dict:  # cattrs would read a string or list as an empty object
+                raise FieldError("expected an object with headers and data")
             result = fn(value, Value)
             return EMPTY_VALUE if result.is_empty else result
 
