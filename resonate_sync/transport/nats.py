@@ -36,12 +36,14 @@ def _ensure_pkg_resources() -> None:
 
     pynats2 imports ``pkg_resources`` for a single call, ``get_distribution("pynats2").version``.
     Rather than pin an old setuptools, provide that one call from ``importlib.metadata``.
+    Any failure counts, not only ImportError: an old setuptools on Python >= 3.12 dies with
+    AttributeError (``pkgutil.ImpImporter``) while importing ``pkg_resources``.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # setuptools warns that pkg_resources is deprecated
             import pkg_resources  # noqa: F401
-    except ImportError:
+    except Exception:
         shim = types.ModuleType("pkg_resources")
         shim.__doc__ = "resonate_sync shim: only get_distribution(name).version, for pynats2."
 

@@ -7,6 +7,7 @@ side, so we can delay a payload, send a desynchronised stream, or shrink max_pay
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -93,18 +94,30 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 
 class TestImport:
+    CHECK = (
+        "from resonate_sync.transport.nats import Connection\n"
+        "import pkg_resources\n"
+        "print(pkg_resources.get_distribution('pynats2').version)\n"
+        "Connection('nats://127.0.0.1:1')\n"
+    )
+
+    def run_python(self, code: str, **env: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
     def test_pynats2_imports_without_pkg_resources(self):
         """Where setuptools has no pkg_resources (Python >= 3.12 venvs), a shim lets pynats2 import and run."""
-        code = (
-            "import sys; sys.modules['pkg_resources'] = None\n"  # makes `import pkg_resources` fail
-            "from resonate_sync.transport.nats import Connection\n"
-            "import pkg_resources\n"
-            "print(pkg_resources.get_distribution('pynats2').version)\n"
-            "Connection('nats://127.0.0.1:1')\n"
-        )
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == "0.9.0"
+        blocked = "import sys; sys.modules['pkg_resources'] = None\n"  # makes `import pkg_resources` fail
+        assert self.run_python(blocked + self.CHECK) == "0.9.0"
+
+    def test_pynats2_imports_when_pkg_resources_is_broken(self, tmp_path):
+        """An old setuptools on Python >= 3.12 fails inside pkg_resources (AttributeError): shimmed too."""
+        (tmp_path / "pkg_resources.py").write_text("raise AttributeError(\"no attribute 'ImpImporter'\")\n")
+        path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+        assert self.run_python(self.CHECK, PYTHONPATH=path) == "0.9.0"
 
 
 class TestConnect:
