@@ -1,3 +1,38 @@
-"""resonate_sync: the Resonate durable-promise server over NATS request-reply."""
+"""resonate_sync: the Resonate durable-promise server over NATS request-reply.
+
+What users may import (everything else may change):
+
+* :class:`Resonate`: the in-process state machine (no NATS).
+* :class:`Server`: the NATS server, usable as a context manager in a thread of an application.
+* :class:`Config` / :class:`ConfigError`: its configuration.
+* The error types every layer raises: :class:`ResonateError` and its subclasses.
+"""
 
 __version__ = "0.1.0"
+
+from .config import Config, ConfigError  # noqa: E402
+from .core import Resonate  # noqa: E402
+from .errors import (  # noqa: E402
+    AlreadyExists,
+    BadRequest,
+    Forbidden,
+    InternalError,
+    NotFound,
+    ResonateError,
+    Unavailable,
+)
+from .server import Server  # noqa: E402
+
+__all__ = [
+    "Resonate",
+    "Server",
+    "Config",
+    "ConfigError",
+    "ResonateError",
+    "BadRequest",
+    "Forbidden",
+    "NotFound",
+    "AlreadyExists",
+    "InternalError",
+    "Unavailable",
+]
