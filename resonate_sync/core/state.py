@@ -113,6 +113,12 @@ def compile_pattern(pattern: str) -> "re.Pattern[str]":
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
+def _prefix_successor(prefix: str) -> Optional[str]:
+    """The least string above every string that starts with ``prefix`` (None: there is none)."""
+    stripped = prefix.rstrip("\U0010ffff")
+    return stripped[:-1] + chr(ord(stripped[-1]) + 1) if stripped else None
+
+
 class State:
     """Everything the server knows, with the indexes the operations and jobs need.
 
@@ -319,7 +325,7 @@ class State:
         if prefix:
             ids = self._promise_ids
             lo = ids.bisect_left(prefix)
-            hi = ids.bisect_left(prefix + "\U0010ffff") if prefix[-1] != "\U0010ffff" else len(ids)
+            hi = ids.bisect_left(after) if (after := _prefix_successor(prefix)) else len(ids)
             m = hi - lo
             if m <= 10_000 or m * 8 <= len(ids):
                 candidates = [self.promises[i] for i in ids.islice(lo, hi)]
