@@ -6,6 +6,7 @@ state only through ``tx.put(record)``.
 """
 
 import logging
+import re
 from typing import Optional
 
 import attrs
@@ -13,6 +14,8 @@ import attrs
 from ..errors import BadRequest, Status
 from ..models import (
     EMPTY_VALUE,
+    INT64_MAX,
+    INT64_MIN,
     CallbackResponse,
     CompletePromiseRequest,
     CreateCallbackRequest,
@@ -160,11 +163,16 @@ def insert(
     return promise, task
 
 
+_INT64_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
 def _delay(tags: dict) -> int:
-    try:
-        return int(tags.get("resonate:delay", "0"))
-    except ValueError:
+    """``resonate:delay`` as a base-10 int64 (Go's ParseInt); anything else (``1_000``, padded, too large) is 0."""
+    text = tags.get("resonate:delay", "0")
+    if not _INT64_TEXT.fullmatch(text):
         return 0
+    value = int(text)
+    return value if INT64_MIN <= value <= INT64_MAX else 0
 
 
 def _key(text: str) -> Optional[str]:
