@@ -125,6 +125,13 @@ class TestPromisesSearch:
         assert ids(core.r.promises_search(id="a?*")) == ["a?c"]
         assert ids(core.r.promises_search(id="x^y$z|w\\v")) == ["x^y$z|w\\v"]
 
+    def test_prefix_covers_every_following_character(self):
+        """A prefix pattern finds ids whose next character is the largest code point too."""
+        core = new_core()
+        create_all(core, "a\U0010ffffb", "a", "ab", "b", "a\U0010ffff")
+        assert ids(core.r.promises_search(id="a*")) == ["a\U0010ffff", "ab", "a", "a\U0010ffffb"]
+        assert ids(core.r.promises_search(id="a\U0010ffff*")) == ["a\U0010ffff", "a\U0010ffffb"]
+
     def test_results_are_newest_first_by_creation_not_by_id(self):
         """Ordering is descending creation order, whatever the ids sort to."""
         core = new_core()
@@ -971,9 +978,11 @@ class TestInvokeTaskCreation:
         core.advance(1)
         assert [d.task_id for d in core.tick()] == ["__invoke:p"]
 
-    @pytest.mark.parametrize("value", ["soon", "", "1.5", "12ms"])
+    @pytest.mark.parametrize(
+        "value", ["soon", "", "1.5", "12ms", "1_700_000_005_000", " 1700000005000", "١٢", str(2**63), str(-(2**63) - 1)]
+    )
     def test_unparsable_delay_is_ignored(self, value):
-        """An unparsable resonate:delay counts as 0: the task is delivered at once."""
+        """A resonate:delay that is not a base-10 int64 counts as 0: the task is delivered at once."""
         core = new_core()
         core.r.promises_create(id="p", timeout=FAR, tags=invoke_tags(**{"resonate:delay": value}))
         assert core.task("__invoke:p").expires_at == 0
