@@ -54,7 +54,7 @@ def _metadata(envelope: Mapping[str, Any], kernel_name: str) -> Dict[str, str]:
 
 
 def error_reply(code: int, message: str) -> bytes:
-    return json.dumps({"success": False, "error": {"code": code, "message": message}}).encode()
+    return json.dumps({"success": False, "error": {"code": code, "message": message}}, separators=(",", ":")).encode()
 
 
 BUSY_REPLY = error_reply(503, Status.API_SUBMISSION_QUEUE_FULL.text)
