@@ -30,6 +30,7 @@ _DESCRIPTORS = {
     "@hourly": "0 * * * *",
 }
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_MAX_DURATION_MS = (2**63 - 1) / 1e6
 _UNIT_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
 
@@ -51,6 +52,8 @@ def parse_go_duration_ms(text: str) -> float:
         pos = match.end()
     if not body or pos != len(body):
         raise ValueError(f"invalid duration {text!r}")
+    if total > _MAX_DURATION_MS:  # Go durations are int64 nanoseconds
+        raise ValueError(f"invalid duration {text!r}: longer than about 292 years")
     return sign * total
 
 
