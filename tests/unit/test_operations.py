@@ -1655,6 +1655,7 @@ class TestCron:
             "TZ=UTC * * * * *",
             "CRON_TZ=Europe/Berlin 0 0 * * *",
             "@every 1h",
+            "@every 2562047h",
         ],
     )
     def test_accepted_forms(self, cron):
@@ -1663,7 +1664,8 @@ class TestCron:
 
     @pytest.mark.parametrize(
         "cron",
-        ["nope", "* * * *", "* * * * * * *", "60 * * * *", "* 24 * * *", "@reboot", "@every", "@every -1s", "@every 0s", "@every 5"],
+        ["nope", "* * * *", "* * * * * * *", "60 * * * *", "* 24 * * *", "@reboot", "@every", "@every -1s", "@every 0s", "@every 5",
+         "@every 2562048h", "@every 9999999999999h"],
     )
     def test_rejected_forms(self, cron):
         """Anything else is 400 naming cron."""
