@@ -828,13 +828,6 @@ class TestPromisesSubscribe:
         err = error_of(core.r.promises_subscribe, **{"id": "s", "promise_id": "p", "recv": WORKER, **fields})
         assert err.code == 400 and name in err.message
 
-    def test_trace_state_alone_is_not_copied(self):
-        """tracestate reaches the message head only together with traceparent (1.6)."""
-        core = new_core()
-        core.r.promises_create(id="p", timeout=FAR)
-        result = core.r.promises_subscribe(id="s", promise_id="p", recv=WORKER, metadata={"tracestate": "x", "k": "v"})
-        assert result.payload.callback.mesg.head == {}
-
 
 # =========================================================================== 5 completion side effects
 
