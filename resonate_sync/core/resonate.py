@@ -273,6 +273,12 @@ class Resonate:
         Order: promise timeouts, schedule firings, lock expiry, task expiry, then delivery
         selection, so a task created by a timeout or a firing can go out in the same tick.
         Each job handles at most ``settings.batch_size`` items per call.
+
+        Contract: the caller reports every returned delivery with :meth:`record_deliveries`
+        before calling ``tick`` again (the ticker thread does both, in turn). A task being sent
+        is still INIT and out of the delivery heap until then, so skipping the report would hold
+        it back until the next restart, and a second ``tick`` in between could send a second task
+        of the same root.
         """
         self.wakeup.clear()
         batch = self.settings.batch_size
