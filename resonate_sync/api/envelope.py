@@ -25,9 +25,14 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Built once: json.loads/dumps with keyword arguments build a new decoder/encoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _decode_envelope(raw: bytes) -> Dict[str, Any]:
     try:
-        envelope = json.loads(raw, parse_constant=_reject_constant)
+        envelope = _DECODER.decode(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"invalid request format: {exc}") from None
     if type(envelope) is not dict:
@@ -54,7 +59,7 @@ def _metadata(envelope: Mapping[str, Any], kernel_name: str) -> Dict[str, str]:
 
 
 def error_reply(code: int, message: str) -> bytes:
-    return json.dumps({"success": False, "error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+    return _ENCODER.encode({"success": False, "error": {"code": code, "message": message}}).encode()
 
 
 BUSY_REPLY = error_reply(503, Status.API_SUBMISSION_QUEUE_FULL.text)
@@ -89,7 +94,7 @@ def handle(core: Resonate, raw: bytes) -> bytes:
         log.exception("%s failed unexpectedly", operation or "request")
         return error_reply(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}")
     try:
-        return json.dumps({"success": True, "response": response}, separators=(",", ":")).encode()
+        return _ENCODER.encode({"success": True, "response": response}).encode()
     except (TypeError, ValueError) as exc:
         log.exception("%s: failed to encode response", operation)
         return error_reply(500, f"failed to encode response: {exc}")
