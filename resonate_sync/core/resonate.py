@@ -217,6 +217,7 @@ class Resonate:
         self.state = state or State()
         self._journal = journal
         self._ticket = 0
+        self._unjournaled: Optional[str] = None
         self._lock = threading.Lock()
         self.wakeup = threading.Event()
         """Set when a change may have created work due now (a new INIT task); the ticker waits on it."""
@@ -232,6 +233,8 @@ class Resonate:
     def _atomically(self, step: Callable[[Tx], Any], head: Optional[Dict[str, str]] = None) -> Any:
         error: Optional[BaseException] = None
         with self._lock:
+            if self._unjournaled is not None:
+                raise InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR)
             tx = Tx(self.state, self.clock.now(), self.settings, head)
             try:
                 result = step(tx)
@@ -254,7 +257,14 @@ class Resonate:
             try:
                 self._ticket = self._journal.append([record_to_json(r) for r in records])
             except Exception as exc:
-                log.error("journal append failed; the server cannot acknowledge writes: %s", exc)
+                # The state already holds these changes and cannot take them back. Answering
+                # anything from it now could acknowledge a change a restart would lose.
+                self._unjournaled = str(exc)
+                log.error(
+                    "journal append failed: %s; the in-memory state holds changes the journal does "
+                    "not, so every request fails (500) until the server is restarted",
+                    exc,
+                )
                 raise InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR) from exc
         return self._ticket
 
@@ -322,5 +332,7 @@ class Resonate:
         Serialise the copy with ``State.snapshot_to_json`` and write it outside the lock.
         """
         with self._lock:
+            if self._unjournaled is not None:
+                raise InternalError(f"no snapshot: the state holds unjournaled changes ({self._unjournaled})")
             ticket = self._journal.begin_snapshot() if self._journal is not None else None
             return ticket, self.state.snapshot()

@@ -1,0 +1,67 @@
+"""The core on a real journal: what a failed append or fsync means for later requests."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from resonate_sync.core import Resonate
+from resonate_sync.errors import InternalError
+from resonate_sync.journal import Journal
+from resonate_sync.models import CreateCallbackRequest
+
+FAR = 4_102_444_800_000
+
+
+def open_core(path) -> Resonate:
+    journal = Journal(str(path))
+    recovery = journal.open()
+    return Resonate.recover(recovery.snapshot, recovery.records, journal=journal)
+
+
+def reopen(core: Resonate, path) -> Resonate:
+    core._journal.close()
+    return open_core(path)
+
+
+class TestJournalFailure:
+    def test_unjournalable_change_fails_every_later_request(self, tmp_path):
+        """A change whose record the journal refuses is never acknowledged: that request and every later one is 500, and a restart has none of it."""
+        core = open_core(tmp_path / "j")
+        core.promises_create(id="p", timeout=FAR)
+        core.promises_create(id="root", timeout=FAR)
+        nan_recv = CreateCallbackRequest(promise_id="p", root_promise_id="root", recv={"x": float("nan")}, timeout=FAR)
+        with pytest.raises(InternalError):
+            core.promises_callback(nan_recv)
+        with pytest.raises(InternalError):
+            core.promises_callback(nan_recv)  # a retry must not answer "already there"
+        with pytest.raises(InternalError):
+            core.promises_read(id="p")
+        with pytest.raises(InternalError):
+            core.tick()
+        with pytest.raises(InternalError):
+            core.snapshot()
+        recovered = reopen(core, tmp_path / "j")
+        assert set(recovered.state.promises) == {"p", "root"} and recovered.state.callbacks == {}
+
+    def test_failed_fsync_fails_reads_of_what_it_covered(self, tmp_path, monkeypatch):
+        """After an fsync error, a read of the change it did not make durable is 500, not 200."""
+        core = open_core(tmp_path / "j")
+        core.promises_create(id="before", timeout=FAR)
+        real_fsync = os.fsync
+
+        def full(fd):
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".jsonl"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", full)
+        with pytest.raises(InternalError):
+            core.promises_create(id="lost", timeout=FAR)
+        for call in (lambda: core.promises_read(id="lost"), lambda: core.promises_read(id="before"), core.tick):
+            with pytest.raises(InternalError):
+                call()
+        monkeypatch.undo()
+        assert "before" in reopen(core, tmp_path / "j").state.promises
