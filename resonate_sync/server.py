@@ -120,10 +120,29 @@ class Server:
         started = time.monotonic()
         try:
             recovery = journal.open()
-            core = Resonate.recover(recovery.snapshot, recovery.records, clock=self._clock, settings=settings, journal=journal)
+        except JournalError as exc:  # open() released the directory lock itself
+            raise ServerError(str(exc)) from exc
+        seq = recovery.snapshot_seq
+
+        def counted(records):
+            nonlocal seq
+            for seq, record in enumerate(records, seq + 1):
+                yield record
+
+        try:
+            core = Resonate.recover(recovery.snapshot, counted(recovery.records), clock=self._clock, settings=settings, journal=journal)
         except JournalError as exc:
             journal.close()
             raise ServerError(str(exc)) from exc
+        except Exception as exc:  # it passed its checksum, yet is not a state this version can rebuild
+            journal.close()
+            what = f"journal record seq {seq}" if seq > recovery.snapshot_seq else f"snapshot {recovery.snapshot_seq}"
+            raise ServerError(
+                f"{self.config.store_path}: cannot rebuild the state from {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except BaseException:
+            journal.close()
+            raise
         self.journal = journal  # recovery warnings were logged by the journal itself
         log.info(
             "recovered %d promises, %d tasks, %d schedules, %d locks from %s in %.2f s",
@@ -193,7 +212,10 @@ class Server:
                         self.snapshot()
                 except Exception:
                     log.exception("final snapshot failed; the journal still holds every change")
-                self.journal.close()
+                try:
+                    self.journal.close()
+                except Exception as exc:  # still stop the rest, and release the directory lock
+                    log.error("closing the journal failed: %s", exc)
             if self.embedded is not None:
                 self.embedded.stop()
             self._stopped.set()
