@@ -252,7 +252,7 @@ class Journal:
                 raise JournalError(f"{self.path}: open() called twice")
             self._status = "opening"
         try:
-            os.makedirs(self.path, exist_ok=True)
+            self._make_directory()
         except FileExistsError:
             raise JournalError(f"{self.path}: exists and is not a directory") from None
         except OSError as exc:
@@ -446,8 +446,20 @@ class Journal:
             self.fsync_count += 1
         self._fd_dirty = False
 
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+    def _make_directory(self) -> None:
+        """Create the journal directory and missing parents, each durable in its parent."""
+        missing = []
+        path = os.path.abspath(self.path)
+        while not os.path.lexists(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        os.makedirs(self.path, exist_ok=True)
+        # Without this, power loss could take the new directory, and every record in it, away.
+        for created in missing:
+            self._fsync_dir(os.path.dirname(created))
+
+    def _fsync_dir(self, path: str | None = None) -> None:
+        fd = os.open(path or self.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:

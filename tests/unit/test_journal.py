@@ -444,6 +444,16 @@ class TestDirectory:
         assert path.is_dir() and (path / "LOCK").exists() and recovery.last_seq == 0
         journal.close()
 
+    def test_created_directories_are_fsynced_into_their_parents(self, tmp_path, monkeypatch):
+        """Each directory open() creates is made durable in its parent before any record goes in."""
+        path = tmp_path / "a" / "b" / "resonate.journal"
+        synced = []
+        real_fsync = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd_path(fd)), real_fsync(fd))[1])
+        journal, _ = opened(path)
+        assert {str(tmp_path), str(tmp_path / "a"), str(tmp_path / "a" / "b")} <= set(synced)
+        journal.close()
+
     def test_uncreatable_directory_is_a_clear_error(self, tmp_path):
         """A path below a regular file cannot be created and says so."""
         blocker = tmp_path / "file"
