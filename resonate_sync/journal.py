@@ -556,8 +556,12 @@ class Journal:
                     f"{self.path} is already in use by another resonate process (pid {holder})"
                 ) from None
             raise JournalError(f"{lock_path}: cannot lock: {exc.strerror}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"{lock_path}: cannot write this process's pid: {exc.strerror}") from exc
         self._lock_fd = fd
 
     def _release_lock(self) -> None:

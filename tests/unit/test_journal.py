@@ -492,6 +492,18 @@ class TestDirectory:
             else:
                 path.chmod(0o700)
 
+    def test_lock_file_write_error_is_clear_and_releases_the_lock(self, tmp_path, monkeypatch):
+        """A full disk while writing the pid into LOCK is a JournalError, and leaves the directory unlocked."""
+
+        def full(*_args):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "pwrite", full)
+        with pytest.raises(JournalError, match="LOCK: cannot write this process's pid: No space left on device"):
+            opened(tmp_path / "j")
+        monkeypatch.undo()
+        opened(tmp_path / "j")[0].close()
+
     def test_second_open_of_same_path_is_refused(self, tmp_path):
         """A second journal on a locked directory fails, naming the holder's pid; after close it opens."""
         path = tmp_path / "j"
