@@ -306,7 +306,7 @@ class Journal:
                 os.close(self._fd)
                 self._fd = None
         self._release_lock()
-        if failure is not None and failure is not failed_before:
+        if failure is not None and failed_before is None:
             raise failure
 
     # ------------------------------------------------------------------ appending
@@ -358,7 +358,9 @@ class Journal:
                 raise ValueError(f"ticket {ticket} was never issued (last seq is {self._appended_seq})")
             while self._durable_seq < ticket:
                 if self._failure is not None:
-                    raise self._failure
+                    # A new exception each time: re-raising the stored one would grow its
+                    # traceback by every raise, for as long as the server keeps running.
+                    raise JournalError(str(self._failure))
                 if not self._flushing:
                     self._lead_flush()
                     continue

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -585,6 +586,21 @@ class TestFailures:
         journal.close()
         monkeypatch.undo()
         assert history(path)[0][0] == {"n": 0}
+
+    def test_repeated_failures_do_not_pile_up_tracebacks(self, tmp_path, monkeypatch):
+        """Every wait after a failure raises afresh: the error it raises carries only its own traceback."""
+        journal, _ = opened(tmp_path / "j")
+        fail_on = threading.Event()
+        fail_on.set()
+        monkeypatch.setattr(os, "fsync", self.failing(os.fsync, fail_on))
+        ticket = journal.append([{"n": 1}])
+        depths = []
+        for _ in range(3):
+            with pytest.raises(JournalError, match="No space left on device") as info:
+                journal.wait_durable(ticket)
+            depths.append(len(traceback.extract_tb(info.value.__traceback__)))
+        assert depths[1] == depths[2]
+        journal.close()
 
     def test_short_write_then_error_leaves_a_recoverable_tail(self, tmp_path, monkeypatch):
         """A write that stops halfway with ENOSPC fails the waiter; the next open drops the half line."""
