@@ -23,6 +23,7 @@ from . import __version__
 from .api import BUSY_REPLY, SHUTTING_DOWN_REPLY, handle
 from .config import Config
 from .core import Clock, CoreSettings, Resonate, State
+from .errors import ResonateError
 
 __all__ = ["Server", "ServerError"]
 
@@ -180,7 +181,10 @@ class Server:
 
     def _maybe_snapshot(self) -> None:
         if self.journal is not None and self.journal.should_snapshot():
-            self.snapshot()
+            try:
+                self.snapshot()
+            except Exception as exc:
+                _snapshot_failed("snapshot", exc)
 
     def snapshot(self) -> None:
         """Write a snapshot of the whole state now and start a new journal segment."""
@@ -210,8 +214,8 @@ class Server:
                 try:
                     if drain and self.core is not None:
                         self.snapshot()
-                except Exception:
-                    log.exception("final snapshot failed; the journal still holds every change")
+                except Exception as exc:
+                    _snapshot_failed("final snapshot", exc)
                 try:
                     self.journal.close()
                 except Exception as exc:  # still stop the rest, and release the directory lock
@@ -251,6 +255,14 @@ class Server:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _snapshot_failed(what: str, exc: Exception) -> None:
+    """Log a failed snapshot: nothing is lost (the segments stay); a traceback only for a bug."""
+    from .journal import JournalError
+
+    expected = isinstance(exc, (JournalError, ResonateError))
+    log.error("%s failed: %s; the journal segments still hold every acknowledged change", what, exc, exc_info=not expected)
 
 
 def _redact(url: str) -> str:

@@ -17,6 +17,7 @@ import threading
 from typing import Any, Callable, Optional, Set
 
 from .core import Delivery, Resonate
+from .errors import ResonateError
 
 __all__ = ["Ticker", "nats_subject_of"]
 
@@ -112,6 +113,8 @@ class Ticker:
             sent = 0
             try:
                 sent = self.run_once()
+            except ResonateError as exc:  # the core said why (a journal failure) when it began
+                log.error("background pass failed: %s; retrying in one tick", exc.message)
             except Exception:
                 log.exception("background pass failed; retrying in one tick")
             if self._stop.is_set():

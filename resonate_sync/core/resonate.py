@@ -257,23 +257,30 @@ class Resonate:
             try:
                 self._ticket = self._journal.append([record_to_json(r) for r in records])
             except Exception as exc:
-                # The state already holds these changes and cannot take them back. Answering
-                # anything from it now could acknowledge a change a restart would lose.
-                self._unjournaled = str(exc)
-                log.error(
-                    "journal append failed: %s; the in-memory state holds changes the journal does "
-                    "not, so every request fails (500) until the server is restarted",
-                    exc,
-                )
-                raise InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR) from exc
+                raise self._journal_failed("append", exc) from None
         return self._ticket
 
     def _wait_durable(self, ticket: int) -> None:
         try:
             self._journal.wait_durable(ticket)
         except Exception as exc:
-            log.error("journal fsync failed; the server cannot acknowledge writes: %s", exc)
-            raise InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR) from exc
+            raise self._journal_failed("fsync", exc) from None
+
+    def _journal_failed(self, what: str, exc: Exception) -> InternalError:
+        """Stop answering for good and log why, once; returns the error to raise (its cause is in that log line).
+
+        The state already holds changes the journal could not make durable and cannot take
+        them back: answering anything from it could acknowledge a change a restart would lose.
+        """
+        if self._unjournaled is None:
+            self._unjournaled = f"journal {what} failed: {exc}"
+            log.error(
+                "journal %s failed: %s; the in-memory state holds changes the journal may not, so "
+                "every request fails (500) until the server is restarted",
+                what,
+                exc,
+            )
+        return InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR)
 
     # ------------------------------------------------------------------ background
 

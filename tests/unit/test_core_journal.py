@@ -46,8 +46,8 @@ class TestJournalFailure:
         recovered = reopen(core, tmp_path / "j")
         assert set(recovered.state.promises) == {"p", "root"} and recovered.state.callbacks == {}
 
-    def test_failed_fsync_fails_reads_of_what_it_covered(self, tmp_path, monkeypatch):
-        """After an fsync error, a read of the change it did not make durable is 500, not 200."""
+    def test_failed_fsync_fails_every_later_request(self, tmp_path, monkeypatch, caplog):
+        """After an fsync error every request is 500, reads included, and the log says why once."""
         core = open_core(tmp_path / "j")
         core.promises_create(id="before", timeout=FAR)
         real_fsync = os.fsync
@@ -64,4 +64,6 @@ class TestJournalFailure:
             with pytest.raises(InternalError):
                 call()
         monkeypatch.undo()
+        said = [r for r in caplog.records if "every request fails (500) until the server is restarted" in r.message]
+        assert len(said) == 1 and "No space left on device" in said[0].message
         assert "before" in reopen(core, tmp_path / "j").state.promises
