@@ -261,6 +261,13 @@ class Journal:
             ) from exc
         self._acquire_lock()
         try:
+            if not os.access(self.path, os.W_OK | os.X_OK):
+                # An existing LOCK can be opened in a read-only directory: fail now, not at the
+                # first snapshot, whose new segment could not be created.
+                raise JournalError(
+                    f"{self.path}: the journal directory is read-only: new segments and snapshots "
+                    "cannot be created in it"
+                )
             try:
                 recovery = self._recover()
             except OSError as exc:

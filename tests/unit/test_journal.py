@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -61,6 +62,26 @@ def line_offset(file: Path, index: int) -> int:
 
 def fd_path(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """Make directory ``path`` unwritable for the block.
+
+    As root, permission bits do not stop writes, so the directory is made immutable
+    (chattr +i), which stops root too; otherwise plain chmod does it.
+    """
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+    else:
+        path.chmod(0o500)
+    try:
+        yield path
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o700)
 
 
 class TestRoundTrip:
@@ -470,28 +491,19 @@ class TestDirectory:
             opened(blocker)
 
     def test_read_only_directory_is_a_clear_error(self, tmp_path):
-        """An existing directory nobody may write into fails at the lock file with a clear message.
-
-        As root, permission bits do not stop writes, so the directory is made immutable
-        (chattr +i), which stops root too; otherwise plain chmod does it.
-        """
+        """An existing directory nobody may write into fails at the lock file with a clear message."""
         path = tmp_path / "j"
         path.mkdir()
-        if os.geteuid() == 0:
-            lock = ["chattr", "+i", str(path)]
-            unlock = ["chattr", "-i", str(path)]
-            subprocess.run(lock, check=True)
-        else:
-            path.chmod(0o500)
-            unlock = None
-        try:
-            with pytest.raises(JournalError, match="cannot create the lock file"):
-                opened(path)
-        finally:
-            if unlock:
-                subprocess.run(unlock, check=True)
-            else:
-                path.chmod(0o700)
+        with read_only(path), pytest.raises(JournalError, match="cannot create the lock file"):
+            opened(path)
+
+    def test_read_only_directory_with_a_journal_is_refused_at_open(self, tmp_path):
+        """A used journal whose directory became read-only fails at open, not at its first snapshot."""
+        path = tmp_path / "j"
+        write_records(path, [[{"n": 1}]])
+        with read_only(path), pytest.raises(JournalError, match="journal directory is read-only"):
+            opened(path)
+        assert history(path)[0] == [{"n": 1}]
 
     def test_lock_file_write_error_is_clear_and_releases_the_lock(self, tmp_path, monkeypatch):
         """A full disk while writing the pid into LOCK is a JournalError, and leaves the directory unlocked."""
