@@ -4,6 +4,7 @@ What users may import (everything else may change):
 
 * :class:`Resonate`: the in-process state machine (no NATS).
 * :class:`Server`: the NATS server, usable as a context manager in a thread of an application.
+* :class:`Client`: the synchronous, thread-safe client of a server over NATS.
 * :class:`Config` / :class:`ConfigError`: its configuration.
 * The error types every layer raises: :class:`ResonateError` and its subclasses.
 """
@@ -21,11 +22,13 @@ from .errors import (  # noqa: E402
     ResonateError,
     Unavailable,
 )
+from .client import Client  # noqa: E402
 from .server import Server  # noqa: E402
 
 __all__ = [
     "Resonate",
     "Server",
+    "Client",
     "Config",
     "ConfigError",
     "ResonateError",

@@ -89,6 +89,11 @@ class ResonateError(Exception):
         """The error of a kernel status, as the subclass matching its code."""
         return _BY_CODE.get(status.code, ResonateError)(status.text, status=status)
 
+    @classmethod
+    def from_code(cls, code: int, message: str) -> "ResonateError":
+        """The error of an envelope's ``{code, message}``, as the subclass matching the code."""
+        return _BY_CODE.get(code, ResonateError)(message, code=code)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code}, message={self.message!r})"
 

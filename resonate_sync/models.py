@@ -80,6 +80,21 @@ class Value:
     headers: StrMap = Factory(dict)
     data: Optional[Base64] = None
 
+    @classmethod
+    def of(cls, data: "bytes | str | None" = None, headers: Optional[StrMap] = None) -> "Value":
+        """A Value from raw bytes (a ``str`` is encoded as UTF-8); the data is base64-encoded here."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if data is not None and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes or str, not {type(data).__name__}")
+        encoded = base64.b64encode(data).decode("ascii") if data else None
+        return cls(headers=dict(headers or {}), data=encoded)
+
+    @property
+    def raw(self) -> bytes:
+        """``data`` decoded: the payload's bytes (``b""`` when there are none)."""
+        return base64.b64decode(self.data) if self.data else b""
+
     @property
     def is_empty(self) -> bool:
         return not self.headers and not self.data
@@ -681,13 +696,14 @@ def _build_wire() -> cattrs.Converter:
 
         return hook
 
-    for cls in _MODELS + _REQUESTS:
+    # Responses are structured and requests unstructured too: the client speaks the same wire.
+    for cls in _MODELS + _REQUESTS + _RESPONSES:
         names = _renames(cls, wire=True)
         fn = make_dict_structure_fn(
             cls, conv, _cattrs_detailed_validation=True, **{n: override(rename=w) for n, w in names.items()}
         )
         conv.register_structure_hook(cls, structure_value(fn) if cls is Value else fn)
-    for cls in _MODELS + _RESPONSES:
+    for cls in _MODELS + _RESPONSES + _REQUESTS:
         names = _renames(cls, wire=True)
         internal = _INTERNAL.get(cls, ())
         always = _ALWAYS.get(cls, ())

@@ -1,0 +1,776 @@
+"""``Client``: a synchronous, thread-safe client of a resonate server over NATS request-reply.
+
+One NATS connection and one wildcard reply inbox serve every thread: any number of threads
+may call one ``Client`` at once, each call waits for its own reply. Every method is named
+after its operation as the core names it (``promises.create`` → :meth:`Client.promises_create`)
+and takes the same keyword fields::
+
+    with Client("nats://localhost:4222") as client:
+        promise, created = client.promises_create("p1", timeout=now_ms + 60_000, param=b"hi")
+        client.promises_resolve("p1", value=b"done")
+        assert client.promises_read("p1").value.raw == b"done"
+
+What comes back:
+
+* reads return the model (:class:`~resonate_sync.models.Promise`, ``Schedule``, …);
+* searches return a :class:`Page` (iterate it; ``page.cursor`` continues it), and the
+  ``*_search_all`` helpers follow the cursors for you;
+* writes whose status matters return a small named tuple such as ``PromiseResult(promise,
+  created)``: ``created`` is True when the server answered ``20100 Created`` (this call made
+  the change) and False for ``20000 OK`` (an idempotent replay or a no-op, nothing changed);
+* deletes and releases return None; heartbeats return the number of resources affected.
+
+Binary data: ``param``/``value`` accept ``bytes`` (``str`` is encoded as UTF-8) or a
+:class:`~resonate_sync.models.Value` (``Value.of(b"…", headers={…})``); returned values carry
+the base64 text of the wire in ``value.data`` and its bytes in ``value.raw``. Times are
+integers, milliseconds since the epoch; a promise's ``timeout`` is an absolute deadline.
+Fields the protocol never sends (a task's ``state``, ``ttl``, ``expires_at``, ``recv``; any
+``sort_id``) keep their model defaults in what the client returns: do not read them.
+
+Errors: an error reply raises the :class:`~resonate_sync.errors.ResonateError` subclass of its
+code (``NotFound``, ``AlreadyExists``, ``Forbidden``, ``BadRequest``, ``InternalError``,
+``Unavailable``) carrying ``code`` and ``message``. Transport failures are ``Unavailable``
+too: :class:`RequestTimeout` (no reply in time; the operation may or may not have happened)
+and :class:`ConnectionFailed` (NATS unreachable, credentials refused, connection lost).
+
+Timeouts and retries: each attempt waits ``request_timeout`` seconds (default: the client's
+``timeout``). A call is retried, up to ``retries`` more times with jittered exponential
+backoff, when the request provably reached no server (no connection, no responders), and, for
+idempotent operations only, also when it may have (timeout, connection lost while waiting, a
+503 reply). Idempotent: reads, searches, heartbeats, ``promises.callback`` and
+``promises.subscribe`` (a repeat finds the callback registered), ``tasks.complete`` (a repeat
+finds the task completed); ``promises.create``/``createtask``/``complete`` and
+``schedules.create`` only when an ``idempotency_key`` is given. Never retried:
+``tasks.claim``, ``tasks.drop``, ``locks.acquire``, ``locks.release``, ``schedules.delete``
+and keyless creates and completes, because a repeat of one that did happen answers
+differently (403, 404, 409).
+"""
+
+import json
+import logging
+import random
+import threading
+import uuid
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+)
+
+import attrs
+import cattrs
+
+from .errors import BadRequest, InternalError, ResonateError, Status, Unavailable
+from .models import (
+    EMPTY_VALUE,
+    WIRE,
+    AcquireLockRequest,
+    Callback,
+    CallbackResponse,
+    ClaimTaskRequest,
+    ClaimTaskResponse,
+    CompletePromiseRequest,
+    CompleteTaskRequest,
+    CreateCallbackRequest,
+    CreatePromiseAndTaskRequest,
+    CreatePromiseAndTaskResponse,
+    CreatePromiseRequest,
+    CreateScheduleRequest,
+    CreateSubscriptionRequest,
+    DeleteScheduleRequest,
+    DropTaskRequest,
+    EmptyResponse,
+    HeartbeatLocksRequest,
+    HeartbeatTasksRequest,
+    Lock,
+    LockResponse,
+    LocksAffectedResponse,
+    Promise,
+    PromiseResponse,
+    PromiseState,
+    ReadPromiseRequest,
+    ReadScheduleRequest,
+    ReleaseLockRequest,
+    Schedule,
+    ScheduleResponse,
+    SearchPromisesRequest,
+    SearchPromisesResponse,
+    SearchSchedulesRequest,
+    SearchSchedulesResponse,
+    Task,
+    TaskResponse,
+    TasksAffectedResponse,
+    Value,
+    unstructure,
+)
+
+__all__ = [
+    "Client",
+    "Page",
+    "PromiseResult",
+    "PromiseTaskResult",
+    "CallbackResult",
+    "ScheduleResult",
+    "TaskResult",
+    "ClaimTaskResponse",
+    "RequestTimeout",
+    "ConnectionFailed",
+    "Value",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Data = Union[bytes, str, Value, None]
+"""A param or value: bytes, text (sent as UTF-8), a ``Value`` (with headers), or None for empty."""
+Metadata = Optional[Mapping[str, str]]
+
+_IDEMPOTENT = frozenset(
+    {
+        "promises.read",
+        "promises.search",
+        "promises.callback",
+        "promises.subscribe",
+        "schedules.read",
+        "schedules.search",
+        "locks.heartbeat",
+        "tasks.complete",
+        "tasks.heartbeat",
+    }
+)
+_IDEMPOTENT_WITH_KEY = frozenset({"promises.create", "promises.createtask", "promises.complete", "schedules.create"})
+
+
+# --------------------------------------------------------------------------- results and errors
+
+
+class RequestTimeout(Unavailable):
+    """503: no reply within the request timeout; the operation may or may not have taken effect."""
+
+
+class ConnectionFailed(Unavailable):
+    """503: NATS is unreachable, refused the credentials, or the connection was lost (or closed)."""
+
+
+@attrs.frozen
+class Page(Generic[T]):
+    """One page of search results, newest first.
+
+    Attributes:
+        items: the promises or schedules of this page (iterating the page iterates them).
+        cursor: pass it back as ``cursor=`` for the next page; None on the last page.
+    """
+
+    items: List[T]
+    cursor: Optional[str] = None
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class PromiseResult(NamedTuple):
+    """A created or completed promise; ``created`` is False for an idempotent replay or a no-op."""
+
+    promise: Promise
+    created: bool
+
+
+class PromiseTaskResult(NamedTuple):
+    """``promises.createtask``: the promise and its claimed invoke task (None unless created with a router tag)."""
+
+    promise: Promise
+    task: Optional[Task]
+    created: bool
+
+
+class CallbackResult(NamedTuple):
+    """``promises.callback``/``subscribe``: ``callback`` is set only when this call registered it.
+
+    When the promise is already completed nothing is registered (``created`` False,
+    ``callback`` None) and the caller should use ``promise`` directly.
+    """
+
+    promise: Promise
+    callback: Optional[Callback]
+    created: bool
+
+
+class ScheduleResult(NamedTuple):
+    """A created schedule; ``created`` is False when the idempotency key matched a stored one."""
+
+    schedule: Schedule
+    created: bool
+
+
+class TaskResult(NamedTuple):
+    """A completed or dropped task; ``created`` is False when nothing changed (already final, or not claimed)."""
+
+    task: Task
+    created: bool
+
+
+class _Failed(Exception):
+    """An attempt failed in a way that may be retried; ``delivered`` says whether a server may have acted."""
+
+    def __init__(self, error: ResonateError, delivered: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.delivered = delivered
+
+
+def _transport():
+    # Imported on first use: pynats2 is slow to import and `import resonate_sync` should not pay for it.
+    from .transport import nats
+
+    return nats
+
+
+def _value(data: Data) -> Value:
+    if data is None:
+        return EMPTY_VALUE
+    if isinstance(data, Value):
+        return data
+    return Value.of(data)
+
+
+def _every_page(search: Callable[..., "Page[T]"], query: Dict[str, Any], **options: Any) -> Iterator[T]:
+    """The items of every page of a search, fetched lazily: the query first, then its cursors."""
+    page = search(**query, **options)
+    yield from page.items
+    while page.cursor:
+        page = search(cursor=page.cursor, **options)
+        yield from page.items
+
+
+def _status(value: Any) -> Union[Status, int]:
+    try:
+        return Status(value)
+    except ValueError:
+        return value
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class Client:
+    """A synchronous, thread-safe client of one resonate server (see the module docstring).
+
+    Args:
+        url: NATS server URL; ``nats://user:pass@host:4222`` or ``nats://token@host:4222`` for auth.
+        subject: the server's request subject.
+        timeout: seconds each attempt waits for its reply (override per call with ``request_timeout=``).
+        retries: extra attempts after a retryable failure (see the module docstring); 0 disables.
+        name: the NATS connection name (shows in the nats-server's connection list).
+        backoff: the first delay between attempts in seconds; it doubles each time, capped at 2 s,
+            jittered down by up to half.
+        connect_timeout: seconds to wait for the NATS handshake.
+        tls_cacert, tls_client_cert, tls_client_key, tls_verify: TLS settings for ``tls://`` URLs.
+
+    Connects at once; raises :class:`ConnectionFailed` naming the URL when it cannot. After a
+    lost connection, the next call reconnects. Close it with :meth:`close` or a ``with`` block.
+    """
+
+    def __init__(
+        self,
+        url: str = "nats://localhost:4222",
+        subject: str = "resonate.server",
+        *,
+        timeout: float = 5.0,
+        retries: int = 2,
+        name: str = "resonate-client",
+        backoff: float = 0.1,
+        connect_timeout: float = 2.0,
+        tls_cacert: Optional[str] = None,
+        tls_client_cert: Optional[str] = None,
+        tls_client_key: Optional[str] = None,
+        tls_verify: bool = False,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
+        nats = _transport()
+        tls = {
+            key: value
+            for key, value in (
+                ("tls_cacert", tls_cacert),
+                ("tls_client_cert", tls_client_cert),
+                ("tls_client_key", tls_client_key),
+                ("tls_verify", tls_verify),
+            )
+            if value
+        }
+        self.url = nats.redact_url(url)
+        self.subject = subject
+        self.timeout = timeout
+        self.retries = retries
+        self._backoff = backoff
+        self._closed = threading.Event()
+        self._conn = nats.Connection(url, name=name, connect_timeout=connect_timeout, **tls)
+        try:
+            self._conn.connect()
+        except (nats.NatsConnectionError, OSError, ValueError) as exc:
+            self._conn.close()
+            raise ConnectionFailed(str(exc)) from exc
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def connected(self) -> bool:
+        """Whether the NATS connection is up right now (a call reconnects if it is not)."""
+        return self._conn.connected
+
+    def close(self) -> None:
+        """Close the connection; calls in flight and later fail with :class:`ConnectionFailed`. Idempotent."""
+        self._closed.set()
+        self._conn.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r}, subject={self.subject!r})"
+
+    # ------------------------------------------------------------------ requests
+
+    def _request(
+        self,
+        operation: str,
+        request: Any,
+        response_type: type,
+        request_timeout: Optional[float],
+        metadata: Metadata,
+    ) -> Tuple[Union[Status, int], Any]:
+        """Send one operation (retrying as the module docstring says); return (status, response model)."""
+        key = getattr(request, "idempotency_key", "")
+        idempotent = operation in _IDEMPOTENT or (operation in _IDEMPOTENT_WITH_KEY and bool(key))
+        request_id = uuid.uuid4().hex
+        envelope: Dict[str, Any] = {"operation": operation, "requestId": request_id, "payload": unstructure(request)}
+        if metadata:
+            envelope["metadata"] = dict(metadata)
+        body = json.dumps(envelope, separators=(",", ":")).encode()
+        timeout = self.timeout if request_timeout is None else request_timeout
+        attempt = 0
+        while True:
+            try:
+                return self._decode(self._attempt(body, timeout), request_id, response_type)
+            except _Failed as failure:
+                error, retryable = failure.error, idempotent or not failure.delivered
+            if not retryable or attempt >= self.retries or self._closed.is_set():
+                raise error
+            delay = min(2.0, self._backoff * 2**attempt) * random.uniform(0.5, 1.0)
+            attempt += 1
+            log.debug("%s: %s; attempt %d in %.2f s", operation, error.message, attempt + 1, delay)
+            if self._closed.wait(delay):
+                raise ConnectionFailed("the client was closed")
+
+    def _attempt(self, body: bytes, timeout: float) -> bytes:
+        nats = _transport()
+        conn = self._conn
+        if self._closed.is_set():
+            raise ConnectionFailed("the client was closed")
+        if not conn.connected:
+            try:
+                conn.connect()
+            except nats.AuthorizationError as exc:
+                raise ConnectionFailed(str(exc)) from exc
+            except nats.ConnectionClosedError as exc:
+                raise ConnectionFailed("the client was closed") from exc
+            except (nats.NatsConnectionError, OSError) as exc:
+                raise _Failed(ConnectionFailed(str(exc)), delivered=False) from exc
+        try:
+            return conn.request(self.subject, payload=body, timeout=timeout).payload
+        except nats.NoRespondersError:
+            raise _Failed(
+                Unavailable(f"no resonate server listens on subject {self.subject!r} at {self.url}"), delivered=False
+            ) from None
+        except nats.RequestTimeoutError:
+            message = f"no reply on subject {self.subject!r} at {self.url} within {timeout:g} s"
+            raise _Failed(RequestTimeout(message), delivered=True) from None
+        except nats.ConnectionClosedError as exc:
+            if self._closed.is_set():
+                raise ConnectionFailed("the client was closed") from None
+            raise _Failed(ConnectionFailed(str(exc)), delivered=True) from None
+        except ValueError as exc:  # larger than the server's max_payload: nothing was sent
+            raise BadRequest(str(exc)) from None
+
+    @staticmethod
+    def _decode(raw: bytes, request_id: str, response_type: type) -> Tuple[Union[Status, int], Any]:
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            raise InternalError(f"unreadable reply from the server: {raw[:80]!r}") from None
+        if not isinstance(reply, dict):
+            raise InternalError(f"unexpected reply from the server: {raw[:80]!r}")
+        if reply.get("success") is not True:
+            error = reply.get("error") or {}
+            code, message = error.get("code"), error.get("message")
+            if type(code) is not int:
+                raise InternalError(f"unexpected error reply from the server: {raw[:80]!r}")
+            error = ResonateError.from_code(code, message if isinstance(message, str) and message else f"error {code}")
+            if code == 503:  # busy or shutting down: retried like a timeout
+                raise _Failed(error, delivered=True)
+            raise error
+        response = reply.get("response") or {}
+        reply_id = (response.get("Metadata") or {}).get("id")
+        if reply_id is not None and reply_id != request_id:  # one inbox per request: this would be a bug
+            raise InternalError(f"reply to request {reply_id!r} arrived for request {request_id!r}")
+        try:
+            payload = WIRE.structure(response.get("Payload") or {}, response_type)
+        except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+            raise InternalError(f"unexpected reply payload from the server: {exc}") from None
+        return _status(response.get("Status")), payload
+
+    # ------------------------------------------------------------------ promises
+
+    def promises_read(self, id: str, *, request_timeout: Optional[float] = None, metadata: Metadata = None) -> Promise:
+        """The promise ``id`` (timed out first if its deadline passed); NotFound if there is none."""
+        request = ReadPromiseRequest(id=id)
+        _, response = self._request("promises.read", request, PromiseResponse, request_timeout, metadata)
+        return response.promise
+
+    def promises_search(
+        self,
+        id: str = "*",
+        states: Optional[Iterable[str]] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> "Page[Promise]":
+        """One page of promises whose id matches the glob ``id`` (``*`` = anything), newest first.
+
+        ``states``: any of PENDING, RESOLVED, REJECTED (all three rejected states),
+        REJECTED_CANCELED, REJECTED_TIMEDOUT; ``tags``: every pair must match; ``limit``: 1..100
+        (default 100); ``cursor``: from a previous page, continues that query (others ignored).
+        """
+        request = SearchPromisesRequest(
+            id=id, states=list(states or ()), tags=dict(tags or {}), limit=limit or 0, cursor=cursor or ""
+        )
+        _, response = self._request("promises.search", request, SearchPromisesResponse, request_timeout, metadata)
+        return Page(response.promises, response.cursor)
+
+    def promises_search_all(
+        self,
+        id: str = "*",
+        states: Optional[Iterable[str]] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        limit: Optional[int] = None,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> Iterator[Promise]:
+        """Every promise :meth:`promises_search` finds, following the cursors page by page (``limit`` per page)."""
+        query = {"id": id, "states": states, "tags": tags, "limit": limit}
+        return _every_page(self.promises_search, query, request_timeout=request_timeout, metadata=metadata)
+
+    def promises_create(
+        self,
+        id: str,
+        timeout: int,
+        param: Data = None,
+        tags: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
+        strict: bool = False,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> PromiseResult:
+        """Create a pending promise with absolute deadline ``timeout`` (ms since the epoch).
+
+        ``created`` is False when the promise existed with the same ``idempotency_key`` (and,
+        with ``strict``, is still pending); otherwise an existing promise is AlreadyExists.
+        """
+        request = CreatePromiseRequest(
+            id=id,
+            timeout=timeout,
+            param=_value(param),
+            tags=dict(tags or {}),
+            idempotency_key=idempotency_key or "",
+            strict=strict,
+        )
+        status, response = self._request("promises.create", request, PromiseResponse, request_timeout, metadata)
+        return PromiseResult(response.promise, status == Status.CREATED)
+
+    def promises_createtask(
+        self,
+        id: str,
+        timeout: int,
+        task_process_id: str,
+        task_ttl: int = 0,
+        task_timeout: int = 0,
+        param: Data = None,
+        tags: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
+        strict: bool = False,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> PromiseTaskResult:
+        """Create a promise and, if it carries a ``resonate:invoke`` tag, its invoke task claimed by ``task_process_id``.
+
+        ``task_ttl``: the claim lease (ms); ``task_timeout``: absolute ms, 0 = the promise's ``timeout``.
+        """
+        request = CreatePromiseAndTaskRequest(
+            id=id,
+            timeout=timeout,
+            param=_value(param),
+            tags=dict(tags or {}),
+            idempotency_key=idempotency_key or "",
+            strict=strict,
+            task_process_id=task_process_id,
+            task_ttl=task_ttl,
+            task_timeout=task_timeout,
+        )
+        status, response = self._request(
+            "promises.createtask", request, CreatePromiseAndTaskResponse, request_timeout, metadata
+        )
+        return PromiseTaskResult(response.promise, response.task, status == Status.CREATED)
+
+    def promises_complete(
+        self,
+        id: str,
+        state: str,
+        value: Data = None,
+        idempotency_key: Optional[str] = None,
+        strict: bool = False,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> PromiseResult:
+        """Complete a pending promise as ``state`` (RESOLVED, REJECTED, REJECTED_CANCELED or REJECTED_TIMEDOUT).
+
+        ``created`` is False when it was already completed the same way (same key, or it timed
+        out and ``strict`` is off); Forbidden when it was completed otherwise.
+        """
+        request = CompletePromiseRequest(
+            id=id, state=state, value=_value(value), idempotency_key=idempotency_key or "", strict=strict
+        )
+        status, response = self._request("promises.complete", request, PromiseResponse, request_timeout, metadata)
+        return PromiseResult(response.promise, status == Status.CREATED)
+
+    def promises_resolve(
+        self, id: str, value: Data = None, idempotency_key: Optional[str] = None, strict: bool = False, **options: Any
+    ) -> PromiseResult:
+        """:meth:`promises_complete` with state RESOLVED."""
+        return self.promises_complete(id, PromiseState.RESOLVED, value, idempotency_key, strict, **options)
+
+    def promises_reject(
+        self, id: str, value: Data = None, idempotency_key: Optional[str] = None, strict: bool = False, **options: Any
+    ) -> PromiseResult:
+        """:meth:`promises_complete` with state REJECTED."""
+        return self.promises_complete(id, PromiseState.REJECTED, value, idempotency_key, strict, **options)
+
+    def promises_cancel(
+        self, id: str, value: Data = None, idempotency_key: Optional[str] = None, strict: bool = False, **options: Any
+    ) -> PromiseResult:
+        """:meth:`promises_complete` with state REJECTED_CANCELED."""
+        return self.promises_complete(id, PromiseState.REJECTED_CANCELED, value, idempotency_key, strict, **options)
+
+    def promises_callback(
+        self,
+        promise_id: str,
+        root_promise_id: str,
+        recv: Any,
+        timeout: int = 0,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> CallbackResult:
+        """Register a resume callback: once ``promise_id`` completes, a resume task of ``root_promise_id`` goes to ``recv``.
+
+        ``recv``: a string (``nats://subject``, ``poll://any@group``) or ``{"type", "data"}``;
+        ``timeout``: absolute ms, the resume task's deadline (pass the awaited promise's timeout).
+        """
+        request = CreateCallbackRequest(
+            promise_id=promise_id, root_promise_id=root_promise_id, recv=recv, timeout=timeout
+        )
+        status, response = self._request("promises.callback", request, CallbackResponse, request_timeout, metadata)
+        return CallbackResult(response.promise, response.callback, status == Status.CREATED)
+
+    def promises_subscribe(
+        self,
+        id: str,
+        promise_id: str,
+        recv: Any,
+        timeout: int = 0,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> CallbackResult:
+        """Subscribe ``id`` to ``promise_id``: once it completes, a notify message goes to ``recv`` by ``timeout`` (ms)."""
+        request = CreateSubscriptionRequest(id=id, promise_id=promise_id, recv=recv, timeout=timeout)
+        status, response = self._request("promises.subscribe", request, CallbackResponse, request_timeout, metadata)
+        return CallbackResult(response.promise, response.callback, status == Status.CREATED)
+
+    # ------------------------------------------------------------------ schedules
+
+    def schedules_read(
+        self, id: str, *, request_timeout: Optional[float] = None, metadata: Metadata = None
+    ) -> Schedule:
+        """The schedule ``id``; NotFound if there is none."""
+        request = ReadScheduleRequest(id=id)
+        _, response = self._request("schedules.read", request, ScheduleResponse, request_timeout, metadata)
+        return response.schedule
+
+    def schedules_search(
+        self,
+        id: str = "*",
+        tags: Optional[Mapping[str, str]] = None,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> "Page[Schedule]":
+        """One page of schedules whose id matches the glob ``id``, newest first (paging as :meth:`promises_search`)."""
+        request = SearchSchedulesRequest(id=id, tags=dict(tags or {}), limit=limit or 0, cursor=cursor or "")
+        _, response = self._request("schedules.search", request, SearchSchedulesResponse, request_timeout, metadata)
+        return Page(response.schedules, response.cursor)
+
+    def schedules_search_all(
+        self,
+        id: str = "*",
+        tags: Optional[Mapping[str, str]] = None,
+        limit: Optional[int] = None,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> Iterator[Schedule]:
+        """Every schedule :meth:`schedules_search` finds, following the cursors."""
+        query = {"id": id, "tags": tags, "limit": limit}
+        return _every_page(self.schedules_search, query, request_timeout=request_timeout, metadata=metadata)
+
+    def schedules_create(
+        self,
+        id: str,
+        cron: str,
+        promise_id: str,
+        promise_timeout: int = 0,
+        promise_param: Data = None,
+        promise_tags: Optional[Mapping[str, str]] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        description: str = "",
+        idempotency_key: Optional[str] = None,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> ScheduleResult:
+        """Create a schedule that creates promise ``promise_id`` on each ``cron`` firing.
+
+        ``promise_id`` is a template: ``{{.id}}`` and ``{{.timestamp}}`` are replaced at each firing.
+
+        ``promise_timeout`` is relative: ms after each firing. AlreadyExists unless the stored
+        schedule has the same ``idempotency_key`` (then ``created`` is False).
+        """
+        request = CreateScheduleRequest(
+            id=id,
+            description=description,
+            cron=cron,
+            tags=dict(tags or {}),
+            promise_id=promise_id,
+            promise_timeout=promise_timeout,
+            promise_param=_value(promise_param),
+            promise_tags=dict(promise_tags or {}),
+            idempotency_key=idempotency_key or "",
+        )
+        status, response = self._request("schedules.create", request, ScheduleResponse, request_timeout, metadata)
+        return ScheduleResult(response.schedule, status == Status.CREATED)
+
+    def schedules_delete(self, id: str, *, request_timeout: Optional[float] = None, metadata: Metadata = None) -> None:
+        """Delete the schedule ``id`` (promises it created stay); NotFound if there is none."""
+        self._request("schedules.delete", DeleteScheduleRequest(id=id), EmptyResponse, request_timeout, metadata)
+
+    # ------------------------------------------------------------------ locks
+
+    def locks_acquire(
+        self,
+        resource_id: str,
+        execution_id: str,
+        process_id: str,
+        ttl: int = 0,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> Lock:
+        """Acquire (or, for the same ``execution_id``, refresh) ``resource_id`` for ``ttl`` ms; Forbidden if held by another."""
+        request = AcquireLockRequest(resource_id=resource_id, execution_id=execution_id, process_id=process_id, ttl=ttl)
+        _, response = self._request("locks.acquire", request, LockResponse, request_timeout, metadata)
+        return response.lock
+
+    def locks_release(
+        self, resource_id: str, execution_id: str, *, request_timeout: Optional[float] = None, metadata: Metadata = None
+    ) -> None:
+        """Release the lock ``execution_id`` holds on ``resource_id``; NotFound if it holds none."""
+        request = ReleaseLockRequest(resource_id=resource_id, execution_id=execution_id)
+        self._request("locks.release", request, EmptyResponse, request_timeout, metadata)
+
+    def locks_heartbeat(
+        self, process_id: str, *, request_timeout: Optional[float] = None, metadata: Metadata = None
+    ) -> int:
+        """Extend every lock held through ``process_id`` by its own ttl; returns how many."""
+        request = HeartbeatLocksRequest(process_id=process_id)
+        _, response = self._request("locks.heartbeat", request, LocksAffectedResponse, request_timeout, metadata)
+        return response.locks_affected
+
+    # ------------------------------------------------------------------ tasks
+
+    def tasks_claim(
+        self,
+        id: str,
+        counter: int,
+        process_id: Optional[str] = None,
+        ttl: int = 0,
+        *,
+        request_timeout: Optional[float] = None,
+        metadata: Metadata = None,
+    ) -> ClaimTaskResponse:
+        """Claim task ``id`` at ``counter`` for ``process_id`` (default ``<id>/<counter>``) with a lease of ``ttl`` ms.
+
+        Returns the task with its root promise (and leaf promise for a resume task).
+        """
+        request = ClaimTaskRequest(id=id, counter=counter, process_id=process_id or "", ttl=ttl)
+        _, response = self._request("tasks.claim", request, ClaimTaskResponse, request_timeout, metadata)
+        return response
+
+    def tasks_complete(
+        self, id: str, counter: int, *, request_timeout: Optional[float] = None, metadata: Metadata = None
+    ) -> TaskResult:
+        """Complete a task claimed at ``counter``; ``created`` is False when it was already completed or timed out."""
+        request = CompleteTaskRequest(id=id, counter=counter)
+        status, response = self._request("tasks.complete", request, TaskResponse, request_timeout, metadata)
+        return TaskResult(response.task, status == Status.CREATED)
+
+    def tasks_drop(
+        self, id: str, counter: int, *, request_timeout: Optional[float] = None, metadata: Metadata = None
+    ) -> TaskResult:
+        """Give a claimed task back (counter + 1, delivered again); ``created`` is False when it was not claimed."""
+        request = DropTaskRequest(id=id, counter=counter)
+        status, response = self._request("tasks.drop", request, TaskResponse, request_timeout, metadata)
+        return TaskResult(response.task, status == Status.CREATED)
+
+    def tasks_heartbeat(
+        self, process_id: str, *, request_timeout: Optional[float] = None, metadata: Metadata = None
+    ) -> int:
+        """Extend the lease of every task claimed by ``process_id``; returns how many."""
+        request = HeartbeatTasksRequest(process_id=process_id)
+        _, response = self._request("tasks.heartbeat", request, TasksAffectedResponse, request_timeout, metadata)
+        return response.tasks_affected
