@@ -17,7 +17,8 @@ NATS enabled.
 Exit codes: 0 after a graceful stop; 2 for usage and configuration errors (message on stderr,
 no traceback) and when NATS is disabled (nothing to serve); otherwise what `Server.run` returns.
 
-The client sub-commands (``resonate promises …``, issue 6) will be added to `app` as sub-apps.
+The client sub-commands (``resonate promises|schedules|tasks|locks …``) are in
+`resonate_sync.cli_client`.
 """
 
 import logging
@@ -30,6 +31,7 @@ import typer
 from typer.core import TyperCommand
 
 from resonate_sync import __version__
+from resonate_sync.cli_client import add_client_commands
 from resonate_sync.config import (
     DEFAULT_CONFIG_FILE,
     SETTINGS,
@@ -276,6 +278,9 @@ app.command(
 def version() -> None:
     """Print the version of resonate_sync."""
     typer.echo(__version__)
+
+
+add_client_commands(app)
 
 
 def main() -> None:

@@ -1,0 +1,618 @@
+"""The operator commands of ``resonate``: ``promises``, ``schedules``, ``tasks`` and ``locks``.
+
+Each command makes one :class:`~resonate_sync.client.Client` call (a search with ``--all`` makes
+one per page) and prints the result: a human-readable table by default, one JSON document with
+``--json``. The JSON mirrors what the Python client returns, in the protocol's wire form:
+
+* a read prints the object (``promises get`` → the promise, ``locks acquire`` → the lock);
+* a write whose outcome can be "nothing changed" prints ``{"promise"|"schedule"|"task": …,
+  "created": true|false}`` (``created``: the server answered 20100; false is an idempotent replay);
+* a search prints ``{"promises"|"schedules": […], "cursor": …}`` (``cursor`` absent on the last page);
+* ``tasks claim`` prints the claim payload (``task``, ``rootPromise``, ``leafPromise``, hrefs);
+* ``schedules delete`` and ``locks release`` print ``{}``.
+
+Options every command takes:
+
+* ``--addr``: the NATS URL; default from ``RESONATE_API_NATS_ADDR``, else ``resonate.yaml`` in the
+  working directory (``api.subsystems.nats.addr``), else ``nats://localhost:4222``: the same
+  layers ``resonate serve`` reads, so a client run next to a server finds it.
+* ``--subject``: likewise (``RESONATE_API_NATS_SUBJECT``; default ``resonate.server``).
+* ``--request-timeout``: how long each attempt waits for the reply, a Go duration (default 5s).
+  It is not ``--timeout``: in the protocol ``timeout`` is a promise's deadline, and
+  ``promises create --timeout`` keeps that meaning (as the Go CLI's does).
+* ``--json``: machine-readable output.
+
+Durations are Go durations (``30s``, ``1h30m``); deadlines (``promises create --timeout``) are a
+duration from now or an absolute time in milliseconds since the epoch.
+
+Exit codes: 0 on success; 1 when the server answers an error or cannot be reached (the message
+on stderr: ``Error 404: The specified promise was not found``); 2 for usage and configuration
+errors.
+"""
+
+import datetime
+import functools
+import inspect
+import json
+import os
+import time
+from typing import Annotated, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import typer
+
+from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_file, load_config, parse_go_duration
+from resonate_sync.errors import ResonateError
+from resonate_sync.models import Value, unstructure
+
+__all__ = ["add_client_commands"]
+
+_PANEL = "Connection and output"
+
+def _common(name: str, default: Any, kind: Any, flag: str, help: str, **option: Any) -> inspect.Parameter:
+    """One option every client command takes (keyword-only, so it may follow any command's own)."""
+    annotation = Annotated[kind, typer.Option(flag, help=help, rich_help_panel=_PANEL, **option)]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+_COMMON = [
+    _common(
+        "addr", None, Optional[str], "--addr", metavar="URL", show_default=False,
+        help="NATS server URL (nats://, tls://, optionally user:pass@). Default: env"
+             " RESONATE_API_NATS_ADDR, else resonate.yaml, else nats://localhost:4222.",
+    ),
+    _common(
+        "subject", None, Optional[str], "--subject", metavar="SUBJECT", show_default=False,
+        help="The server's request subject. Default: env RESONATE_API_NATS_SUBJECT, else"
+             " resonate.yaml, else resonate.server.",
+    ),
+    _common(
+        "request_timeout", "5s", str, "--request-timeout", metavar="DURATION",
+        help="How long to wait for the server's reply (Go duration: 500ms, 5s, 1m).",
+    ),
+    _common("json_output", False, bool, "--json", help="Print one JSON document (wire field names), not a table."),
+]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The session every command shares
+
+
+class _Session:
+    """Where to connect, how long to wait and how to print, for one command."""
+
+    def __init__(self, addr: Optional[str], subject: Optional[str], request_timeout: str, json_output: bool) -> None:
+        self.as_json = json_output
+        try:
+            self.timeout_s = parse_go_duration(request_timeout) / 1000
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--request-timeout") from None
+        if self.timeout_s <= 0:
+            raise typer.BadParameter("must be more than 0", param_hint="--request-timeout")
+        for value, field, flag in ((addr, "nats_addr", "--addr"), (subject, "nats_subject", "--subject")):
+            try:
+                if value is not None:
+                    SETTINGS_BY_FIELD[field].kind.check(value)
+            except ValueError as error:
+                raise typer.BadParameter(str(error), param_hint=flag) from None
+        try:
+            config = load_config(
+                mode="dev",
+                config_file=find_config_file(None),
+                env=os.environ,
+                overrides={"nats_addr": addr, "nats_subject": subject},
+            )
+        except ConfigError as error:
+            typer.echo(f"Error: {error}", err=True)
+            raise typer.Exit(2) from None
+        self.config = config
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from resonate_sync.client import Client  # the transport is imported only by commands that talk
+
+            config = self.config
+            self._client = Client(config.nats_addr, config.nats_subject, timeout=self.timeout_s, name="resonate-cli")
+        return self._client
+
+    def run(self, command: Callable[..., None], arguments: Dict[str, Any]) -> None:
+        try:
+            command(self, **arguments)
+        except ResonateError as error:
+            typer.echo(f"Error {error.code}: {error.message}", err=True)
+            raise typer.Exit(1) from None
+        finally:
+            if self._client is not None:
+                self._client.close()
+
+    def show(self, document: Any, heading: str = "", table: str = "") -> None:
+        """Print ``document`` as JSON, or the heading and table for people."""
+        if self.as_json:
+            typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+            return
+        for part in (heading, table):
+            if part:
+                typer.echo(part)
+
+
+def _command(group: typer.Typer, name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``fn(session, **own options)`` as ``group name`` with the common options added."""
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        own = list(inspect.signature(fn).parameters.values())[1:]
+
+        @functools.wraps(fn)
+        def command(**arguments: Any) -> None:
+            session = _Session(**{p.name: arguments.pop(p.name) for p in _COMMON})
+            session.run(fn, arguments)
+
+        command.__signature__ = inspect.Signature(own + _COMMON)  # type: ignore[attr-defined]
+        group.command(name)(command)
+        return fn
+
+    return decorate
+
+
+# --------------------------------------------------------------------------------------------
+# Reading options
+
+
+def _pairs(values: Optional[List[str]], flag: str) -> Dict[str, str]:
+    """``["a=1", "b=2"]`` → ``{"a": "1", "b": "2"}``; anything without ``=`` is a usage error."""
+    pairs: Dict[str, str] = {}
+    for item in values or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=flag)
+        pairs[key] = value
+    return pairs
+
+
+def _duration_ms(text: str, flag: str) -> int:
+    try:
+        return parse_go_duration(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=flag) from None
+
+
+def _deadline_ms(text: str, flag: str) -> int:
+    """A deadline: digits are an absolute time in ms since the epoch; a Go duration counts from now."""
+    if text.isdigit():
+        return int(text)
+    return time.time_ns() // 1_000_000 + _duration_ms(text, flag)
+
+
+def _value(data: Optional[str], headers: Optional[List[str]], flag: str) -> Value:
+    return Value.of(data, _pairs(headers, flag))
+
+
+# --------------------------------------------------------------------------------------------
+# Printing
+
+
+def _when(ms: Optional[int]) -> str:
+    """A time in ms since the epoch as UTC ISO 8601 (the number itself when out of range)."""
+    if ms is None:
+        return ""
+    try:
+        moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _text(value: Value) -> str:
+    """Data as text when it is printable UTF-8, else as ``base64:…``."""
+    raw = value.raw
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\t\n" for c in text):
+        return text
+    return f"base64:{value.data}"
+
+
+def _map(pairs: Mapping[str, str]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(pairs.items()))
+
+
+def _fields(rows: Sequence[Tuple[str, Any]]) -> str:
+    """A two-column table of the rows that have a value."""
+    shown = [(key, str(value)) for key, value in rows if value not in (None, "")]
+    width = max(len(key) for key, _ in shown)
+    return "\n".join(f"{key:<{width}}  {value}" for key, value in shown)
+
+
+def _columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [headers, *rows])
+
+
+def _value_rows(name: str, value: Value) -> List[Tuple[str, Any]]:
+    return [(name, _text(value) if value.data else ""), (f"{name} headers", _map(value.headers))]
+
+
+def _promise_table(p) -> str:
+    return _fields([
+        ("id", p.id),
+        ("state", p.state),
+        ("timeout", _when(p.timeout)),
+        *_value_rows("param", p.param),
+        *_value_rows("value", p.value),
+        ("tags", _map(p.tags)),
+        ("idempotency key (create)", p.idempotency_key_for_create),
+        ("idempotency key (complete)", p.idempotency_key_for_complete),
+        ("created on", _when(p.created_on)),
+        ("completed on", _when(p.completed_on)),
+    ])
+
+
+def _schedule_table(s) -> str:
+    return _fields([
+        ("id", s.id),
+        ("description", s.description),
+        ("cron", s.cron),
+        ("tags", _map(s.tags)),
+        ("promise id", s.promise_id),
+        ("promise timeout", f"{s.promise_timeout} ms"),
+        *_value_rows("promise param", s.promise_param),
+        ("promise tags", _map(s.promise_tags)),
+        ("next run", _when(s.next_run_time)),
+        ("last run", _when(s.last_run_time)),
+        ("idempotency key", s.idempotency_key),
+        ("created on", _when(s.created_on)),
+    ])
+
+
+def _task_table(t) -> str:
+    return _fields([
+        ("id", t.id),
+        ("counter", t.counter),
+        ("root promise", t.root_promise_id),
+        ("process id", t.process_id),
+        ("timeout", _when(t.timeout)),
+        ("created on", _when(t.created_on)),
+        ("completed on", _when(t.completed_on)),
+    ])
+
+
+def _lock_table(lock) -> str:
+    return _fields([
+        ("resource id", lock.resource_id),
+        ("execution id", lock.execution_id),
+        ("process id", lock.process_id),
+        ("ttl", f"{lock.ttl} ms"),
+        ("expires at", _when(lock.expires_at)),
+    ])
+
+
+def _page_document(key: str, items: Sequence[Any], cursor: Optional[str]) -> Dict[str, Any]:
+    document: Dict[str, Any] = {key: [unstructure(item) for item in items]}
+    if cursor:
+        document["cursor"] = cursor
+    return document
+
+
+def _next_page_hint(command: str, cursor: Optional[str]) -> str:
+    return f"more: resonate {command} --cursor {cursor}" if cursor else ""
+
+
+def _search(search: Callable[..., Any], everything: bool, **query: Any) -> Tuple[List[Any], Optional[str]]:
+    """One page, or with ``everything`` every page from there on; returns the items and the next cursor."""
+    page = search(**query)
+    items = list(page.items)
+    while everything and page.cursor:
+        page = search(cursor=page.cursor)
+        items.extend(page.items)
+    return items, page.cursor
+
+
+# --------------------------------------------------------------------------------------------
+# Shared option types
+
+
+IdArg = Annotated[str, typer.Argument(metavar="ID", show_default=False)]
+Data = Annotated[Optional[str], typer.Option("--data", metavar="TEXT", help="Data, as UTF-8 text.", show_default=False)]
+Headers = Annotated[
+    Optional[List[str]],
+    typer.Option("--header", metavar="KEY=VALUE", help="A header of the data; repeat for more.", show_default=False),
+]
+Tags = Annotated[
+    Optional[List[str]], typer.Option("--tag", metavar="KEY=VALUE", help="A tag; repeat for more.", show_default=False)
+]
+IdempotencyKey = Annotated[
+    Optional[str],
+    typer.Option(
+        "--idempotency-key", metavar="KEY", show_default=False,
+        help="Repeating the request with the same key returns the stored result instead of a conflict.",
+    ),
+]
+Strict = Annotated[
+    bool, typer.Option("--strict", help="With --idempotency-key: a replay only succeeds while the promise is pending.")
+]
+Limit = Annotated[
+    Optional[int],
+    typer.Option("--limit", min=1, max=100, help="Results per page, 1..100 (default 100).", show_default=False),
+]
+Cursor = Annotated[
+    Optional[str], typer.Option("--cursor", metavar="CURSOR", help="Continue a previous search.", show_default=False)
+]
+All = Annotated[bool, typer.Option("--all", help="Follow the cursors: print every page.")]
+Counter = Annotated[
+    int,
+    typer.Option("--counter", metavar="N", help="The task's counter (from its message or claim).", show_default=False),
+]
+Ttl = Annotated[str, typer.Option("--ttl", metavar="DURATION", help="Lease length (Go duration).")]
+
+
+# --------------------------------------------------------------------------------------------
+# promises
+
+
+promises = typer.Typer(
+    name="promises",
+    help="Read, create, complete and search durable promises.",
+    no_args_is_help=True,
+)
+
+
+@_command(promises, "get")
+def promises_get(session: _Session, id: IdArg) -> None:
+    """Show one promise (timed out first if its deadline has passed)."""
+    promise = session.client.promises_read(id)
+    session.show(unstructure(promise), table=_promise_table(promise))
+
+
+@_command(promises, "create")
+def promises_create(
+    session: _Session,
+    id: IdArg,
+    timeout: Annotated[str, typer.Option(
+        "--timeout", metavar="DEADLINE", show_default=False,
+        help="When the promise times out: a duration from now (30s, 1h, 2h45m) or an absolute"
+             " time in milliseconds since the epoch (1767225600000).",
+    )],
+    data: Data = None,
+    header: Headers = None,
+    tag: Tags = None,
+    idempotency_key: IdempotencyKey = None,
+    strict: Strict = False,
+) -> None:
+    """Create a pending promise.
+
+    Example: resonate promises create order-42 --timeout 1h --data '{"qty": 3}' --tag team=shop
+    """
+    deadline, param, tags = _deadline_ms(timeout, "--timeout"), _value(data, header, "--header"), _pairs(tag, "--tag")
+    promise, created = session.client.promises_create(id, deadline, param, tags, idempotency_key, strict)
+    heading = f"Created promise {id}." if created else f"Promise {id} already exists with this key; unchanged."
+    session.show({"promise": unstructure(promise), "created": created}, heading, _promise_table(promise))
+
+
+def _complete_command(name: str, state: str, verb: str, done: str) -> None:
+    def complete(
+        session: _Session,
+        id: IdArg,
+        data: Data = None,
+        header: Headers = None,
+        idempotency_key: IdempotencyKey = None,
+        strict: Strict = False,
+    ) -> None:
+        value = _value(data, header, "--header")
+        promise, created = session.client.promises_complete(id, state, value, idempotency_key, strict)
+        heading = f"{done} promise {id}." if created else f"Promise {id} was already {promise.state}; unchanged."
+        session.show({"promise": unstructure(promise), "created": created}, heading, _promise_table(promise))
+
+    complete.__doc__ = f"""{verb} a pending promise: its state becomes {state}.
+
+    Forbidden (403) if it was already completed differently; with the same --idempotency-key a
+    repeat succeeds without changing anything.
+    """
+    _command(promises, name)(complete)
+
+
+_complete_command("resolve", "RESOLVED", "Resolve", "Resolved")
+_complete_command("reject", "REJECTED", "Reject", "Rejected")
+_complete_command("cancel", "REJECTED_CANCELED", "Cancel", "Canceled")
+
+
+@_command(promises, "search")
+def promises_search(
+    session: _Session,
+    id: Annotated[str, typer.Argument(metavar="[PATTERN]", help="Ids to match; * matches anything.")] = "*",
+    state: Annotated[Optional[List[str]], typer.Option(
+        "--state", metavar="STATE", show_default=False,
+        help="pending, resolved, rejected (all three rejected states), rejected_canceled or"
+             " rejected_timedout; repeat for more.",
+    )] = None,
+    tag: Tags = None,
+    limit: Limit = None,
+    cursor: Cursor = None,
+    all_pages: All = False,
+) -> None:
+    """List promises whose id matches PATTERN, newest first.
+
+    Example: resonate promises search 'order-*' --state pending --tag team=shop
+    """
+    query = {"id": id, "states": [s.upper() for s in state or ()], "tags": _pairs(tag, "--tag"), "limit": limit}
+    items, next_cursor = _search(session.client.promises_search, all_pages, cursor=cursor, **query)
+    rows = [[p.id, p.state, _when(p.timeout), _when(p.created_on), _map(p.tags)] for p in items]
+    table = _columns(["ID", "STATE", "TIMEOUT", "CREATED", "TAGS"], rows) if rows else "No promises found."
+    session.show(_page_document("promises", items, next_cursor), table, _next_page_hint("promises search", next_cursor))
+
+
+# --------------------------------------------------------------------------------------------
+# schedules
+
+
+schedules = typer.Typer(name="schedules", help="Create, read, delete and search cron schedules.", no_args_is_help=True)
+
+
+@_command(schedules, "get")
+def schedules_get(session: _Session, id: IdArg) -> None:
+    """Show one schedule."""
+    schedule = session.client.schedules_read(id)
+    session.show(unstructure(schedule), table=_schedule_table(schedule))
+
+
+@_command(schedules, "create")
+def schedules_create(
+    session: _Session,
+    id: IdArg,
+    cron: Annotated[str, typer.Option(
+        "--cron", metavar="EXPR", show_default=False,
+        help="5 fields (minute first), 6 (seconds first), a descriptor (@daily) or @every <duration>.",
+    )],
+    promise_id: Annotated[str, typer.Option(
+        "--promise-id", metavar="TEMPLATE", show_default=False,
+        help="Id of each promise created; {{.id}} and {{.timestamp}} are replaced at each firing.",
+    )],
+    promise_timeout: Annotated[str, typer.Option(
+        "--promise-timeout", metavar="DURATION", help="Each promise times out this long after its firing.",
+    )] = "1h",
+    promise_data: Annotated[Optional[str], typer.Option(
+        "--promise-data", metavar="TEXT", show_default=False, help="Param data of each promise (UTF-8 text).",
+    )] = None,
+    promise_header: Annotated[Optional[List[str]], typer.Option(
+        "--promise-header", metavar="KEY=VALUE", show_default=False, help="Param header of each promise; repeat.",
+    )] = None,
+    promise_tag: Annotated[Optional[List[str]], typer.Option(
+        "--promise-tag", metavar="KEY=VALUE", show_default=False, help="Tag of each promise; repeat.",
+    )] = None,
+    tag: Tags = None,
+    description: Annotated[str, typer.Option("--description", metavar="TEXT", show_default=False)] = "",
+    idempotency_key: IdempotencyKey = None,
+) -> None:
+    """Create a schedule that creates a promise at every cron firing.
+
+    Example: resonate schedules create nightly --cron '0 2 * * *' --promise-id 'report.{{.timestamp}}'
+    """
+    template = {
+        "promise_timeout": _duration_ms(promise_timeout, "--promise-timeout"),
+        "promise_param": _value(promise_data, promise_header, "--promise-header"),
+        "promise_tags": _pairs(promise_tag, "--promise-tag"),
+    }
+    tags = _pairs(tag, "--tag")
+    schedule, created = session.client.schedules_create(
+        id, cron, promise_id, tags=tags, description=description, idempotency_key=idempotency_key, **template
+    )
+    heading = f"Created schedule {id}." if created else f"Schedule {id} already exists with this key; unchanged."
+    session.show({"schedule": unstructure(schedule), "created": created}, heading, _schedule_table(schedule))
+
+
+@_command(schedules, "delete")
+def schedules_delete(session: _Session, id: IdArg) -> None:
+    """Delete a schedule; the promises it already created stay."""
+    session.client.schedules_delete(id)
+    session.show({}, f"Deleted schedule {id}.")
+
+
+@_command(schedules, "search")
+def schedules_search(
+    session: _Session,
+    id: Annotated[str, typer.Argument(metavar="[PATTERN]", help="Ids to match; * matches anything.")] = "*",
+    tag: Tags = None,
+    limit: Limit = None,
+    cursor: Cursor = None,
+    all_pages: All = False,
+) -> None:
+    """List schedules whose id matches PATTERN, newest first."""
+    query = {"id": id, "tags": _pairs(tag, "--tag"), "limit": limit}
+    items, next_cursor = _search(session.client.schedules_search, all_pages, cursor=cursor, **query)
+    rows = [[s.id, s.cron, s.promise_id, _when(s.next_run_time), _when(s.last_run_time), _map(s.tags)] for s in items]
+    headers = ["ID", "CRON", "PROMISE ID", "NEXT RUN", "LAST RUN", "TAGS"]
+    table = _columns(headers, rows) if rows else "No schedules found."
+    document = _page_document("schedules", items, next_cursor)
+    session.show(document, table, _next_page_hint("schedules search", next_cursor))
+
+
+# --------------------------------------------------------------------------------------------
+# tasks
+
+
+tasks = typer.Typer(name="tasks", help="Claim, complete and drop tasks by hand.", no_args_is_help=True)
+
+
+@_command(tasks, "claim")
+def tasks_claim(
+    session: _Session,
+    id: IdArg,
+    counter: Counter,
+    process_id: Annotated[Optional[str], typer.Option(
+        "--process-id", metavar="ID", show_default=False, help="Who claims it. Default: <task id>/<counter>.",
+    )] = None,
+    ttl: Ttl = "1m",
+) -> None:
+    """Claim a task: it is yours until the lease ends (extend it with heartbeats), then delivered again."""
+    lease = _duration_ms(ttl, "--ttl")
+    claim = session.client.tasks_claim(id, counter, process_id, lease)
+    table = _task_table(claim.task)
+    for name, promise in (("root promise", claim.root_promise), ("leaf promise", claim.leaf_promise)):
+        if promise is not None:
+            table += f"\n\n{name}:\n" + _promise_table(promise)
+    session.show(unstructure(claim), f"Claimed task {id} (counter {claim.task.counter}).", table)
+
+
+@_command(tasks, "complete")
+def tasks_complete(session: _Session, id: IdArg, counter: Counter) -> None:
+    """Complete a claimed task. (This does not complete its promise: resolve that first.)"""
+    task, created = session.client.tasks_complete(id, counter)
+    heading = f"Completed task {id}." if created else f"Task {id} was already completed or timed out; unchanged."
+    session.show({"task": unstructure(task), "created": created}, heading, _task_table(task))
+
+
+@_command(tasks, "drop")
+def tasks_drop(session: _Session, id: IdArg, counter: Counter) -> None:
+    """Give a claimed task back: its counter grows by one and it is delivered again."""
+    task, created = session.client.tasks_drop(id, counter)
+    heading = (
+        f"Dropped task {id}; it is delivered again with counter {task.counter}."
+        if created
+        else f"Task {id} was not claimed; unchanged."
+    )
+    session.show({"task": unstructure(task), "created": created}, heading, _task_table(task))
+
+
+# --------------------------------------------------------------------------------------------
+# locks
+
+
+locks = typer.Typer(name="locks", help="Acquire and release locks by hand.", no_args_is_help=True)
+
+ExecutionId = Annotated[
+    str, typer.Option("--execution-id", metavar="ID", help="Who holds the lock.", show_default=False)
+]
+
+
+@_command(locks, "acquire")
+def locks_acquire(
+    session: _Session,
+    resource_id: Annotated[str, typer.Argument(metavar="RESOURCE_ID", show_default=False)],
+    execution_id: ExecutionId,
+    process_id: Annotated[str, typer.Option(
+        "--process-id", metavar="ID", show_default=False, help="The process whose heartbeats extend the lock.",
+    )],
+    ttl: Ttl = "1m",
+) -> None:
+    """Acquire a lock, or refresh it for the execution that holds it; Forbidden (403) if another holds it."""
+    lease = _duration_ms(ttl, "--ttl")
+    lock = session.client.locks_acquire(resource_id, execution_id, process_id, lease)
+    session.show(unstructure(lock), f"Acquired lock {resource_id} for {execution_id}.", _lock_table(lock))
+
+
+@_command(locks, "release")
+def locks_release(
+    session: _Session,
+    resource_id: Annotated[str, typer.Argument(metavar="RESOURCE_ID", show_default=False)],
+    execution_id: ExecutionId,
+) -> None:
+    """Release a lock held by the execution; NotFound (404) if it holds none."""
+    session.client.locks_release(resource_id, execution_id)
+    session.show({}, f"Released lock {resource_id}.")
+
+
+def add_client_commands(app: typer.Typer) -> None:
+    """Add ``promises``, ``schedules``, ``tasks`` and ``locks`` to the ``resonate`` app."""
+    for group in (promises, schedules, tasks, locks):
+        app.add_typer(group, rich_help_panel="Client commands")
