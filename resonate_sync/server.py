@@ -232,19 +232,21 @@ class Server:
 
     def run(self) -> int:
         """Start, serve until SIGINT or SIGTERM, stop gracefully; returns the exit code."""
-        try:
-            self.start()
-        except ServerError as exc:
-            log.error("%s", exc)
-            return 1
         stop_requested = threading.Event()
         if threading.current_thread() is threading.main_thread():
+            # Before start(): a signal that arrives while starting must stop us gracefully, not
+            # kill us and leave the embedded nats-server we just launched running (orphaned).
             def on_signal(signum, _frame):
                 log.info("received %s: stopping (draining for up to %d ms)", signal.Signals(signum).name, self.config.nats_timeout_ms)
                 stop_requested.set()
 
             signal.signal(signal.SIGINT, on_signal)
             signal.signal(signal.SIGTERM, on_signal)
+        try:
+            self.start()
+        except ServerError as exc:
+            log.error("%s", exc)
+            return 1
         while not stop_requested.wait(0.5) and not self._stopped.is_set():
             pass
         self.stop()
