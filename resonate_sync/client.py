@@ -277,7 +277,10 @@ class Client:
         backoff: the first delay between attempts in seconds; it doubles each time, capped at 2 s,
             jittered down by up to half.
         connect_timeout: seconds to wait for the NATS handshake.
-        tls_cacert, tls_client_cert, tls_client_key, tls_verify: TLS settings for ``tls://`` URLs.
+        tls_cacert, tls_client_cert, tls_client_key: PEM files for ``tls://`` URLs: the CA that signed
+            the server's certificate (default: the system's CAs), and a client certificate and key
+            for servers that verify their clients.
+        tls_verify: check the server's certificate and host name (``tls://``); False only for tests.
 
     Connects at once; raises :class:`ConnectionFailed` naming the URL when it cannot. After a
     lost connection, the next call reconnects. Close it with :meth:`close` or a ``with`` block.
@@ -296,30 +299,22 @@ class Client:
         tls_cacert: Optional[str] = None,
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
-        tls_verify: bool = False,
+        tls_verify: bool = True,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         if retries < 0:
             raise ValueError("retries must be 0 or more")
         nats = _transport()
-        tls = {
-            key: value
-            for key, value in (
-                ("tls_cacert", tls_cacert),
-                ("tls_client_cert", tls_client_cert),
-                ("tls_client_key", tls_client_key),
-                ("tls_verify", tls_verify),
-            )
-            if value
-        }
+        files = {"tls_cacert": tls_cacert, "tls_client_cert": tls_client_cert, "tls_client_key": tls_client_key}
+        tls = {key: value for key, value in files.items() if value}
         self.url = nats.redact_url(url)
         self.subject = subject
         self.timeout = timeout
         self.retries = retries
         self._backoff = backoff
         self._closed = threading.Event()
-        self._conn = nats.Connection(url, name=name, connect_timeout=connect_timeout, **tls)
+        self._conn = nats.Connection(url, name=name, connect_timeout=connect_timeout, tls_verify=tls_verify, **tls)
         try:
             self._conn.connect()
         except (nats.NatsConnectionError, OSError, ValueError) as exc:
