@@ -323,6 +323,18 @@ def fake(shared_nats_server):
         f.close()
 
 
+class TestEnvelope:
+    def test_operation_payload_metadata_and_request_id_are_sent(self, fake):
+        """A call sends its operation, the camelCase payload, the caller's metadata and a request id."""
+        responder, client = fake(lambda n, env: promise_reply(env, 20100))
+        with client:
+            client.promises_create("p", FAR, b"x", idempotency_key="k", metadata={"traceparent": "00-ab-cd-01"})
+        [envelope] = responder.requests
+        assert envelope["operation"] == "promises.create" and envelope["metadata"] == {"traceparent": "00-ab-cd-01"}
+        assert envelope["payload"] == {"id": "p", "timeout": FAR, "param": {"data": "eA=="}, "idempotencyKey": "k"}
+        assert isinstance(envelope["requestId"], str) and envelope["requestId"]
+
+
 class TestRetries:
     def test_idempotent_read_is_retried_after_503(self, fake):
         """A read answered 503 twice succeeds on the third attempt."""
