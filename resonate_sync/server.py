@@ -171,7 +171,10 @@ class Server:
         host = parsed.hostname or "127.0.0.1"
         if host == "localhost":
             host = "127.0.0.1"
-        self.embedded = EmbeddedNatsServer(host=host, port=parsed.port or 4222).start()
+        try:
+            self.embedded = EmbeddedNatsServer(host=host, port=parsed.port or 4222).start()
+        except RuntimeError as exc:  # port taken by something that is not NATS, binary missing, ...
+            raise ServerError(f"cannot start an embedded nats-server for {_redact(url)}: {exc}") from exc
         return self.embedded.url
 
     def _handle(self, raw: bytes) -> bytes:
