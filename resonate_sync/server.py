@@ -20,7 +20,7 @@ import urllib.parse
 from typing import Optional
 
 from . import __version__
-from .api import BUSY_REPLY, SHUTTING_DOWN_REPLY, handle
+from .api import BUSY_REPLY, ERROR_REPLY_PREFIX, SHUTTING_DOWN_REPLY, handle, reply_error
 from .config import Config
 from .core import Clock, CoreSettings, Resonate, State
 from .errors import ResonateError
@@ -52,6 +52,7 @@ class Server:
         self.core: Optional[Resonate] = None
         self.journal = None
         self.transport = None
+        self.service = None
         self.ticker = None
         self.embedded = None
         self.url = config.nats_addr
@@ -73,6 +74,7 @@ class Server:
 
     def _start(self) -> None:
         from .ticker import Ticker
+        from .transport.micro import Service
         from .transport.nats import NatsTransport
 
         config = self.config
@@ -84,6 +86,17 @@ class Server:
         )
         self.core = self._open_core(settings)
         self.url = self._ensure_nats()
+        # ADR-32 discovery: `nats micro ls/info/stats` find every server as service "resonate".
+        self.service = Service(
+            "resonate",
+            __version__,
+            config.nats_subject,
+            queue_group=config.nats_queue,
+            description="Resonate durable promises over NATS request-reply (resonate_sync)",
+            endpoint="api",
+            error_prefix=ERROR_REPLY_PREFIX,
+            describe_error=reply_error,
+        )
         self.transport = NatsTransport(
             self.url,
             config.nats_subject,
@@ -93,6 +106,7 @@ class Server:
             busy_reply=BUSY_REPLY,
             queue=config.nats_queue,
             name=f"resonate-{__version__}",
+            service=self.service,
         )
         try:
             self.transport.start()

@@ -16,7 +16,7 @@ from ..core import OPERATIONS, Resonate
 from ..errors import BadRequest, ResonateError, Status
 from ..models import structure_request, unstructure
 
-__all__ = ["handle", "error_reply", "BUSY_REPLY", "SHUTTING_DOWN_REPLY"]
+__all__ = ["handle", "error_reply", "reply_error", "ERROR_REPLY_PREFIX", "BUSY_REPLY", "SHUTTING_DOWN_REPLY"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,22 @@ def _metadata(envelope: Mapping[str, Any], kernel_name: str) -> Dict[str, str]:
 
 def error_reply(code: int, message: str) -> bytes:
     return _ENCODER.encode({"success": False, "error": {"code": code, "message": message}}).encode()
+
+
+# Every reply is encoded here, compact, with "success" first: a prefix test tells errors apart
+# without decoding anything (it runs once per request, for the Services API stats).
+ERROR_REPLY_PREFIX = b'{"success":false,'
+
+
+def reply_error(reply: bytes) -> Optional[str]:
+    """``"code:message"`` if ``reply`` is an error reply of this module, else None."""
+    if not reply.startswith(ERROR_REPLY_PREFIX):
+        return None
+    try:
+        error = json.loads(reply)["error"]
+        return f"{error['code']}:{error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return "500:unreadable error reply"
 
 
 BUSY_REPLY = error_reply(503, Status.API_SUBMISSION_QUEUE_FULL.text)

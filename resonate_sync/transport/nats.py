@@ -25,8 +25,9 @@ import types
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import count
-from time import monotonic
+from time import monotonic, perf_counter_ns
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import unquote, urlparse, urlunparse
 
@@ -58,6 +59,8 @@ _ensure_pkg_resources()
 
 import pynats2  # noqa: E402
 from pynats2 import NATSConnectionError, NATSError, NATSRequestTimeoutError, NATSSubscription  # noqa: E402
+
+from resonate_sync.transport.micro import Service  # noqa: E402
 
 __all__ = [
     "AuthorizationError",
@@ -855,6 +858,15 @@ class NatsTransport:
     burst cannot grow memory without bound. On connection loss a supervisor thread reconnects
     with jittered exponential backoff (``reconnect_backoff`` = first delay, cap) forever until
     :meth:`stop`, resubscribing as it goes.
+
+    With ``service`` (an ADR-32 :class:`~resonate_sync.transport.micro.Service`) it also
+    answers the Services API discovery subjects (``$SRV.PING|INFO|STATS[.name[.id]]``) and
+    counts every request, error and nanosecond of handler time into ``service.stats``.
+    Error replies carry no ``Nats-Service-Error`` headers: the reply itself says it failed, the
+    Go server sends none either, and they would cost every client a header parse.
+    Discovery requests are answered on the reader thread itself: they are cheap, never queue
+    behind API requests, never get the busy reply, and use plain subscriptions (every instance
+    answers, which is what discovery needs) whatever ``queue`` the API subject uses.
     """
 
     def __init__(
@@ -873,6 +885,7 @@ class NatsTransport:
         max_outstanding_pings: int = 2,
         connect_timeout: float = 2.0,
         logger: Optional[logging.Logger] = None,
+        service: Optional[Service] = None,
     ) -> None:
         if not isinstance(busy_reply, bytes):
             raise TypeError("busy_reply must be bytes")
@@ -892,6 +905,7 @@ class NatsTransport:
         self._ping_interval = ping_interval
         self._max_outstanding_pings = max_outstanding_pings
         self._connect_timeout = connect_timeout
+        self._service = service
         self._log = logger or logging.getLogger("resonate_sync.transport")
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -947,6 +961,9 @@ class NatsTransport:
             logger=self._log,
         )
         self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
+        if self._service is not None:
+            for subject, verb in self._service.subjects():
+                conn.subscribe(subject, callback=partial(self._on_discovery, verb))
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"{self._name}-worker")
         self._conn = conn  # before connect(): requests may arrive as soon as the SUB is sent
         try:
@@ -980,6 +997,8 @@ class NatsTransport:
             else:
                 self._in_flight += 1
         if busy:
+            if self._service is not None:
+                self._service.record(0, self._busy_reply)
             if msg.reply:
                 try:
                     self._conn.publish(msg.reply, self._busy_reply)  # type: ignore[union-attr]
@@ -994,19 +1013,36 @@ class NatsTransport:
     def _serve(self, msg: Msg) -> None:
         """Worker thread: run the handler, publish its reply."""
         replied = failed = 0
+        service = self._service
+        recorded = False
+        started = perf_counter_ns()
         try:
             reply = self._handler(msg.payload)
+            if service is not None:
+                recorded = True
+                service.record(perf_counter_ns() - started, reply)
             if reply is not None and msg.reply:
                 try:
                     self._conn.publish(msg.reply, reply)  # type: ignore[union-attr]
                     replied = 1
                 except ConnectionClosedError as exc:
                     self._log.debug("reply to %s lost: %s", msg.reply, exc)
-        except Exception:
+        except Exception as exc:
             failed = 1
             self._log.exception("handler failed for a request on %s", msg.subject)
+            if service is not None and not recorded:
+                service.stats.record(perf_counter_ns() - started, error=f"500:handler failed: {type(exc).__name__}")
         finally:
             self._done(replied, failed)
+
+    def _on_discovery(self, verb: str, msg: Msg) -> None:
+        """Reader thread: answer a Services API PING, INFO or STATS request at once."""
+        if not msg.reply:
+            return
+        try:
+            self._conn.publish(msg.reply, self._service.respond(verb))  # type: ignore[union-attr]
+        except NatsConnectionError:
+            pass
 
     def _done(self, replied: int, failed: int) -> None:
         with self._lock:
