@@ -10,27 +10,31 @@ rule its value must satisfy. The CLI builds its options and help from that table
 ``conf/resonate.yaml`` documents the same keys, so the three cannot drift apart unnoticed
 (tests compare them).
 
-=====================  ===========================  ===========================  ========================
-Config field           YAML key                     environment variable         flag
-=====================  ===========================  ===========================  ========================
-nats_enabled           api.subsystems.nats.enabled  RESONATE_API_NATS_ENABLE     --api-nats-enable[=BOOL]
-nats_addr              api.subsystems.nats.addr     RESONATE_API_NATS_ADDR       --api-nats-addr
-nats_subject           api.subsystems.nats.subject  RESONATE_API_NATS_SUBJECT    --api-nats-subject
-nats_timeout_ms        api.subsystems.nats.timeout  RESONATE_API_NATS_TIMEOUT    --api-nats-timeout
-nats_queue             api.subsystems.nats.queue    RESONATE_API_NATS_QUEUE      --api-nats-queue
-embedded_nats          nats.embedded                RESONATE_EMBEDDED_NATS       --embedded-nats[=MODE]
-store_path             store.path                   RESONATE_STORE_PATH          --store-path
-fsync                  store.fsync                  RESONATE_FSYNC               --fsync
-snapshot_every         store.snapshotEvery          RESONATE_SNAPSHOT_EVERY      --snapshot-every
-workers                server.workers               RESONATE_WORKERS             --workers
-max_pending            server.maxPending            RESONATE_MAX_PENDING         --max-pending
-tick_ms                server.tick                  RESONATE_TICK                --tick
-batch_size             server.batchSize             RESONATE_BATCH_SIZE          --batch-size
-href_base              server.hrefBase              RESONATE_HREF_BASE           --href-base
-task_claim_timeout_ms  tasks.claimTimeout           RESONATE_TASK_CLAIM_TIMEOUT  --task-claim-timeout
-task_retry_timeout_ms  tasks.retryTimeout           RESONATE_TASK_RETRY_TIMEOUT  --task-retry-timeout
-log_level              log.level                    RESONATE_LOG_LEVEL           --log-level
-=====================  ===========================  ===========================  ========================
+=====================  ==============================  ============================  ============================
+Config field           YAML key                        environment variable          flag
+=====================  ==============================  ============================  ============================
+nats_enabled           api.subsystems.nats.enabled     RESONATE_API_NATS_ENABLE      --api-nats-enable[=BOOL]
+nats_addr              api.subsystems.nats.addr        RESONATE_API_NATS_ADDR        --api-nats-addr
+nats_subject           api.subsystems.nats.subject     RESONATE_API_NATS_SUBJECT     --api-nats-subject
+nats_timeout_ms        api.subsystems.nats.timeout     RESONATE_API_NATS_TIMEOUT     --api-nats-timeout
+nats_queue             api.subsystems.nats.queue       RESONATE_API_NATS_QUEUE       --api-nats-queue
+nats_tls_ca            api.subsystems.nats.tls.ca      RESONATE_API_NATS_TLS_CA      --api-nats-tls-ca
+nats_tls_cert          api.subsystems.nats.tls.cert    RESONATE_API_NATS_TLS_CERT    --api-nats-tls-cert
+nats_tls_key           api.subsystems.nats.tls.key     RESONATE_API_NATS_TLS_KEY     --api-nats-tls-key
+nats_tls_verify        api.subsystems.nats.tls.verify  RESONATE_API_NATS_TLS_VERIFY  --api-nats-tls-verify[=BOOL]
+embedded_nats          nats.embedded                   RESONATE_EMBEDDED_NATS        --embedded-nats[=MODE]
+store_path             store.path                      RESONATE_STORE_PATH           --store-path
+fsync                  store.fsync                     RESONATE_FSYNC                --fsync
+snapshot_every         store.snapshotEvery             RESONATE_SNAPSHOT_EVERY       --snapshot-every
+workers                server.workers                  RESONATE_WORKERS              --workers
+max_pending            server.maxPending               RESONATE_MAX_PENDING          --max-pending
+tick_ms                server.tick                     RESONATE_TICK                 --tick
+batch_size             server.batchSize                RESONATE_BATCH_SIZE           --batch-size
+href_base              server.hrefBase                 RESONATE_HREF_BASE            --href-base
+task_claim_timeout_ms  tasks.claimTimeout              RESONATE_TASK_CLAIM_TIMEOUT   --task-claim-timeout
+task_retry_timeout_ms  tasks.retryTimeout              RESONATE_TASK_RETRY_TIMEOUT   --task-retry-timeout
+log_level              log.level                       RESONATE_LOG_LEVEL            --log-level
+=====================  ==============================  ============================  ============================
 
 Decisions (the reasons are next to the code that carries them out):
 
@@ -351,6 +355,10 @@ def _queue_rule(value: str) -> None:
         raise ValueError(f"{_show(value)} is not a queue group name (no spaces allowed)")
 
 
+def _any_path(value: str) -> None:
+    """A file path, or "" for none; whether it can be read is checked when the server starts."""
+
+
 def _store_path_check(value: Any) -> Optional[str]:
     if value is not None and (not isinstance(value, str) or not value):
         raise ValueError(f"{_show(value)} is not a path (a non-empty string, or None for in memory)")
@@ -429,6 +437,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "nats_queue", (*_NATS, "queue"), "--api-nats-queue", _string_kind("GROUP", _queue_rule),
         "NATS queue group to subscribe in; empty means a plain subscription, as the Go server does.",
+    ),
+    Setting(
+        "nats_tls_ca", (*_NATS, "tls", "ca"), "--api-nats-tls-ca", _string_kind("FILE", _any_path),
+        "PEM file of the CA that signed the NATS server's certificate (tls:// URLs); empty means"
+        " the system's CAs.",
+    ),
+    Setting(
+        "nats_tls_cert", (*_NATS, "tls", "cert"), "--api-nats-tls-cert", _string_kind("FILE", _any_path),
+        "PEM client certificate, for NATS servers that verify their clients (tls:// URLs); empty"
+        " means none.",
+    ),
+    Setting(
+        "nats_tls_key", (*_NATS, "tls", "key"), "--api-nats-tls-key", _string_kind("FILE", _any_path),
+        "PEM private key of the client certificate; empty if the certificate file holds it.",
+    ),
+    Setting(
+        "nats_tls_verify", (*_NATS, "tls", "verify"), "--api-nats-tls-verify", _BOOL,
+        "Check the NATS server's certificate and host name (tls:// URLs). false accepts any"
+        " server: encrypted but open to impersonation (tests only).",
+        bare="true",
     ),
     Setting(
         "embedded_nats", ("nats", "embedded"), "--embedded-nats",
@@ -515,6 +543,10 @@ class Config:
         nats_subject: the one literal subject requests arrive on.
         nats_timeout_ms: graceful-shutdown drain for in-flight requests, milliseconds.
         nats_queue: NATS queue group; ``""`` for a plain subscription.
+        nats_tls_ca: CA file for ``tls://``; ``""`` for the system's CAs.
+        nats_tls_cert: client certificate file for ``tls://``; ``""`` for none.
+        nats_tls_key: the client certificate's key file; ``""`` if the certificate file holds it.
+        nats_tls_verify: check the server's certificate and host name.
         store_path: journal file; ``None`` keeps state in memory only.
         fsync: ``"always"`` (reply after fsync, group commit) or ``"never"`` (unsafe).
         snapshot_every: journal records between snapshots.
@@ -535,6 +567,10 @@ class Config:
     nats_subject: str = attrs.field(default="resonate.server", validator=_check_field)
     nats_timeout_ms: int = attrs.field(default=10_000, validator=_check_field)
     nats_queue: str = attrs.field(default="", validator=_check_field)
+    nats_tls_ca: str = attrs.field(default="", validator=_check_field)
+    nats_tls_cert: str = attrs.field(default="", validator=_check_field)
+    nats_tls_key: str = attrs.field(default="", validator=_check_field)
+    nats_tls_verify: bool = attrs.field(default=True, validator=_check_field)
     store_path: Optional[str] = attrs.field(default=None, validator=_check_field)
     fsync: str = attrs.field(default="always", validator=_check_field)
     snapshot_every: int = attrs.field(default=100_000, validator=_check_field)

@@ -107,6 +107,10 @@ class Server:
             queue=config.nats_queue,
             name=f"resonate-{__version__}",
             service=self.service,
+            tls_cacert=config.nats_tls_ca,
+            tls_client_cert=config.nats_tls_cert,
+            tls_client_key=config.nats_tls_key,
+            tls_verify=config.nats_tls_verify,
         )
         try:
             self.transport.start()

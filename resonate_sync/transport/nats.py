@@ -19,6 +19,7 @@ import logging
 import random
 import re
 import socket
+import ssl
 import sys
 import threading
 import types
@@ -250,6 +251,13 @@ class Connection(pynats2.NATSClient):
     quick (hand work to a pool). A callback that raises is logged and does not stop the reader.
     A server that stops answering is noticed after ``max_outstanding_pings`` unanswered PINGs
     sent ``ping_interval`` seconds apart.
+
+    TLS (``tls://`` URLs): ``tls_cacert`` is the CA file that signed the server's certificate
+    (else the system's CAs), ``tls_client_cert``/``tls_client_key`` the client certificate for
+    servers that verify clients (a combined PEM may be given as the certificate alone), and
+    ``tls_verify`` whether the server's certificate and host name are checked. Unlike plain
+    pynats2, the CA and client certificate are used whether or not ``tls_verify`` is set, and
+    unreadable files are a ValueError here, not a failure at connect time.
     """
 
     def __init__(
@@ -283,6 +291,7 @@ class Connection(pynats2.NATSClient):
             if self._conn_options[key]:
                 self._conn_options[key] = unquote(self._conn_options[key])
         self.url = redact_url(url)
+        self._ssl_context = self._tls_context() if self._conn_options["tls"] else None
         self._connect_timeout = connect_timeout
         self._max_outstanding_pings = max_outstanding_pings
         self._on_disconnect = on_disconnect
@@ -398,12 +407,54 @@ class Connection(pynats2.NATSClient):
         except _ServerClosed:
             sock.close()
             raise NatsConnectionError(f"cannot connect to {self.url}: server closed the connection") from None
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise NatsConnectionError(
+                f"cannot connect to {self.url}: the server's TLS certificate was not accepted: {exc.verify_message}"
+                " (is the CA that signed it configured, and does it name this host?)"
+            ) from None
+        except ssl.SSLError as exc:
+            sock.close()
+            if "CERTIFICATE_REQUIRED" in str(exc.reason):
+                raise NatsConnectionError(
+                    f"cannot connect to {self.url}: the server requires a TLS client certificate (and its key)"
+                ) from None
+            raise NatsConnectionError(f"cannot connect to {self.url}: TLS failed: {exc}") from None
         except OSError as exc:
             sock.close()
             raise NatsConnectionError(f"cannot connect to {self.url}: {exc}") from None
         except BaseException:
             sock.close()
             raise
+
+    def _tls_context(self) -> ssl.SSLContext:
+        opts = self._conn_options
+        ca, cert, key = opts["tls_cacert"], opts["tls_client_cert"], opts["tls_client_key"]
+        context = ssl.create_default_context(purpose=ssl.Purpose.SERVER_AUTH)
+        if ca:
+            try:
+                context.load_verify_locations(cafile=str(ca))
+            except OSError as exc:  # ssl.SSLError is an OSError
+                raise ValueError(f"cannot use TLS CA file {str(ca)!r} for {self.url}: {exc}") from None
+        if key and not cert:
+            raise ValueError(f"TLS client key {str(key)!r} given without its certificate for {self.url}")
+        if cert:
+            try:
+                context.load_cert_chain(certfile=str(cert), keyfile=str(key) if key else None)
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot use TLS client certificate {str(cert)!r}"
+                    + (f" with key {str(key)!r}" if key else "")
+                    + f" for {self.url}: {exc}"
+                ) from None
+        if not opts["tls_verify"]:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _connect_tls(self) -> None:
+        context = self._ssl_context or self._tls_context()
+        self._socket = context.wrap_socket(self._socket, server_hostname=str(self._conn_options["hostname"]))
 
     @staticmethod
     def _handshake_line(sock: socket.socket, buf: bytearray, deadline: float) -> bytes:
@@ -867,6 +918,9 @@ class NatsTransport:
     Discovery requests are answered on the reader thread itself: they are cheap, never queue
     behind API requests, never get the busy reply, and use plain subscriptions (every instance
     answers, which is what discovery needs) whatever ``queue`` the API subject uses.
+
+    ``tls_*`` configure ``tls://`` connections (see :class:`Connection`); unlike pynats2,
+    ``tls_verify`` defaults to True.
     """
 
     def __init__(
@@ -886,6 +940,10 @@ class NatsTransport:
         connect_timeout: float = 2.0,
         logger: Optional[logging.Logger] = None,
         service: Optional[Service] = None,
+        tls_cacert: Optional[str] = None,
+        tls_client_cert: Optional[str] = None,
+        tls_client_key: Optional[str] = None,
+        tls_verify: bool = True,
     ) -> None:
         if not isinstance(busy_reply, bytes):
             raise TypeError("busy_reply must be bytes")
@@ -905,6 +963,12 @@ class NatsTransport:
         self._ping_interval = ping_interval
         self._max_outstanding_pings = max_outstanding_pings
         self._connect_timeout = connect_timeout
+        self._tls = {
+            "tls_cacert": tls_cacert or None,
+            "tls_client_cert": tls_client_cert or None,
+            "tls_client_key": tls_client_key or None,
+            "tls_verify": tls_verify,
+        }
         self._service = service
         self._log = logger or logging.getLogger("resonate_sync.transport")
         self._lock = threading.Lock()
@@ -959,6 +1023,7 @@ class NatsTransport:
             max_outstanding_pings=self._max_outstanding_pings,
             on_disconnect=self._on_disconnect,
             logger=self._log,
+            **self._tls,
         )
         self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
         if self._service is not None:

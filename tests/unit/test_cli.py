@@ -151,6 +151,18 @@ class TestServeAndDev:
             log_level="debug",
         )
 
+    def test_tls_flags_reach_server(self, server):
+        """The TLS flags arrive in the Config; --api-nats-tls-verify alone means true, =false turns it off."""
+        assert invoke(
+            "serve", "--api-nats-addr", "tls://h:1", "--api-nats-tls-ca", "ca.pem", "--api-nats-tls-cert",
+            "c.pem", "--api-nats-tls-key", "k.pem", "--api-nats-tls-verify=false",
+        ).exit_code == 0
+        config = server.config
+        assert (config.nats_tls_ca, config.nats_tls_cert, config.nats_tls_key, config.nats_tls_verify) == (
+            "ca.pem", "c.pem", "k.pem", False)
+        assert invoke("serve", "--api-nats-tls-verify").exit_code == 0
+        assert server.calls[-1][0].nats_tls_verify is True
+
     @pytest.mark.parametrize(("args", "expected"), [
         (["--embedded-nats"], "always"), (["--embedded-nats=never"], "never"), ([], "auto"),
     ])
