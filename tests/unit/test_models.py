@@ -156,9 +156,9 @@ class TestBase64:
         """Valid base64 is kept as the canonical encoding of its bytes (unused trailing bits dropped)."""
         assert self.value(given).data == stored
 
-    @pytest.mark.parametrize("data", ["aGk", "aGk==", "a", "%%%%", "aG-_", "aGk=aGk", " aGk=", "aGk=\t", "aGk=="[:-1] + "@"])
+    @pytest.mark.parametrize("data", ["aGk", "aGk==", "aGkh=", "aGk=====", "a", "%%%%", "aG-_", "aGk=aGk", " aGk=", "aGk=\t", "aGk=="[:-1] + "@"])
     def test_invalid_is_400_naming_the_field(self, data):
-        """Unpadded, url-safe, stray characters or wrong length: 400 naming payload.param.data."""
+        """Unpadded, '=' beyond the padding, url-safe, stray characters or wrong length: 400 naming payload.param.data."""
         with pytest.raises(BadRequest) as info:
             self.value(data)
         assert info.value.code == 400 and "param.data" in info.value.message
