@@ -274,6 +274,9 @@ class Journal:
                 where = exc.filename or self.path
                 raise JournalError(f"{where}: recovery failed: {exc.strerror or exc}") from exc
         except BaseException:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             self._release_lock()
             with self._lock:
                 self._status = "new"
@@ -600,6 +603,8 @@ class Journal:
             end, seq = self._scan_segment(path, seq, index == len(live_bases) - 1, warnings)
             live.append(_Segment(base, path, end))
         self._open_tail(live, snapshot_seq)
+        if self.fsync_policy == "always":
+            self._sync_recovered(live)
         if any(base < snapshot_seq for base in segments) or len(snapshots) > 1:
             self._remove_obsolete(snapshot_seq)  # a crash came between rename and cleanup
         self._appended_seq = self._durable_seq = seq
@@ -639,13 +644,33 @@ class Journal:
         tail = live[-1]
         try:
             fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND)
-            if os.fstat(fd).st_size > tail.end:
-                os.ftruncate(fd, tail.end)
-                os.fsync(fd)
         except OSError as exc:
             raise JournalError(f"{tail.path}: cannot open for appending: {exc.strerror}") from exc
         self._fd, self._fd_base, self._fd_path, self._fd_size = fd, tail.base, tail.path, tail.end
         self._append_base = tail.base
+        try:
+            if os.fstat(fd).st_size > tail.end:
+                os.ftruncate(fd, tail.end)
+                os.fsync(fd)
+        except OSError as exc:
+            raise JournalError(f"{tail.path}: cannot drop the torn tail: {exc.strerror}") from exc
+
+    def _sync_recovered(self, live: list[_Segment]) -> None:
+        """fsync the segments recovery read, and the directory.
+
+        The process that wrote them may have died between write and fsync, or run with
+        fsync="never": its records can still sit in the page cache only. From now on replies
+        may show them, so they must be as durable as records this process wrote.
+        """
+        for segment in live[:-1]:
+            fd = os.open(segment.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if self._fd is not None:
+            os.fsync(self._fd)
+        self._fsync_dir()
 
     def _scan_segment(self, path: str, seq: int, is_last: bool, warnings: list[str]) -> tuple[int, int]:
         """Verify a segment's records continue from ``seq``; return (end of whole batches, last seq).

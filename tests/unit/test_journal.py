@@ -379,6 +379,24 @@ class TestRecovery:
         assert records == [{"n": 1}]
         assert recovery.last_seq == 1 and "incomplete batch" in recovery.warnings[0]
 
+    def test_recovered_records_are_fsynced_before_anything_can_show_them(self, tmp_path, monkeypatch):
+        """Records a crashed process wrote but may never have fsynced are made durable by open(), segments and directory."""
+        path = tmp_path / "j"
+        journal, _ = opened(path, fsync="never", snapshot_every=2)
+        for n in range(5):  # with a snapshot begun after every 2 records: several live segments
+            journal.wait_durable(journal.append([{"n": n}]))
+            if journal.should_snapshot():
+                journal.begin_snapshot()
+        journal._release_lock()  # a crash: no close(), no final fsync
+        synced = []
+        real_fsync = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd_path(fd)), real_fsync(fd))[1])
+        reopened, recovery = opened(path)
+        assert [record["n"] for record in recovery.records] == list(range(5))
+        assert {str(p) for p in path.glob("journal-*.jsonl")} | {str(path)} <= set(synced)
+        assert len(list(path.glob("journal-*.jsonl"))) > 1
+        reopened.close()
+
     def test_corrupt_middle_record_names_file_and_offset(self, tmp_path):
         """An unparsable line followed by more records stops startup, naming the file and byte offset."""
         path = tmp_path / "j"
