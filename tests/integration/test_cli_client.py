@@ -1,5 +1,6 @@
 """The operator commands (``resonate promises|schedules|tasks|locks …``) against a real server."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -16,6 +17,8 @@ from resonate_sync.cli import app
 
 FAR = 4_102_444_800_000  # 2100-01-01
 RESONATE = Path(sys.executable).parent / "resonate"
+# click 8.1 (the last for Python 3.9) mixes stderr into stdout unless told not to; 8.2 dropped the option.
+_RUNNER = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
 
 
 def uid(prefix: str) -> str:
@@ -51,7 +54,7 @@ def cli(server):
 
     def run(*args: str, env=None):
         where = ["--addr", server.url, "--subject", server.config.nats_subject]
-        return CliRunner().invoke(app, [*args, *where], env={"COLUMNS": "200", **(env or {})})
+        return CliRunner(**_RUNNER).invoke(app, [*args, *where], env={"COLUMNS": "200", **(env or {})})
 
     return run
 
@@ -229,7 +232,7 @@ class TestConnectionAndUsage:
     def test_address_and_subject_come_from_the_environment(self, server):
         """Without --addr/--subject the RESONATE_API_NATS_ADDR/SUBJECT variables are used."""
         env = {"RESONATE_API_NATS_ADDR": server.url, "RESONATE_API_NATS_SUBJECT": server.config.nats_subject}
-        result = CliRunner().invoke(app, ["promises", "get", uid("missing")], env=env)
+        result = CliRunner(**_RUNNER).invoke(app, ["promises", "get", uid("missing")], env=env)
         fails(result, 404)
 
     def test_address_and_subject_come_from_resonate_yaml(self, server, tmp_path):
@@ -237,18 +240,18 @@ class TestConnectionAndUsage:
         (tmp_path / "resonate.yaml").write_text(
             f"api:\n  subsystems:\n    nats:\n      addr: {server.url}\n      subject: {server.config.nats_subject}\n"
         )
-        fails(CliRunner().invoke(app, ["locks", "release", uid("r"), "--execution-id", "e"]), 404)
+        fails(CliRunner(**_RUNNER).invoke(app, ["locks", "release", uid("r"), "--execution-id", "e"]), 404)
 
     def test_unreachable_server_exits_1(self, nats_server):
         """When nothing listens at --addr, the command says so and exits 1."""
         url = nats_server.url
         nats_server.stop()
-        result = CliRunner().invoke(app, ["promises", "get", "p", "--addr", url])
+        result = CliRunner(**_RUNNER).invoke(app, ["promises", "get", "p", "--addr", url])
         assert url in fails(result, 503, "cannot connect")
 
     def test_no_server_on_the_subject_exits_1(self, shared_nats_server):
         """When no resonate server listens on the subject, the command says so and exits 1."""
-        result = CliRunner().invoke(app, ["promises", "get", "p", "--addr", shared_nats_server.url,
+        result = CliRunner(**_RUNNER).invoke(app, ["promises", "get", "p", "--addr", shared_nats_server.url,
                                           "--subject", uid("nobody.here"), "--request-timeout", "200ms"])
         assert "no resonate server listens" in fails(result, 503)
 
@@ -263,7 +266,7 @@ class TestConnectionAndUsage:
     ])  # fmt: skip
     def test_usage_errors_exit_2_naming_the_option(self, args, flag):
         """A malformed option is a usage error (exit 2) that names the option; nothing is sent."""
-        result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+        result = CliRunner(**_RUNNER).invoke(app, args, env={"COLUMNS": "200"})
         assert result.exit_code == 2 and flag in result.stderr, result.output
 
     @pytest.mark.parametrize("group, commands", [
@@ -274,15 +277,15 @@ class TestConnectionAndUsage:
     ])  # fmt: skip
     def test_help_lists_commands_and_common_options(self, group, commands):
         """Each group's help lists its commands; each command's help shows the connection options."""
-        listing = CliRunner().invoke(app, [group, "--help"], env={"COLUMNS": "200"})
+        listing = CliRunner(**_RUNNER).invoke(app, [group, "--help"], env={"COLUMNS": "200"})
         assert listing.exit_code == 0 and all(c in listing.stdout for c in commands)
         for command in commands:
-            text = CliRunner().invoke(app, [group, command, "--help"], env={"COLUMNS": "200"}).stdout
+            text = CliRunner(**_RUNNER).invoke(app, [group, command, "--help"], env={"COLUMNS": "200"}).stdout
             assert all(option in text for option in ("--addr", "--subject", "--request-timeout", "--json")), text
 
     def test_promise_timeout_help_explains_both_forms(self):
         """promises create --help says --timeout is a duration from now or absolute ms."""
-        text = CliRunner().invoke(app, ["promises", "create", "--help"], env={"COLUMNS": "200"}).stdout
+        text = CliRunner(**_RUNNER).invoke(app, ["promises", "create", "--help"], env={"COLUMNS": "200"}).stdout
         assert "duration from now" in text and "milliseconds since the epoch" in text
 
     def test_installed_program(self, server):
