@@ -17,6 +17,8 @@ Options every command takes:
   working directory (``api.subsystems.nats.addr``), else ``nats://localhost:4222``: the same
   layers ``resonate serve`` reads, so a client run next to a server finds it.
 * ``--subject``: likewise (``RESONATE_API_NATS_SUBJECT``; default ``resonate.server``).
+* TLS for ``tls://`` addresses comes from the same layers, without flags of its own:
+  ``RESONATE_API_NATS_TLS_CA``/``_CERT``/``_KEY``/``_VERIFY`` or ``api.subsystems.nats.tls.*``.
 * ``--request-timeout``: how long each attempt waits for the reply, a Go duration (default 5s).
   It is not ``--timeout``: in the protocol ``timeout`` is a promise's deadline, and
   ``promises create --timeout`` keeps that meaning (as the Go CLI's does).
@@ -58,7 +60,8 @@ _COMMON = [
     _common(
         "addr", None, Optional[str], "--addr", metavar="URL", show_default=False,
         help="NATS server URL (nats://, tls://, optionally user:pass@). Default: env"
-             " RESONATE_API_NATS_ADDR, else resonate.yaml, else nats://localhost:4222.",
+             " RESONATE_API_NATS_ADDR, else resonate.yaml, else nats://localhost:4222. TLS files"
+             " come from RESONATE_API_NATS_TLS_CA/_CERT/_KEY/_VERIFY or resonate.yaml.",
     ),
     _common(
         "subject", None, Optional[str], "--subject", metavar="SUBJECT", show_default=False,
@@ -113,7 +116,20 @@ class _Session:
             from resonate_sync.client import Client  # the transport is imported only by commands that talk
 
             config = self.config
-            self._client = Client(config.nats_addr, config.nats_subject, timeout=self.timeout_s, name="resonate-cli")
+            try:
+                self._client = Client(
+                    config.nats_addr,
+                    config.nats_subject,
+                    timeout=self.timeout_s,
+                    name="resonate-cli",
+                    tls_cacert=config.nats_tls_ca or None,
+                    tls_client_cert=config.nats_tls_cert or None,
+                    tls_client_key=config.nats_tls_key or None,
+                    tls_verify=config.nats_tls_verify,
+                )
+            except ValueError as error:  # an unreadable TLS file: a configuration error
+                typer.echo(f"Error: {error}", err=True)
+                raise typer.Exit(2) from None
         return self._client
 
     def run(self, command: Callable[..., None], arguments: Dict[str, Any]) -> None:

@@ -282,7 +282,8 @@ class Client:
             for servers that verify their clients.
         tls_verify: check the server's certificate and host name (``tls://``); False only for tests.
 
-    Connects at once; raises :class:`ConnectionFailed` naming the URL when it cannot. After a
+    Connects at once; raises :class:`ConnectionFailed` naming the URL when it cannot (refused
+    credentials or certificates included), ValueError for a TLS file it cannot read. After a
     lost connection, the next call reconnects. Close it with :meth:`close` or a ``with`` block.
     """
 
