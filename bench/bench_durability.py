@@ -12,8 +12,9 @@ against one nats-server it starts itself:
    snapshot (timed) and a restart from that snapshot is measured the same way.
 2. **Throughput.** A separate nats-py load process keeps ``--in-flight`` (default 64)
    ``promises.create`` requests in flight for ``--seconds`` against ``resonate dev`` (memory),
-   ``serve --fsync always`` and ``serve --fsync never``, one server at a time, and reports
-   requests/s and latency percentiles; the table gives each server's ratio to ``dev``.
+   ``serve --fsync always`` and ``serve --fsync never`` (default 8 workers), and ``serve --fsync
+   always --workers 64``, one server at a time, and reports requests/s and latency
+   percentiles; the table gives each server's ratio to ``dev``.
 
 Usage::
 
@@ -276,6 +277,8 @@ def bench_throughput(directory: str, url: str, seconds: float, in_flight: int) -
         ("dev (memory)", "dev", ()),
         ("serve --fsync always", "serve", ("--fsync", "always")),
         ("serve --fsync never", "serve", ("--fsync", "never")),
+        # each worker thread waits for its fsync: --workers bounds the records one fsync covers
+        ("serve always, 64 workers", "serve", ("--fsync", "always", "--workers", "64")),
     ]
     dev_rps = None
     for name, mode, flags in cases:
