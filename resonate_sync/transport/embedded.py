@@ -17,10 +17,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from pathlib import Path
-from typing import IO, Optional, Sequence
+from typing import IO, Callable, Optional, Sequence
 from urllib.parse import urlparse
 
 __all__ = ["EmbeddedNatsServer", "is_reachable", "nats_server_binary"]
@@ -141,6 +142,7 @@ class EmbeddedNatsServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C meant for us must not kill it before we drain
+            preexec_fn=_die_with_parent(),
         )
         self._paused = False
         _LIVE.add(self)
@@ -243,6 +245,29 @@ class EmbeddedNatsServer:
 
 class _Exited(Exception):
     """The child exited while we waited for it to become ready."""
+
+
+def _die_with_parent() -> Optional[Callable[[], None]]:
+    """A preexec hook that makes the child get SIGTERM when this process dies, even by kill -9.
+
+    Linux delivers PR_SET_PDEATHSIG when the *thread* that forked exits, so it is only used
+    when starting from the main thread (``resonate dev``); a server started from a worker
+    thread of an application relies on stop()/atexit as before.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return hook
 
 
 def _signal(process: subprocess.Popen, signum: int) -> bool:
