@@ -24,9 +24,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 
+from resonate_sync.config import Config
 from resonate_sync.core import Resonate, State
 from resonate_sync.journal import Journal
 from resonate_sync.models import PromiseState, TaskState
+from resonate_sync.server import Server, ServerError
 
 from natsclient import NatsPyClient
 
@@ -591,6 +593,35 @@ class TestStoreProblems:
         server.start().ready(client)
         assert set(read_promises(client, server, ["before"])) == {"before"}
         assert call(client, server, "promises.read", {"id": "during"})["error"]["code"] == 404
+
+
+class TestStartFailureReleasesTheStore:
+    """In process: whatever stops Server.start(), the store is unlocked again (an embedding
+    application may retry in the same process)."""
+
+    def reopens(self, store: Path) -> bool:
+        journal = Journal(str(store))
+        journal.open()
+        journal.close()
+        return True
+
+    def test_nats_unreachable(self, tmp_path):
+        """A server whose NATS cannot be reached raises ServerError and leaves its store unlocked."""
+        config = Config(store_path=str(tmp_path / "store"), nats_addr="nats://127.0.0.1:1", embedded_nats="never")
+        with pytest.raises(ServerError, match="cannot serve on"):
+            Server(config).start()
+        assert self.reopens(tmp_path / "store")
+
+    def test_store_that_does_not_rebuild(self, killed_store, shared_nats_server):
+        """A store whose records verify but do not rebuild raises ServerError and leaves the store unlocked."""
+        journal = Journal(str(killed_store))
+        journal.open()
+        journal.wait_durable(journal.append([{"type": "NoSuchRecord"}]))
+        journal.close()
+        config = Config(store_path=str(killed_store), nats_addr=shared_nats_server.url, embedded_nats="never")
+        with pytest.raises(ServerError, match="cannot rebuild the state"):
+            Server(config).start()
+        assert self.reopens(killed_store)
 
 
 DISK_FULL = """
