@@ -124,8 +124,8 @@ class ServerProcess:
         self.log_path = os.path.join(directory, f"{self.subject}.log")
         args = [RESONATE, mode, "--api-nats-addr", url, "--api-nats-subject", self.subject, *flags]
         self.started = time.perf_counter()
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "wb") as log:  # cwd: no resonate.yaml of the caller's applies
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
         _STARTED.append(self.process)
 
     def wait_ready(self, url: str, timeout: float = 600.0) -> float:
@@ -154,6 +154,8 @@ class ServerProcess:
 
     def kill(self) -> float:
         """SIGKILL; returns the process's peak RSS in MiB (from wait4)."""
+        if self.process.poll() is not None:  # already exited and reaped: its usage is gone
+            return float("nan")
         self.process.send_signal(signal.SIGKILL)
         _, _, usage = os.wait4(self.process.pid, 0)
         self.process.returncode = -9
