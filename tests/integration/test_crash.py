@@ -206,8 +206,13 @@ class Load:
         """Cancel everything in flight: a request whose reply has not arrived is not acknowledged."""
 
         async def go() -> None:
-            for task in self.tasks:
-                task.cancel()
+            # Cancel until all are done: before Python 3.12 asyncio.wait_for (inside nats-py's
+            # request) swallows a cancel that lands as the reply arrives, and the worker loops on.
+            pending = set(self.tasks)
+            while pending:
+                for task in pending:
+                    task.cancel()
+                _, pending = await asyncio.wait(pending, timeout=0.5)
             results = await asyncio.gather(*self.tasks, return_exceptions=True)
             await self.subscription.unsubscribe()
             for result in results:
