@@ -679,6 +679,11 @@ def _register_scalars(conv: cattrs.Converter) -> None:
     conv.register_unstructure_hook_func(lambda t: t is Any, lambda v: v)
 
 
+def wire_names(cls: type) -> Dict[str, str]:
+    """Attribute name → JSON key on the wire, for a model or request class."""
+    return _renames(cls, wire=True)
+
+
 def _renames(cls: type, wire: bool) -> Dict[str, str]:
     return {
         a.name: _WIRE_RENAMES.get((cls, a.name), camel(a.name)) if wire else camel(a.name) for a in attrs.fields(cls)

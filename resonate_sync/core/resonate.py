@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
 import attrs
 
-from ..errors import InternalError, ResonateError, Status
+from ..errors import BadRequest, InternalError, ResonateError, Status
 from ..models import (
     AcquireLockRequest,
     ClaimTaskRequest,
@@ -41,6 +41,9 @@ from ..models import (
     TaskState,
     record_from_json,
     record_to_json,
+    structure_request,
+    unstructure,
+    wire_names,
 )
 from . import locks, promises, schedules, tasks
 from .clock import Clock, SystemClock
@@ -162,7 +165,7 @@ def _method(name: str) -> Callable[..., Result]:
             request = op.request_type(**fields)
         elif fields:
             raise TypeError("pass either a request object or keyword fields, not both")
-        return self.execute(op, request, metadata)
+        return self.execute(op, _checked(request), metadata)
 
     call.__name__ = name.replace(".", "_")
     call.__doc__ = (
@@ -170,6 +173,24 @@ def _method(name: str) -> Callable[..., Result]:
         f"Result whose payload is the operation's response model; raises ResonateError."
     )
     return call
+
+
+def _checked(request: Any) -> Any:
+    """A request built in Python, held to the same field rules as one that came over the wire.
+
+    Python does not check attrs field types, so ``param=None`` or ``timeout=1.5`` would otherwise
+    reach the state (and the journal). Each field is turned into its JSON form (dicts such as
+    ``{"data": "aGk="}`` are accepted where a Value belongs) and decoded by the wire converter,
+    which raises :class:`BadRequest` naming the field.
+    """
+    cls = type(request)
+    wire = {}
+    for name, wire_name in wire_names(cls).items():
+        try:
+            wire[wire_name] = unstructure(getattr(request, name))
+        except Exception as exc:
+            raise BadRequest(f"invalid payload: payload.{wire_name}: {exc}") from None
+    return structure_request(wire, cls)
 
 
 class Resonate:
