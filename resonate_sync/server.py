@@ -185,7 +185,7 @@ class Server:
         if mode == "auto":
             if parsed.hostname not in _LOOPBACK or is_reachable(url):
                 return url
-            log.info("nothing listens at %s: starting an embedded nats-server", _redact(url))
+            log.info("no NATS server answers at %s: starting an embedded nats-server", _redact(url))
         host = parsed.hostname or "127.0.0.1"
         if host == "localhost":
             host = "127.0.0.1"
@@ -225,10 +225,14 @@ class Server:
         with self._stop_lock:
             if self._stopped.is_set():
                 return
-            self._stopping = True
+            # Draining: the transport unsubscribes first, then every request it already took
+            # (running or queued) is served normally within the timeout. Only without a drain
+            # do queued requests get 503 "shutting down".
+            self._stopping = not drain
             timeout = self.config.nats_timeout_ms / 1000
             if self.transport is not None:
                 self.transport.stop(timeout if drain else 0)
+            self._stopping = True
             if self.ticker is not None:
                 self.ticker.stop()
             if self.journal is not None:

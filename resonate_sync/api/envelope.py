@@ -102,7 +102,11 @@ def handle(core: Resonate, raw: bytes) -> bytes:
         metadata = _metadata(envelope, op.kernel_name)
         result = core.execute(op, request, metadata)
         response = {"Status": int(result.status), "Metadata": metadata, "Payload": unstructure(result.payload)}
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %d", operation, metadata["id"], int(result.status))
     except ResonateError as exc:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s -> %d %s", operation or "request", exc.code, exc.message)
         if exc.code >= 500:
             log.error("%s failed: %s", operation or "request", exc.message, exc_info=exc.__cause__ is not None)
         return error_reply(exc.code, exc.message)
