@@ -30,7 +30,7 @@ from collections import Counter
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from run import PY, RESONATE, EmbeddedNatsServer, Responder, load_average, loadgen  # noqa: E402
+from run import PY, Responder, load_average, loadgen, serving  # noqa: E402
 
 PY_SPY = shutil.which("py-spy", path=os.path.dirname(PY)) or shutil.which("py-spy")
 
@@ -80,66 +80,57 @@ def main() -> None:
 
     out = args.out or tempfile.mkdtemp(prefix="bench-profile-")
     os.makedirs(out, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix="bench-profile-run-")
-    nats_server = EmbeddedNatsServer().start()
-    url = nats_server.url
-    cmd = [RESONATE, args.target, "--api-nats-addr", url, "--api-nats-subject", "bench.profile", "--log-level", "warning"]
-    if args.target == "dev":
-        cmd.append("--embedded-nats=never")
-    else:
-        cmd += ["--fsync", "always", "--store-path", os.path.join(workdir, "journal")]
-    server = Responder(args.target, cmd, "bench.profile", workdir)
+    with serving(args.target) as (nats_server, server):
+        profile_cases(args, nats_server.url, server, out)
+    print(f"\nraw stacks in {out}")
+
+
+def profile_cases(args: argparse.Namespace, url: str, server: Responder, out: str) -> None:
+    """Preload, then each case at N=64 with py-spy attached; prints the summaries."""
     run_id = f"p{int(time.time())}"
-    try:
-        server.start(url)
-        print(f"load {load_average()}; preloading {args.preload:,} promises", file=sys.stderr)
-        loadgen(url, server.subject, "preload", 64, args.preload, 600, tag=f"{run_id}/pre")
-        created = 0
-        for case in args.cases:
-            extra: dict = {}
-            if case in ("create", "lock"):
-                extra = {"tag": f"{run_id}/{case}"}
-            elif case in ("read", "search"):
-                extra = {"ids": f"{run_id}/pre", "ids_count": args.preload}
-            elif case == "complete":
-                if not created:
-                    print("complete needs the create case before it; skipped", file=sys.stderr)
-                    continue
-                extra = {"ids": f"{run_id}/create", "ids_count": created}
-            elif case == "task":
-                extra = {"tag": f"{run_id}/task", "ids_count": args.count // 2 + 64, "setup_seconds": 600}
-            raw = os.path.join(out, f"{args.target}-{case}.txt")
-            spy_cmd = [PY_SPY, "record", "--pid", str(server.pid), "--rate", str(args.rate), "--format", "raw",
-                       "--nolineno", "--output", raw, "--duration", str(int(args.seconds + 30))]  # fmt: skip
-            if not args.all_threads:
-                spy_cmd.append("--gil")
-            spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            time.sleep(0.5)  # let py-spy attach before the load starts
+    print(f"load {load_average()}; preloading {args.preload:,} promises", file=sys.stderr)
+    loadgen(url, server.subject, "preload", 64, args.preload, 600, tag=f"{run_id}/pre")
+    created = 0
+    for case in args.cases:
+        extra: dict = {}
+        if case in ("create", "lock"):
+            extra = {"tag": f"{run_id}/{case}"}
+        elif case in ("read", "search"):
+            extra = {"ids": f"{run_id}/pre", "ids_count": args.preload}
+        elif case == "complete":
+            if not created:
+                print("complete needs the create case before it; skipped", file=sys.stderr)
+                continue
+            extra = {"ids": f"{run_id}/create", "ids_count": created}
+        elif case == "task":
+            extra = {"tag": f"{run_id}/task", "ids_count": args.count // 2 + 64, "setup_seconds": 600}
+        raw = os.path.join(out, f"{args.target}-{case}.txt")
+        spy_cmd = [PY_SPY, "record", "--pid", str(server.pid), "--rate", str(args.rate), "--format", "raw",
+                   "--nolineno", "--output", raw, "--duration", str(int(args.seconds + 30))]  # fmt: skip
+        if not args.all_threads:
+            spy_cmd.append("--gil")
+        spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)  # let py-spy attach before the load starts
+        try:
+            got = loadgen(url, server.subject, case, 64, args.count, args.seconds,
+                          {"server": server.pid}, **extra)  # fmt: skip
+        finally:
+            spy.send_signal(signal.SIGINT)
             try:
-                got = loadgen(url, server.subject, case, 64, args.count, args.seconds,
-                              {"server": server.pid}, **extra)  # fmt: skip
-            finally:
-                spy.send_signal(signal.SIGINT)
-                try:
-                    spy.wait(30)
-                except subprocess.TimeoutExpired:
-                    spy.kill()
-                    spy.wait()
-            if case == "create":
-                created = got["issued"]
-            cpu = got["cpu_seconds"].get("server", 0.0)
-            print(f"\n== {args.target} {case} N=64 under py-spy: {got['ops_per_s']:,.0f} ops/s, "
-                  f"server CPU {cpu / max(1, got['requests']) * 1e6:.0f} us/request, load {load_average()}")  # fmt: skip
-            if os.path.exists(raw):
-                for line in summarise(raw, args.top):
-                    print(line)
-            else:
-                print(f"  py-spy wrote nothing: {spy.stderr.read().decode(errors='replace')[-500:] if spy.stderr else ''}")
-        print(f"\nraw stacks in {out}")
-    finally:
-        server.stop()
-        nats_server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+        if case == "create":
+            created = got["issued"]
+        cpu = got["cpu_seconds"].get("server", 0.0)
+        print(f"\n== {args.target} {case} N=64 under py-spy: {got['ops_per_s']:,.0f} ops/s, "
+              f"server CPU {cpu / max(1, got['requests']) * 1e6:.0f} us/request, load {load_average()}")  # fmt: skip
+        if os.path.exists(raw):
+            for line in summarise(raw, args.top):
+                print(line)
+        else:
+            print(f"  py-spy wrote nothing: {spy.stderr.read().decode(errors='replace')[-500:] if spy.stderr else ''}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -41,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -166,6 +167,34 @@ class Responder:
             process.wait()
 
 
+def responder_command(target: str, url: str, subject: str, workdir: str, extra: Sequence[str] = ()) -> List[str]:
+    """The command line of the baseline, ``resonate dev`` or ``resonate serve --fsync always``."""
+    if target == "baseline":
+        return [PY, os.path.join(HERE, "baseline.py"), "--url", url, "--subject", subject, *extra]
+    cmd = [RESONATE, target, "--api-nats-addr", url, "--api-nats-subject", subject, "--log-level", "warning"]
+    if target == "dev":
+        cmd.append("--embedded-nats=never")
+    else:
+        cmd += ["--fsync", "always", "--store-path", os.path.join(workdir, f"{target}.journal")]
+    return cmd + list(extra)
+
+
+@contextlib.contextmanager
+def serving(target: str, extra: Sequence[str] = ()) -> Iterator[Tuple[EmbeddedNatsServer, Responder]]:
+    """A nats-server and one responder on it, both stopped (and their files removed) on exit."""
+    workdir = tempfile.mkdtemp(prefix=f"bench-{target}-")
+    nats_server = EmbeddedNatsServer().start()
+    responder = Responder(target, responder_command(target, nats_server.url, f"bench.{target}", workdir, extra),
+                          f"bench.{target}", workdir)  # fmt: skip
+    try:
+        responder.start(nats_server.url)
+        yield nats_server, responder
+    finally:
+        responder.stop()
+        nats_server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def loadgen(url: str, subject: str, case: str, inflight: int, count: int, seconds: float,
             watch: Optional[Dict[str, int]] = None, **extra) -> dict:  # fmt: skip
     """Run one case in a fresh load generator process; returns its JSON result."""
@@ -190,15 +219,11 @@ def run_requests(args: argparse.Namespace, workdir: str, log) -> dict:
     nats_server = EmbeddedNatsServer().start()
     url = nats_server.url
     run_id = f"r{int(time.time())}"
-    common = ["--api-nats-addr", url, "--log-level", "warning"]
+    extra = {"baseline": [], "dev": shlex.split(args.dev_args), "serve": shlex.split(args.serve_args)}
     responders = {
-        "baseline": Responder("baseline", [PY, os.path.join(HERE, "baseline.py"), "--url", url,
-                                           "--subject", "bench.baseline"], "bench.baseline", workdir),
-        "dev": Responder("dev", [RESONATE, "dev", *common, "--api-nats-subject", "bench.dev",
-                                 "--embedded-nats=never", *shlex.split(args.dev_args)], "bench.dev", workdir),
-        "serve": Responder("serve", [RESONATE, "serve", *common, "--api-nats-subject", "bench.serve",
-                                     "--fsync", "always", "--store-path", os.path.join(workdir, "serve.journal"),
-                                     *shlex.split(args.serve_args)], "bench.serve", workdir),
+        target: Responder(target, responder_command(target, url, f"bench.{target}", workdir, extra[target]),
+                          f"bench.{target}", workdir)
+        for target in TARGETS
     }  # fmt: skip
     results: Dict[str, dict] = {"rows": {}, "preload": {}, "peak_rss": {}}
     try:
