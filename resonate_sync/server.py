@@ -23,6 +23,7 @@ from . import __version__
 from .api import BUSY_REPLY, ERROR_REPLY_PREFIX, SHUTTING_DOWN_REPLY, handle, reply_error
 from .config import Config
 from .core import Clock, CoreSettings, Resonate, State
+from .core.resonate import freeze_heap
 from .errors import ResonateError
 
 __all__ = ["Server", "ServerError"]
@@ -163,6 +164,7 @@ class Server:
             journal.close()
             raise
         self.journal = journal  # recovery warnings were logged by the journal itself
+        freeze_heap()
         log.info(
             "recovered %d promises, %d tasks, %d schedules, %d locks from %s in %.2f s",
             len(core.state.promises),
@@ -215,7 +217,10 @@ class Server:
             started = time.monotonic()
             ticket, copy = self.core.snapshot()
             self.journal.write_snapshot(ticket, State.snapshot_to_json(copy))
-            log.info("snapshot written (%d promises) in %.2f s", len(copy["promises"]), time.monotonic() - started)
+            count = len(copy["promises"])
+            del copy
+            freeze_heap()  # what was stored since the last snapshot is long-lived too
+            log.info("snapshot written (%d promises) in %.2f s", count, time.monotonic() - started)
 
     def stop(self) -> None:
         """Graceful stop; idempotent and safe from any thread."""

@@ -9,7 +9,7 @@ serving.
 
 import json
 import logging
-import uuid
+from random import getrandbits
 from typing import Any, Dict, Mapping, Optional
 
 from ..core import OPERATIONS, Resonate
@@ -50,9 +50,19 @@ def _decode_envelope(raw: bytes) -> Dict[str, Any]:
     return envelope
 
 
+def _uuid4() -> str:
+    """A random UUID v4 as text; ``str(uuid.uuid4())`` costs ~3 us (os.urandom + UUID object).
+
+    Request ids only correlate replies with requests, so the Mersenne Twister is random enough.
+    """
+    bits = (getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC << 60) | (0x8 << 60)
+    h = "%032x" % bits
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _metadata(envelope: Mapping[str, Any], kernel_name: str) -> Dict[str, str]:
     metadata = dict(envelope.get("metadata") or {})
-    metadata["id"] = envelope.get("requestId") or str(uuid.uuid4())
+    metadata["id"] = envelope.get("requestId") or _uuid4()
     metadata["name"] = kernel_name
     metadata["protocol"] = "nats"
     return metadata

@@ -11,6 +11,7 @@ A read also waits until everything it could have observed is durable, so no repl
 a change that a crash could still take back.
 """
 
+import gc
 import logging
 import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
@@ -173,6 +174,16 @@ def _method(name: str) -> Callable[..., Result]:
         f"Result whose payload is the operation's response model; raises ResonateError."
     )
     return call
+
+
+def freeze_heap() -> None:
+    """Move every object alive now out of the cyclic collector's reach (``gc.freeze``).
+
+    The stored promises, tasks and their dicts live until the process ends; without this,
+    each full collection walks all of them (a pause of ~0.3 s at 400,000 promises).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _checked(request: Any) -> Any:
@@ -349,9 +360,17 @@ class Resonate:
     @classmethod
     def recover(cls, snapshot: Optional[Dict[str, list]], records, **kwargs: Any) -> "Resonate":
         """A core rebuilt from a snapshot (``State.snapshot_to_json`` form) and the records after it."""
-        state = State.from_json(snapshot) if snapshot else State()
-        for obj in records:
-            state.apply(record_from_json(obj))
+        # Recovery allocates millions of long-lived objects: the cyclic collector would
+        # traverse them again and again (a third of replay time) and find nothing to free.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            state = State.from_json(snapshot) if snapshot else State()
+            for obj in records:
+                state.apply(record_from_json(obj))
+        finally:
+            if collecting:
+                gc.enable()
         return cls(state=state, **kwargs)
 
     def snapshot(self) -> Tuple[Any, Dict[str, list]]:

@@ -320,7 +320,6 @@ class State:
             if promise is not None and promise.sort_id < limit:
                 yield promise
             return
-        regex = compile_pattern(pattern)
         prefix = pattern.split("*", 1)[0]
         if prefix:
             ids = self._promise_ids
@@ -329,12 +328,16 @@ class State:
             m = hi - lo
             if m <= 10_000 or m * 8 <= len(ids):
                 candidates = [self.promises[i] for i in ids.islice(lo, hi)]
-                candidates = [p for p in candidates if p.sort_id < limit and regex.fullmatch(p.id)]
+                if pattern == prefix + "*":  # the id range is the answer: no regex to compile or run
+                    candidates = [p for p in candidates if p.sort_id < limit]
+                else:
+                    regex = compile_pattern(pattern)
+                    candidates = [p for p in candidates if p.sort_id < limit and regex.fullmatch(p.id)]
                 candidates.sort(key=lambda p: p.sort_id, reverse=True)
                 yield from candidates
                 return
         end = len(self._seq_sort) if before is None else bisect_left(self._seq_sort, before)
-        seq_ids, promises, match = self._seq_ids, self.promises, regex.fullmatch
+        seq_ids, promises, match = self._seq_ids, self.promises, compile_pattern(pattern).fullmatch
         for i in range(end - 1, -1, -1):
             pid = seq_ids[i]
             if match(pid):
