@@ -14,12 +14,8 @@ Fixtures:
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from concurrent.futures import Future
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Sequence
 
-import nats
 import pytest
 
 from resonate_sync.transport.embedded import EmbeddedNatsServer

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,11 @@ from typer.testing import CliRunner
 
 from resonate_sync import Client, Config, Server
 from resonate_sync.cli import app
+from helpers import FAR, uid
 
-FAR = 4_102_444_800_000  # 2100-01-01
 RESONATE = Path(sys.executable).parent / "resonate"
 # click 8.1 (the last for Python 3.9) mixes stderr into stdout unless told not to; 8.2 dropped the option.
 _RUNNER = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(autouse=True)

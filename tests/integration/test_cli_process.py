@@ -25,9 +25,8 @@ from resonate_sync import __version__
 from resonate_sync.transport.embedded import is_reachable
 
 from natsclient import next_message
-from test_server import poll
+from helpers import FAR, poll
 
-FAR = 4_102_444_800_000  # 2100-01-01: a promise timeout that will not pass during the tests
 STARTED = "serving subject"  # in the one start-up line
 RESONATE = Path(sys.executable).parent / "resonate"
 

@@ -3,7 +3,6 @@
 import json
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -11,34 +10,17 @@ from resonate_sync import (
     AlreadyExists,
     BadRequest,
     Client,
-    Config,
     Forbidden,
     InternalError,
     NotFound,
-    ResonateError,
-    Server,
     Unavailable,
 )
 from resonate_sync.client import ConnectionFailed, Page, RequestTimeout
 from resonate_sync.models import Value
 from resonate_sync.transport.nats import Connection
+from helpers import FAR, uid
+from helpers import start_server as serve
 
-FAR = 4_102_444_800_000  # 2100-01-01: a deadline that will not pass during the tests
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def serve(url: str, subject: str = "") -> Server:
-    config = Config(
-        nats_addr=url,
-        nats_subject=subject or uid("resonate.client"),
-        embedded_nats="never",
-        tick_ms=100,
-        task_retry_timeout_ms=500,
-    )
-    return Server(config, mode="dev").start()
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from resonate_sync.client import ConnectionFailed
 
 # The CA, certificates and nats-servers of the server's own TLS and auth tests.
 from test_secure import PASSWORD, mutual_tls_nats, password_nats, pki, serve, tls_url, with_auth  # noqa: F401
+from helpers import FAR
 
-FAR = 4_102_444_800_000
 
 
 def tls_files(pki, ca: str = "ca") -> dict:

@@ -30,9 +30,9 @@ from resonate_sync.journal import Journal
 from resonate_sync.models import PromiseState, TaskState
 from resonate_sync.server import Server, ServerError
 
+from helpers import FAR
 from natsclient import NatsPyClient
 
-FAR = 4_102_444_800_000  # 2100-01-01: a deadline that will not pass during the tests
 RESONATE = str(Path(sys.executable).with_name("resonate"))
 TEN_MINUTES = 600_000
 

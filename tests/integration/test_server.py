@@ -7,45 +7,21 @@ import uuid
 
 import pytest
 
-from resonate_sync.config import Config
-from resonate_sync.server import Server
 from resonate_sync.transport.embedded import EmbeddedNatsServer
 
 from natsclient import NatsPyClient, next_message
+from helpers import FAR, poll, start_server, uid
 
-FAR = 4_102_444_800_000  # 2100-01-01: a deadline that will not pass during the tests
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def poll(check, timeout: float = 10.0, interval: float = 0.05):
-    """Call ``check`` until it returns something truthy or ``timeout`` passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
 @pytest.fixture(scope="module")
 def module_nats():
     with EmbeddedNatsServer() as nats_server:
         yield nats_server
-
-
-def start_server(url: str, **overrides) -> Server:
-    config = Config(
-        nats_addr=url,
-        nats_subject=overrides.pop("nats_subject", f"resonate.test.{uuid.uuid4().hex[:8]}"),
-        embedded_nats="never",
-        tick_ms=100,
-        task_retry_timeout_ms=500,
-        **overrides,
-    )
-    return Server(config, mode="dev").start()
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +43,6 @@ def api(server, client):
     """``api(operation, payload, **envelope)`` → the decoded reply from the module's server."""
     subject = server.config.nats_subject
     return lambda operation, payload, **extra: client.call(subject, operation, payload, **extra)
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def ok(reply, status):
@@ -299,7 +271,7 @@ class TestSeedReadmeExamples:
     """Every ``nats req`` example of the seed README, sent as written (its timeouts are 1970 deadlines)."""
 
     def test_examples_as_written(self, module_nats, client):
-        srv = start_server(module_nats.url, nats_subject=f"resonate.seed.{uuid.uuid4().hex[:6]}")
+        srv = start_server(module_nats.url, subject=f"resonate.seed.{uuid.uuid4().hex[:6]}")
         subject = srv.config.nats_subject
         try:
             send = lambda text: client.send(subject, text)  # noqa: E731
@@ -342,8 +314,8 @@ class TestSeedReadmeExamples:
 class TestTopology:
     def test_two_servers_on_one_nats_keep_separate_state(self, module_nats, client):
         """Two servers on their own subjects answer independently (the seed's Multiple Server Setup)."""
-        one = start_server(module_nats.url, nats_subject="resonate.server1." + uuid.uuid4().hex[:6])
-        two = start_server(module_nats.url, nats_subject="resonate.server2." + uuid.uuid4().hex[:6])
+        one = start_server(module_nats.url, subject="resonate.server1." + uuid.uuid4().hex[:6])
+        two = start_server(module_nats.url, subject="resonate.server2." + uuid.uuid4().hex[:6])
         try:
             ok(client.call(one.config.nats_subject, "promises.create", {"id": "shared-id", "timeout": FAR}), 20100)
             err(client.call(two.config.nats_subject, "promises.read", {"id": "shared-id"}), 404)

@@ -1,0 +1,37 @@
+"""Helpers shared by the integration tests (importable: tests/integration is on sys.path)."""
+
+import time
+import uuid
+
+from resonate_sync.config import Config
+from resonate_sync.server import Server
+
+FAR = 4_102_444_800_000  # 2100-01-01: a deadline that will not pass during the tests
+
+
+def uid(prefix: str) -> str:
+    """A unique name, so tests sharing one nats-server or server never collide."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def poll(check, timeout: float = 10.0, interval: float = 0.05):
+    """Call ``check`` until it returns something truthy or ``timeout`` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def start_server(url: str, subject: str = "", **overrides) -> Server:
+    """A started in-memory server on ``url`` (its own subject unless given), with fast background ticks."""
+    config = Config(
+        nats_addr=url,
+        nats_subject=subject or f"resonate.test.{uuid.uuid4().hex[:8]}",
+        embedded_nats="never",
+        tick_ms=100,
+        task_retry_timeout_ms=500,
+        **overrides,
+    )
+    return Server(config, mode="dev").start()
