@@ -252,7 +252,8 @@ class TestReconnect:
             wait_until(lambda: not transport.connected, timeout=3, what="ping timeout")
         finally:
             nats_server.resume()
-        assert "no PONG" in caplog.text
+        # the supervisor thread logs the loss a moment after `connected` turns False
+        wait_until(lambda: "no PONG" in caplog.text, timeout=5, what="the ping-timeout log line")
         wait_until(lambda: transport.connected, timeout=5, what="reconnect after SIGCONT")
         assert nats_client(nats_server.url).request(subject, b"awake").data == b"awake"
 
