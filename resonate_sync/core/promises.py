@@ -284,7 +284,10 @@ def _create(tx: Tx, req, claim_for) -> "tuple[tuple[Promise, Status], Optional[T
 
 def validate_complete(req: CompletePromiseRequest) -> None:
     if req.state not in COMPLETE_STATES:
-        raise BadRequest(f"invalid state: {req.state}")
+        raise BadRequest(
+            f"invalid state: {req.state} (payload.state must be exactly RESOLVED, REJECTED, "
+            "REJECTED_CANCELED or REJECTED_TIMEDOUT)"
+        )
 
 
 def complete_op(tx: Tx, req: CompletePromiseRequest) -> Result:
