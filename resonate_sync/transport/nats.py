@@ -66,7 +66,6 @@ from resonate_sync.transport.micro import Service  # noqa: E402
 __all__ = [
     "AuthorizationError",
     "Connection",
-    "DeferredReply",
     "ConnectionClosedError",
     "Msg",
     "NatsConnectionError",
@@ -900,38 +899,6 @@ class Connection(pynats2.NATSClient):
 # -- the server side ----------------------------------------------------------------------
 
 
-class DeferredReply:
-    """A reply the handler does not have yet: return one, then call :meth:`resolve` from any thread.
-
-    The request stays in flight until then (it counts against ``max_pending`` and ``stop()``
-    waits for it), but the worker thread is free: a server whose replies wait for an fsync
-    hands them to one thread that covers many requests per fsync, instead of parking a worker
-    on each.
-    """
-
-    __slots__ = ("_callback", "_value", "_lock")
-
-    def __init__(self) -> None:
-        self._callback: Optional[Callable[[bytes], None]] = None
-        self._value: Optional[bytes] = None
-        self._lock = threading.Lock()
-
-    def resolve(self, reply: bytes) -> None:
-        """Hand over the reply; the transport publishes it (once)."""
-        with self._lock:
-            self._value = reply
-            callback = self._callback
-        if callback is not None:
-            callback(reply)
-
-    def _then(self, callback: Callable[[bytes], None]) -> None:
-        with self._lock:
-            self._callback = callback
-            value = self._value
-        if value is not None:
-            callback(value)
-
-
 class NatsTransport:
     """Serve ``handler`` on ``subject``: each request's payload in, its returned bytes out.
 
@@ -1109,36 +1076,27 @@ class NatsTransport:
             self._done(0, 0)
 
     def _serve(self, msg: Msg) -> None:
-        """Worker thread: run the handler, publish its reply now or when a DeferredReply resolves."""
+        """Worker thread: run the handler, publish its reply."""
+        replied = failed = 0
+        service = self._service
+        recorded = False
         started = perf_counter_ns()
         try:
             reply = self._handler(msg.payload)
-        except Exception as exc:
-            self._log.exception("handler failed for a request on %s", msg.subject)
-            if self._service is not None:
-                self._service.stats.record(perf_counter_ns() - started, error=f"500:handler failed: {type(exc).__name__}")
-            self._done(0, 1)
-            return
-        if isinstance(reply, DeferredReply):
-            reply._then(lambda data: self._reply(msg, data, started))
-        else:
-            self._reply(msg, reply, started)
-
-    def _reply(self, msg: Msg, reply: Optional[bytes], started: int) -> None:
-        """Publish a handler's reply (from a worker, or whichever thread resolved it); the request is done."""
-        replied = failed = 0
-        try:
-            if self._service is not None:
-                self._service.record(perf_counter_ns() - started, reply)
+            if service is not None:
+                recorded = True
+                service.record(perf_counter_ns() - started, reply)
             if reply is not None and msg.reply:
                 try:
                     self._conn.publish(msg.reply, reply)  # type: ignore[union-attr]
                     replied = 1
                 except ConnectionClosedError as exc:
                     self._log.debug("reply to %s lost: %s", msg.reply, exc)
-        except Exception:
+        except Exception as exc:
             failed = 1
-            self._log.exception("reply to a request on %s failed", msg.subject)
+            self._log.exception("handler failed for a request on %s", msg.subject)
+            if service is not None and not recorded:
+                service.stats.record(perf_counter_ns() - started, error=f"500:handler failed: {type(exc).__name__}")
         finally:
             self._done(replied, failed)
 
@@ -1158,11 +1116,6 @@ class NatsTransport:
             self._handler_errors += failed
             if self._stopping and self._in_flight == 0:
                 self._idle.notify_all()
-
-    @property
-    def in_flight(self) -> int:
-        """Requests taken and not yet answered (read without the lock: a hint, not an exact count)."""
-        return self._in_flight
 
     def publish(self, subject: str, payload: bytes) -> None:
         """Publish ``payload`` to ``subject`` (thread-safe; used to deliver task messages).
