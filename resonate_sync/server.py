@@ -58,6 +58,7 @@ class Server:
         self.embedded = None
         self.url = config.nats_addr
         self._stopping = False
+        self._drain_until = 0.0
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._snapshot_lock = threading.Lock()
@@ -198,7 +199,7 @@ class Server:
         return self.embedded.url
 
     def _handle(self, raw: bytes) -> bytes:
-        if self._stopping:
+        if self._stopping or (self._drain_until and time.monotonic() > self._drain_until):
             return SHUTTING_DOWN_REPLY
         return handle(self.core, raw)
 
@@ -230,11 +231,13 @@ class Server:
         with self._stop_lock:
             if self._stopped.is_set():
                 return
-            # Draining: the transport unsubscribes first, then every request it already took
-            # (running or queued) is served normally within the timeout. Only without a drain
-            # do queued requests get 503 "shutting down".
+            # Draining: the transport unsubscribes first, then the requests it already took
+            # (running or queued) are served. Without a drain, queued ones get 503 "shutting down".
             self._stopping = not drain
             timeout = self.config.nats_timeout_ms / 1000
+            # Serve what was taken for half the drain time, then answer the rest of the queue
+            # 503 at once: a backlog that cannot finish in time must not end in silence.
+            self._drain_until = time.monotonic() + timeout / 2
             if self.transport is not None:
                 self.transport.stop(timeout if drain else 0)
             self._stopping = True
