@@ -21,7 +21,7 @@ from typing import Any, Dict, List, NewType, Optional, Type, TypeVar
 
 import attrs
 import cattrs
-from attrs import Factory, field, frozen
+from attrs import Factory, frozen
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 

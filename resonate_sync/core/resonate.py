@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
 import attrs
 
-from ..errors import BadRequest, InternalError, ResonateError, Status
+from ..errors import BadRequest, InternalError, Status
 from ..models import (
     AcquireLockRequest,
     ClaimTaskRequest,
