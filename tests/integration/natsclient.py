@@ -9,6 +9,7 @@ import asyncio
 import json
 import queue
 import threading
+import uuid
 from concurrent.futures import Future
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -55,12 +56,32 @@ class NatsPyClient:
 
         return asyncio.run_coroutine_threadsafe(gather(), self._loop)
 
+    async def settle(self) -> None:
+        """Return once nats-server has processed everything this client sent so far.
+
+        nats-py's ``flush()`` cannot promise that: it writes its PING straight to the socket,
+        ahead of SUBs and PUBs still in its pending buffer (seen with nats-py 2.16 in a
+        nats-server trace: the PING, then the SUB, then 2,000 PUBs), so its PONG can come
+        back before they reach the server. A message to a subscription of our own can't
+        overtake them: the server handles one connection's commands in order.
+        """
+        subject = f"_SETTLE.{uuid.uuid4().hex}"
+        arrived = asyncio.Event()
+
+        async def on_msg(_msg: Any) -> None:
+            arrived.set()
+
+        sub = await self.nc.subscribe(subject, cb=on_msg)
+        await self.nc.publish(subject, b"")
+        await asyncio.wait_for(arrived.wait(), 10)
+        await sub.unsubscribe()
+
     def publish(self, subject: str, payload: bytes, headers: Optional[Mapping[str, str]] = None) -> None:
-        """Publish and flush (the server has it when this returns)."""
+        """Publish; nats-server has processed it when this returns."""
 
         async def go() -> None:
             await self.nc.publish(subject, payload, headers=headers)
-            await self.nc.flush()
+            await self.settle()
 
         self.run(go())
 
@@ -73,7 +94,7 @@ class NatsPyClient:
                 received.append(msg)
 
             await self.nc.subscribe(subject, cb=on_msg)
-            await self.nc.flush()
+            await self.settle()  # the subscription is registered
 
         self.run(go())
         return received
@@ -117,7 +138,7 @@ class NatsPyClient:
                 received.put(json.loads(msg.data))
 
             await self.nc.subscribe(subject, cb=on_msg)
-            await self.nc.flush()
+            await self.settle()  # the subscription is registered
 
         self.run(go())
         return received

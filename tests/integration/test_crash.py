@@ -197,6 +197,7 @@ class Load:
                 self.inbox.put_nowait(json.loads(msg.data))
 
             self.subscription = await self.client.nc.subscribe(self.invoke_subject, cb=on_msg)
+            await self.client.settle()
             self.tasks = [asyncio.ensure_future(self._worker(w)) for w in range(self.workers)]
             self.tasks.append(asyncio.ensure_future(self._claimer()))
 
