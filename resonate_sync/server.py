@@ -20,7 +20,15 @@ import urllib.parse
 from typing import Optional
 
 from . import __version__
-from .api import BUSY_REPLY, ERROR_REPLY_PREFIX, SHUTTING_DOWN_REPLY, handle, reply_error
+from .api import (
+    BUSY_REPLY,
+    ERROR_REPLY_PREFIX,
+    SHUTTING_DOWN_REPLY,
+    STORE_ERROR_REPLY,
+    handle,
+    handle_nowait,
+    reply_error,
+)
 from .config import Config
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
@@ -59,6 +67,7 @@ class Server:
         self.url = config.nats_addr
         self._stopping = False
         self._drain_until = 0.0
+        self._replies: Optional["DurableReplies"] = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._snapshot_lock = threading.Lock()
@@ -87,6 +96,7 @@ class Server:
             batch_size=config.batch_size,
         )
         self.core = self._open_core(settings)
+        self._replies = DurableReplies(self.core.wait_durable if self.journal is not None else (lambda ticket: None))
         self.url = self._ensure_nats()
         # ADR-32 discovery: `nats micro ls/info/stats` find every server as service "resonate".
         self.service = Service(
@@ -106,6 +116,7 @@ class Server:
             workers=config.workers,
             max_pending=config.max_pending,
             busy_reply=BUSY_REPLY,
+            stop_reply=SHUTTING_DOWN_REPLY,
             queue=config.nats_queue,
             name=f"resonate-{__version__}",
             service=self.service,
@@ -198,10 +209,17 @@ class Server:
             raise ServerError(f"cannot start an embedded nats-server for {_redact(url)}: {exc}") from exc
         return self.embedded.url
 
-    def _handle(self, raw: bytes) -> bytes:
+    def _handle(self, raw: bytes):
         if self._stopping or (self._drain_until and time.monotonic() > self._drain_until):
             return SHUTTING_DOWN_REPLY
-        return handle(self.core, raw)
+        if self._replies is None:
+            return handle(self.core, raw)
+        reply, ticket = handle_nowait(self.core, raw)
+        if not ticket and self.transport.in_flight <= self.config.workers:
+            return reply  # light load, nothing to wait for: reply from this worker, no thread hop
+        # Under load, one thread publishing every reply beats workers contending for the
+        # connection's write lock (dev, N=64: 0.57x -> 0.87x of the bare responder).
+        return self._replies.after_durable(ticket, reply)
 
     def _maybe_snapshot(self) -> None:
         if self.journal is not None and self.journal.should_snapshot():
@@ -241,6 +259,8 @@ class Server:
             if self.transport is not None:
                 self.transport.stop(timeout if drain else 0)
             self._stopping = True
+            if self._replies is not None:
+                self._replies.stop()
             if self.ticker is not None:
                 self.ticker.stop()
             if self.journal is not None:
@@ -309,3 +329,57 @@ def _redact(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+class DurableReplies:
+    """One thread that sends replies once the journal made what they show durable.
+
+    Workers hand over (ticket, reply) and go back to decoding requests; this thread waits for
+    the highest ticket handed over so far, which is one group-committed fsync covering all of
+    them, then releases every reply it covers. With a worker waiting per request instead, one
+    fsync covered at most ``workers`` requests (3.7 on average with 8, measured by bench/).
+    If the journal cannot make a change durable, its reply becomes a 500 store error.
+    """
+
+    def __init__(self, wait_durable) -> None:
+        from .transport.nats import DeferredReply
+
+        self._deferred = DeferredReply
+        self._wait_durable = wait_durable
+        self._pending: list = []
+        self._cv = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="resonate-replies", daemon=True)
+        self._thread.start()
+
+    def after_durable(self, ticket: int, reply: bytes):
+        deferred = self._deferred()
+        with self._cv:
+            if self._stopped:
+                raise RuntimeError("replies are no longer sent")
+            self._pending.append((ticket, reply, deferred))
+            self._cv.notify()
+        return deferred
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._stopped:
+                    self._cv.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+            try:
+                self._wait_durable(max(ticket for ticket, _, _ in batch))
+                durable = True
+            except Exception:  # logged by the core, once
+                durable = False
+            for _, reply, deferred in batch:
+                deferred.resolve(reply if durable else STORE_ERROR_REPLY)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Send what is pending, then end the thread."""
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+        self._thread.join(timeout)

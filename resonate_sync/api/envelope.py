@@ -10,13 +10,22 @@ serving.
 import json
 import logging
 from random import getrandbits
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..core import OPERATIONS, Resonate
 from ..errors import BadRequest, ResonateError, Status
 from ..models import structure_request, unstructure
 
-__all__ = ["handle", "error_reply", "reply_error", "ERROR_REPLY_PREFIX", "BUSY_REPLY", "SHUTTING_DOWN_REPLY"]
+__all__ = [
+    "handle",
+    "handle_nowait",
+    "error_reply",
+    "reply_error",
+    "ERROR_REPLY_PREFIX",
+    "BUSY_REPLY",
+    "SHUTTING_DOWN_REPLY",
+    "STORE_ERROR_REPLY",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +99,28 @@ def reply_error(reply: bytes) -> Optional[str]:
 
 BUSY_REPLY = error_reply(503, Status.API_SUBMISSION_QUEUE_FULL.text)
 SHUTTING_DOWN_REPLY = error_reply(503, Status.SYSTEM_SHUTTING_DOWN.text)
+STORE_ERROR_REPLY = error_reply(500, Status.STORE_ERROR.text)
 
 
 def handle(core: Resonate, raw: bytes) -> bytes:
-    """Answer one request envelope with one reply envelope."""
+    """Answer one request envelope with one reply envelope, once what it shows is durable."""
+    reply, ticket = handle_nowait(core, raw)
+    if ticket:
+        try:
+            core.wait_durable(ticket)
+        except ResonateError as exc:
+            return error_reply(exc.code, exc.message)
+    return reply
+
+
+def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int]:
+    """The reply to one request envelope and the journal ticket it must wait for (0: none).
+
+    The reply must not be sent before ``core.wait_durable(ticket)`` returned; if that fails,
+    send :data:`STORE_ERROR_REPLY` instead.
+    """
     operation: Optional[str] = None
+    ticket = 0
     try:
         envelope = _decode_envelope(raw)
         operation = envelope.get("operation") or ""
@@ -110,7 +136,11 @@ def handle(core: Resonate, raw: bytes) -> bytes:
                     payload = {**payload, name: payload[alias]}
         request = structure_request(payload, op.request_type)
         metadata = _metadata(envelope, op.kernel_name)
-        result = core.execute(op, request, metadata)
+        pending = core.execute_nowait(op, request, metadata)
+        ticket = pending.ticket
+        if pending.error is not None:
+            raise pending.error
+        result = pending.result
         response = {"Status": int(result.status), "Metadata": metadata, "Payload": unstructure(result.payload)}
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %d", operation, metadata["id"], int(result.status))
@@ -119,12 +149,12 @@ def handle(core: Resonate, raw: bytes) -> bytes:
             log.debug("%s -> %d %s", operation or "request", exc.code, exc.message)
         if exc.code >= 500:
             log.error("%s failed: %s", operation or "request", exc.message, exc_info=exc.__cause__ is not None)
-        return error_reply(exc.code, exc.message)
+        return error_reply(exc.code, exc.message), ticket
     except Exception as exc:  # a bug: answer 500 and keep serving
         log.exception("%s failed unexpectedly", operation or "request")
-        return error_reply(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}")
+        return error_reply(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}"), ticket
     try:
-        return _ENCODER.encode({"success": True, "response": response}).encode()
+        return _ENCODER.encode({"success": True, "response": response}).encode(), ticket
     except (TypeError, ValueError) as exc:
         log.exception("%s: failed to encode response", operation)
-        return error_reply(500, f"failed to encode response: {exc}")
+        return error_reply(500, f"failed to encode response: {exc}"), ticket

@@ -204,6 +204,21 @@ def _checked(request: Any) -> Any:
     return structure_request(wire, cls)
 
 
+@attrs.frozen
+class Pending:
+    """An operation's outcome that may not be durable yet.
+
+    Attributes:
+        result: the Result, when the operation succeeded.
+        error: the ResonateError (or bug) it raised; changes made before it are kept.
+        ticket: the journal ticket to wait for before showing either; 0 when there is none.
+    """
+
+    result: Any
+    error: Optional[BaseException]
+    ticket: int
+
+
 class Resonate:
     """The durable-promise state machine.
 
@@ -258,12 +273,32 @@ class Resonate:
 
     def execute(self, op: Operation, request: Any, metadata: Optional[Mapping[str, str]] = None) -> Result:
         """Validate and run one operation atomically; durable before it returns."""
+        return self.finish(self.execute_nowait(op, request, metadata))
+
+    def execute_nowait(self, op: Operation, request: Any, metadata: Optional[Mapping[str, str]] = None) -> "Pending":
+        """Validate and run one operation atomically, without waiting for the journal.
+
+        The caller must not show the outcome to anyone before ``wait_durable(pending.ticket)``
+        returned (or use :meth:`finish`): this lets a server hand the wait to one thread that
+        covers many requests with each fsync, instead of blocking a worker per request.
+        """
         op.validate(request)
-        head = trace_head(metadata)
-        return self._atomically(lambda tx: op.handler(tx, request), head)
+        return self._atomically_nowait(lambda tx: op.handler(tx, request), trace_head(metadata))
+
+    def finish(self, pending: "Pending") -> Any:
+        """Wait until ``pending`` is durable, then return its result or raise its error."""
+        if pending.ticket:
+            self.wait_durable(pending.ticket)
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
 
     def _atomically(self, step: Callable[[Tx], Any], head: Optional[Dict[str, str]] = None) -> Any:
+        return self.finish(self._atomically_nowait(step, head))
+
+    def _atomically_nowait(self, step: Callable[[Tx], Any], head: Optional[Dict[str, str]] = None) -> "Pending":
         error: Optional[BaseException] = None
+        result = None
         with self._lock:
             if self._unjournaled is not None:
                 raise InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR)
@@ -273,11 +308,7 @@ class Resonate:
             except Exception as exc:  # what changed before the error is kept, so it is journaled
                 error = exc
             ticket = self._commit(tx.records)
-        if ticket:
-            self._wait_durable(ticket)
-        if error is not None:
-            raise error
-        return result
+        return Pending(result, error, ticket)
 
     def _commit(self, records: list) -> int:
         """Journal the records of one step (under the lock); returns the ticket to wait for."""
@@ -292,7 +323,8 @@ class Resonate:
                 raise self._journal_failed("append", exc) from None
         return self._ticket
 
-    def _wait_durable(self, ticket: int) -> None:
+    def wait_durable(self, ticket: int) -> None:
+        """Return once every record up to ``ticket`` is durable; InternalError (500) if it cannot be."""
         try:
             self._journal.wait_durable(ticket)
         except Exception as exc:

@@ -66,6 +66,7 @@ from resonate_sync.transport.micro import Service  # noqa: E402
 __all__ = [
     "AuthorizationError",
     "Connection",
+    "DeferredReply",
     "ConnectionClosedError",
     "Msg",
     "NatsConnectionError",
@@ -899,6 +900,38 @@ class Connection(pynats2.NATSClient):
 # -- the server side ----------------------------------------------------------------------
 
 
+class DeferredReply:
+    """A reply the handler does not have yet: return one, then call :meth:`resolve` from any thread.
+
+    The request stays in flight until then (it counts against ``max_pending`` and ``stop()``
+    waits for it), but the worker thread is free: a server whose replies wait for an fsync
+    hands them to one thread that covers many requests per fsync, instead of parking a worker
+    on each.
+    """
+
+    __slots__ = ("_callback", "_value", "_lock")
+
+    def __init__(self) -> None:
+        self._callback: Optional[Callable[[bytes], None]] = None
+        self._value: Optional[bytes] = None
+        self._lock = threading.Lock()
+
+    def resolve(self, reply: bytes) -> None:
+        """Hand over the reply; the transport publishes it (once)."""
+        with self._lock:
+            self._value = reply
+            callback = self._callback
+        if callback is not None:
+            callback(reply)
+
+    def _then(self, callback: Callable[[bytes], None]) -> None:
+        with self._lock:
+            self._callback = callback
+            value = self._value
+        if value is not None:
+            callback(value)
+
+
 class NatsTransport:
     """Serve ``handler`` on ``subject``: each request's payload in, its returned bytes out.
 
@@ -932,6 +965,7 @@ class NatsTransport:
         workers: int = 8,
         max_pending: int = 1024,
         busy_reply: bytes,
+        stop_reply: Optional[bytes] = None,
         queue: str = "",
         name: str = "resonate",
         reconnect_backoff: Tuple[float, float] = (0.1, 2.0),
@@ -945,8 +979,8 @@ class NatsTransport:
         tls_client_key: Optional[str] = None,
         tls_verify: bool = True,
     ) -> None:
-        if not isinstance(busy_reply, bytes):
-            raise TypeError("busy_reply must be bytes")
+        if not isinstance(busy_reply, bytes) or not isinstance(stop_reply, (bytes, type(None))):
+            raise TypeError("busy_reply and stop_reply must be bytes")
         if workers < 1 or max_pending < 1:
             raise ValueError("workers and max_pending must be at least 1")
         _check_subject(subject)
@@ -957,6 +991,7 @@ class NatsTransport:
         self._workers = workers
         self._max_pending = max_pending
         self._busy_reply = busy_reply
+        self._stop_reply = stop_reply
         self._queue = queue
         self._name = name
         self._backoff = reconnect_backoff
@@ -974,6 +1009,9 @@ class NatsTransport:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
+        # Requests submitted to the executor and not yet picked up by a worker, by receive
+        # number: at stop()'s deadline they are answered from there, even if every worker is stuck.
+        self._queued: Dict[int, Msg] = {}
         self._received = 0
         self._replied = 0
         self._busy = 0
@@ -1061,6 +1099,8 @@ class NatsTransport:
                 self._busy += 1
             else:
                 self._in_flight += 1
+                number = self._received
+                self._queued[number] = msg
         if busy:
             if self._service is not None:
                 self._service.record(0, self._busy_reply)
@@ -1071,32 +1111,48 @@ class NatsTransport:
                     pass
             return
         try:
-            self._executor.submit(self._serve, msg)  # type: ignore[union-attr]
+            self._executor.submit(self._serve, number)  # type: ignore[union-attr]
         except RuntimeError:  # executor shut down: stop() gave up waiting
-            self._done(0, 0)
+            with self._lock:
+                taken = self._queued.pop(number, None)
+            if taken is not None:
+                self._done(0, 0)
 
-    def _serve(self, msg: Msg) -> None:
-        """Worker thread: run the handler, publish its reply."""
-        replied = failed = 0
-        service = self._service
-        recorded = False
+    def _serve(self, number: int) -> None:
+        """Worker thread: run the handler, publish its reply now or when a DeferredReply resolves."""
         started = perf_counter_ns()
+        with self._lock:
+            msg = self._queued.pop(number, None)
+        if msg is None:
+            return  # stop() answered it at its deadline
         try:
             reply = self._handler(msg.payload)
-            if service is not None:
-                recorded = True
-                service.record(perf_counter_ns() - started, reply)
+        except Exception as exc:
+            self._log.exception("handler failed for a request on %s", msg.subject)
+            if self._service is not None:
+                self._service.stats.record(perf_counter_ns() - started, error=f"500:handler failed: {type(exc).__name__}")
+            self._done(0, 1)
+            return
+        if isinstance(reply, DeferredReply):
+            reply._then(lambda data: self._reply(msg, data, started))
+        else:
+            self._reply(msg, reply, started)
+
+    def _reply(self, msg: Msg, reply: Optional[bytes], started: int) -> None:
+        """Publish a handler's reply (from a worker, or whichever thread resolved it); the request is done."""
+        replied = failed = 0
+        try:
+            if self._service is not None:
+                self._service.record(perf_counter_ns() - started, reply)
             if reply is not None and msg.reply:
                 try:
                     self._conn.publish(msg.reply, reply)  # type: ignore[union-attr]
                     replied = 1
                 except ConnectionClosedError as exc:
                     self._log.debug("reply to %s lost: %s", msg.reply, exc)
-        except Exception as exc:
+        except Exception:
             failed = 1
-            self._log.exception("handler failed for a request on %s", msg.subject)
-            if service is not None and not recorded:
-                service.stats.record(perf_counter_ns() - started, error=f"500:handler failed: {type(exc).__name__}")
+            self._log.exception("reply to a request on %s failed", msg.subject)
         finally:
             self._done(replied, failed)
 
@@ -1116,6 +1172,11 @@ class NatsTransport:
             self._handler_errors += failed
             if self._stopping and self._in_flight == 0:
                 self._idle.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests taken and not yet answered (read without the lock: a hint, not an exact count)."""
+        return self._in_flight
 
     def publish(self, subject: str, payload: bytes) -> None:
         """Publish ``payload`` to ``subject`` (thread-safe; used to deliver task messages).
@@ -1180,7 +1241,10 @@ class NatsTransport:
         Unsubscribes first (requests the server already sent are still served), waits up to
         ``timeout`` s for in-flight handlers and flushes their replies, then closes the
         connection and joins the threads. Handlers still running after ``timeout`` are
-        abandoned (their queued successors are cancelled).
+        abandoned. Requests still queued then are answered ``stop_reply`` from this thread
+        without running the handler (a few microseconds each, even if every worker is stuck),
+        so that a backlog too long for ``timeout`` ends in replies a client can act on instead
+        of silence; without a ``stop_reply`` they get no reply.
         """
         with self._lock:
             if self._stopping or self._conn is None:
@@ -1193,21 +1257,35 @@ class NatsTransport:
         self._wake.set()
         self._supervisor.join(max(0.0, deadline - monotonic()))
         conn.unsubscribe(self._sub, flush_timeout=max(0.0, deadline - monotonic()))
+        if not conn.connected:
+            self._log.warning(
+                "connection to %s lost while stopping (%s): requests it had not delivered yet get no reply from this server",
+                self.url, conn.last_disconnect_reason,
+            )  # fmt: skip
         with self._lock:
             drained = self._idle.wait_for(lambda: self._in_flight == 0, max(0.0, deadline - monotonic()))
             left = self._in_flight
+            unserved = list(self._queued.values())
+            self._queued.clear()
+        if not drained:
+            for msg in unserved:
+                self._reply(msg, self._stop_reply, perf_counter_ns())
+            if unserved and self._stop_reply is not None:
+                self._log.warning("drain deadline: answered %d queued requests without serving them", len(unserved))
         if conn.connected:
-            try:
-                conn.flush(max(0.001, deadline - monotonic()))
+            try:  # past the deadline too: the replies just written must leave before the close
+                conn.flush(max(0.25, deadline - monotonic()))
             except (NATSError, TimeoutError):
                 pass
         conn.close()
         executor.shutdown(wait=drained, cancel_futures=True)
         self._supervisor.join(max(0.0, deadline - monotonic()))
         if drained:
-            self._log.info("stopped serving %s on %s", self.subject, self.url)
+            self._log.info("stopped serving %s on %s (%d requests received, %d replied)", self.subject, self.url, self._received, self._replied)
         else:
-            self._log.warning("stopped serving %s with %d requests unfinished after %g s", self.subject, left, timeout)
+            self._log.warning(
+                "stopped serving %s after %g s, abandoning %d requests still being handled", self.subject, timeout, left - len(unserved)
+            )
         return drained
 
     def __enter__(self) -> "NatsTransport":

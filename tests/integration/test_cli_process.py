@@ -231,12 +231,16 @@ class TestServe:
         assert process.line_with("received SIGINT") and process.lines[-1].endswith("stopped"), process.output
         assert "Traceback" not in process.output and "KeyboardInterrupt" not in process.output
 
-    def test_requests_in_flight_at_sigterm_are_all_answered(self, resonate, shared_nats_server, nats_client, tmp_path):
-        """Every request the server was sent before SIGTERM gets a reply, the result or 503 shutting down; none is lost."""
+    @pytest.mark.parametrize("drain", [None, "200ms"], ids=["default-drain", "drain-too-short-for-the-backlog"])
+    def test_requests_in_flight_at_sigterm_are_all_answered(self, resonate, shared_nats_server, nats_client, tmp_path, drain):
+        """Every request the server was sent before SIGTERM gets a reply, the result or 503 shutting down; none is lost.
+
+        With a drain time too short for the backlog, the requests not served by then get 503 at once.
+        """
         url, subj, count = shared_nats_server.url, subject(), 2000
         process = resonate(
             "serve", "--store-path", str(tmp_path / "j"), "--api-nats-addr", url, "--api-nats-subject", subj,
-            "--workers", "2", "--max-pending", str(count),
+            "--workers", "2", "--max-pending", str(count), *(("--api-nats-timeout", drain) if drain else ()),
         )  # fmt: skip
         process.wait_for(STARTED)
         client = nats_client(url)
@@ -251,7 +255,7 @@ class TestServe:
             for i in range(count):
                 body = {"operation": "promises.create", "payload": {"id": f"drain-{i}", "timeout": FAR}}
                 await client.nc.publish(subj, json.dumps(body).encode(), reply=f"{inbox}.{i}")
-            await client.nc.flush()  # nats-server has routed every request to the resonate process
+            await client.settle()  # nats-server has routed every request to the resonate process
 
         # Frozen while the requests arrive, so that all of them are in flight when SIGTERM lands.
         process.send(signal.SIGSTOP)
@@ -266,7 +270,7 @@ class TestServe:
         done = [i for i, r in replies.items() if r.get("success") and r["response"]["Status"] == 20100]
         refused = [i for i, r in replies.items() if not r.get("success") and r["error"]["code"] == 503 and "shutting down" in r["error"]["message"]]
         lost = sorted(set(range(count)) - set(replies))
-        assert not lost, f"{len(lost)} requests got no reply (first {lost[:5]}); {len(done)} done, {len(refused)} refused"
+        assert not lost, f"{len(lost)} requests got no reply (first {lost[:5]}); {len(done)} done, {len(refused)} refused\n{process.output[-3000:]}"
         assert len(done) + len(refused) == count, [r for r in replies.values() if r not in done and r not in refused][:3]
 
     def test_log_level_debug_shows_debug_lines(self, resonate, shared_nats_server, nats_client, tmp_path):

@@ -292,6 +292,29 @@ class TestStop:
         with pytest.raises(nats.errors.NoRespondersError):
             client.request(subject, b"after stop", timeout=1)
 
+    def test_requests_still_queued_at_the_deadline_get_the_stop_reply(self, shared_nats_server, serve, subject, nats_client):
+        """When stop()'s timeout ends, queued requests are answered stop_reply without running the handler; none is left silent."""
+        release, handled, running = threading.Event(), [], threading.Event()
+
+        def stuck_first(payload: bytes) -> bytes:
+            handled.append(payload)
+            running.set()
+            release.wait(10)
+            return b"served:" + payload
+
+        transport = serve(shared_nats_server.url, handler=stuck_first, workers=1, stop_reply=b"stopping")
+        client = nats_client(shared_nats_server.url)
+        pending = client.start_requests(subject, [b"%d" % i for i in range(20)], timeout=1)
+        assert running.wait(5)
+        wait_until(lambda: transport.stats["in_flight"] == 20, what="all 20 requests to be taken")
+        assert transport.stop(timeout=0.2) is False, "the stuck handler cannot finish in time"
+        release.set()
+        replies = pending.result(10)
+        assert len(handled) == 1, "queued requests must not reach the handler after the deadline"
+        assert replies.count(b"stopping") == 19, replies
+        abandoned = [r for r in replies if r != b"stopping"]
+        assert len(abandoned) == 1 and isinstance(abandoned[0], nats.errors.TimeoutError), abandoned
+
     def test_stop_is_idempotent_and_leaks_no_threads(self, shared_nats_server, subject, nats_client):
         """After stop() every thread the transport started has ended; a second stop() is a no-op."""
         client = nats_client(shared_nats_server.url)
