@@ -353,6 +353,10 @@ class Journal:
             self._appended_seq = seq
             return seq
 
+    def is_durable(self, ticket: int) -> bool:
+        """Whether every record up to ``ticket`` is durable already; takes no lock (a fast path, not a wait)."""
+        return self._durable_seq >= ticket
+
     def wait_durable(self, ticket: int, timeout: float | None = None) -> None:
         """Return once every record up to ``ticket`` is durable (per the fsync policy).
 

@@ -64,6 +64,8 @@ class JournalSink(Protocol):
 
     def wait_durable(self, ticket: int, timeout: Optional[float] = None) -> None: ...
 
+    def is_durable(self, ticket: int) -> bool: ...
+
 
 def _nothing(_: Any) -> None:
     return None
@@ -322,6 +324,10 @@ class Resonate:
             except Exception as exc:
                 raise self._journal_failed("append", exc) from None
         return self._ticket
+
+    def is_durable(self, ticket: int) -> bool:
+        """Whether ``ticket`` is durable already (no wait, no lock): a reply may go out at once."""
+        return not ticket or self._journal.is_durable(ticket)
 
     def wait_durable(self, ticket: int) -> None:
         """Return once every record up to ``ticket`` is durable; InternalError (500) if it cannot be."""

@@ -33,6 +33,9 @@ class ListJournal:
     def wait_durable(self, ticket: int, timeout: Optional[float] = None) -> None:
         assert 0 < ticket <= self.appends, f"waited for ticket {ticket}, only {self.appends} appends"
 
+    def is_durable(self, ticket: int) -> bool:
+        return ticket <= self.appends
+
 
 def canonical_snapshot(state: State) -> Dict[str, list]:
     """The snapshot JSON with every list sorted by id, so dictionary order does not matter."""

@@ -134,6 +134,22 @@ class TestRoundTrip:
 
 
 class TestGroupCommit:
+    def test_is_durable_only_once_a_flush_covered_the_ticket(self, tmp_path, monkeypatch):
+        """is_durable says no for an appended record until a wait_durable flushed and fsynced it, then yes for it and older ones."""
+        journal, _ = opened(tmp_path / "j")
+        fsyncs = []
+        real_fsync = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+        first = journal.append([{"n": 1}])
+        second = journal.append([{"n": 2}])
+        assert not journal.is_durable(first) and not journal.is_durable(second)
+        journal.wait_durable(second)
+        assert fsyncs, "no fsync ran"
+        assert journal.is_durable(first) and journal.is_durable(second)
+        third = journal.append([{"n": 3}])
+        assert not journal.is_durable(third)
+        journal.close()
+
     def test_concurrent_waiters_share_fsyncs_and_each_is_covered(self, tmp_path, monkeypatch):
         """With 16 threads appending and waiting, fsyncs are far fewer than records, and each waiter returns only after a completed fsync covered its ticket."""
         path = tmp_path / "j"
