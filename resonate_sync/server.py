@@ -217,8 +217,8 @@ class Server:
         with self._snapshot_lock:
             started = time.monotonic()
             ticket, copy = self.core.snapshot()
-            self.journal.write_snapshot(ticket, State.snapshot_to_json(copy))
             count = len(copy["promises"])
+            self.journal.write_snapshot(ticket, State.snapshot_entries(copy))
             del copy
             freeze_heap()  # what was stored since the last snapshot is long-lived too
             log.info("snapshot written (%d promises) in %.2f s", count, time.monotonic() - started)
