@@ -1,8 +1,9 @@
 """Append-only JSON-lines journal: group commit, snapshots, crash recovery.
 
-The journal stores opaque records (JSON-able dicts) and snapshots (any JSON-able value);
-it knows nothing of promises. Its one promise: a record whose ticket ``wait_durable``
-returned for survives ``kill -9`` and power loss, and startup never silently drops one.
+The journal stores opaque records (JSON-able dicts) and snapshots (streams of entries, each a
+kind and a JSON-able value); it knows nothing of promises. Its one promise: a record whose
+ticket ``wait_durable`` returned for survives ``kill -9`` and power loss, and startup never
+silently drops one.
 
 On-disk layout
 --------------
@@ -29,26 +30,40 @@ the bytes after ``"r":``. The records of one ``append()`` call form a batch; eve
 the batch's last carries ``"more":1``, so recovery can tell a whole batch from one a crash cut
 short and never half-applies a caller's change.
 
-A snapshot is two lines: a header and the state::
+A snapshot is a header line, then one line per entry, then an end line::
 
-    {"bytes":5012,"crc":1719441011,"seq":120000}
-    {"promises":{...},...}
+    {"format":2,"seq":120000}
+    {"seq":1,"crc":3344556677,"r":{"k":"promises","v":{"id":"p1",...}}}
+    {"seq":2,"crc":1029384756,"r":{"k":"tasks","v":{...}}}
+    {"seq":3,"crc":2211334455,"r":{"end":2}}
 
-where ``bytes`` and ``crc`` describe the second line (without its newline). It is written to
-``snapshot-<seq>.json.tmp``, fsynced, renamed into place and the directory fsynced; only then
-are older snapshots and segments with a smaller base deleted.
+The header's ``seq`` is the journal seq the snapshot covers. An entry is a (kind, value) pair
+the caller passed to ``write_snapshot``; its line has a segment line's form and checksum, its
+``seq`` counting the entries from 1, so a changed, lost or repeated line is found at its byte
+offset. The last line is the record ``{"end":N}``, N the number of entries: without it the file
+is incomplete. ``write_snapshot`` streams: it encodes one entry at a time and writes the lines in
+chunks of ``_SNAPSHOT_CHUNK`` bytes, so its memory does not grow with the state. The file is
+written to ``snapshot-<seq>.json.tmp``, fsynced, renamed into place and the directory fsynced;
+only then are older snapshots and segments with a smaller base deleted.
+
+Snapshots written before this format, a header ``{"bytes":B,"crc":C,"seq":S}`` and the whole
+state as one JSON object of lists on the second line, still open: their entries are
+(key, item) for each item of each list.
 
 Recovery (``open``)
 -------------------
-Startup loads the newest snapshot, then replays, in order, every segment whose base is at
-least the snapshot's seq. Outcomes:
+Startup verifies the newest snapshot, then every segment whose base is at least the
+snapshot's seq, line by line and by checksum alone; ``Recovery`` then streams the snapshot's
+entries and the segments' records from disk, decoding one line at a time. Outcomes:
 
 - a torn last line of the last segment (no newline, or not JSON: a crash cut the write
   short), and a trailing batch missing its last record, are dropped with a warning and
   truncated away; no waiter can have been told they were durable;
 - a corrupt line anywhere else, a checksum mismatch anywhere, a sequence gap, or a snapshot
   that does not parse or check raises ``JournalError`` naming the file and byte offset;
-  such damage is not a crash artefact, and skipping it would drop acknowledged records;
+  such damage is not a crash artefact, and skipping it would drop acknowledged records. A
+  snapshot is renamed into place only once complete, so a snapshot cut short (no end line,
+  a last line without its newline) is damage too, never a torn tail;
 - ``snapshot-*.json.tmp`` files (a snapshot a crash interrupted) are deleted with a warning.
 
 Durability policy
@@ -83,13 +98,14 @@ _SNAPSHOT_NAME = re.compile(r"snapshot-(\d{20})\.json\Z")
 _SNAPSHOT_TMP_NAME = re.compile(r"snapshot-(\d{20})\.json\.tmp\Z")
 _LOCK_NAME = "LOCK"
 
-# One encoder each, built once: json.dumps() with options builds a new encoder per call.
+# Built once: json.dumps() with options builds a new encoder per call.
 _encode_record = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
-_encode_state = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 # Replay parses already-verified lines: raw_decode skips json.loads' encoding sniffing.
 _decode_json = json.JSONDecoder().raw_decode
 
 _MORE = b',"more":1'
+_SNAPSHOT_FORMAT = 2
+_SNAPSHOT_CHUNK = 1 << 20  # bytes of snapshot lines buffered between writes
 
 
 class JournalError(Exception):
@@ -101,15 +117,16 @@ class Recovery:
     """What ``Journal.open`` found on disk.
 
     Attributes:
-        snapshot: the state last passed to ``write_snapshot`` (None when there is none).
-        records: the records appended after that snapshot, oldest first, streamed from disk;
-            iterate it once, before the first ``write_snapshot`` (which may delete its files).
+        snapshot: the entries last passed to ``write_snapshot``, (kind, value) pairs in the
+            order written, streamed from disk (empty when there is no snapshot).
+        records: the records appended after that snapshot, oldest first, streamed from disk.
+            Iterate each once, before the first ``write_snapshot`` (which may delete their files).
         last_seq: the sequence number of the last record; the next append gets ``last_seq + 1``.
         warnings: what recovery dropped or cleaned up (torn tail, interrupted snapshot), also logged.
-        snapshot_seq: the seq the snapshot covers (0 without one); tells a ``None`` state from none.
+        snapshot_seq: the seq the snapshot covers (0 without one).
     """
 
-    snapshot: object
+    snapshot: Iterator[tuple[str, object]]
     records: Iterator[dict]
     last_seq: int
     warnings: list
@@ -129,6 +146,15 @@ class _Segment:
 
     base: int
     path: str
+    end: int
+
+
+@attrs.frozen
+class _Snapshot:
+    """A verified snapshot file: its entries lie between byte ``start`` and byte ``end``."""
+
+    path: str
+    start: int
     end: int
 
 
@@ -179,11 +205,117 @@ def _parse_line(line: bytes) -> tuple[int, int, bool, bytes]:
     return line_obj["seq"], line_obj["crc"], bool(line_obj.get("more")), raw
 
 
+def _verify_line(path: str, start: int, line: bytes, expected: int, noun: str) -> tuple[bool, bytes]:
+    """Check a line's checksum and that its seq is ``expected``; return (more, raw record JSON).
+
+    Raises ``_BadLine`` for a line that is no record (the caller tells a torn tail from damage),
+    JournalError for a checksum mismatch or a sequence gap (``noun`` names what is numbered).
+    """
+    if line[-1:] != b"\n":
+        raise _BadLine("the line has no newline")
+    line_seq, crc, more, raw = _parse_line(line)
+    computed = zlib.crc32(raw)
+    if computed != crc:
+        raise JournalError(
+            f"{path}: byte {start}: checksum mismatch in {noun} {line_seq} (stored {crc}, computed {computed})"
+        )
+    if line_seq != expected:
+        raise JournalError(f"{path}: byte {start}: sequence gap: expected {noun} {expected}, found {line_seq}")
+    return more, raw
+
+
+def _read_records(path: str, start: int, end: int) -> Iterator[dict]:
+    """Yield the records of the verified lines of ``path`` from byte ``start`` up to byte ``end``."""
+    with open(path, "rb") as file:
+        file.seek(start)
+        offset = start
+        for line in file:
+            if offset >= end:
+                break
+            start, offset = offset, offset + len(line)
+            try:
+                record = _decode_json(line.decode().lstrip())[0]["r"]
+            except (ValueError, LookupError) as exc:  # only if changed since open() verified it
+                raise JournalError(f"{path}: byte {start}: corrupt record: {exc}") from None
+            yield record
+
+
 def _write_all(fd: int, data: bytes) -> None:
     """``os.write`` until every byte is out: a short write is not an error, only a pause."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _record_line(seq: int, record: dict) -> bytes:
+    raw = _encode_record(record).encode()
+    return b'{"seq":%d,"crc":%d,"r":%s}\n' % (seq, zlib.crc32(raw), raw)
+
+
+def _write_snapshot_lines(fd: int, seq: int, entries: Iterable[tuple[str, object]]) -> None:
+    """Write the header, one line per entry and the end line, in chunks of ``_SNAPSHOT_CHUNK``."""
+    chunk = bytearray(_encode_record({"format": _SNAPSHOT_FORMAT, "seq": seq}).encode() + b"\n")
+    count = 0
+    for kind, value in entries:
+        if not isinstance(kind, str):
+            raise TypeError(f"a snapshot entry's kind must be a str, not {type(kind).__name__}")
+        count += 1
+        chunk += _record_line(count, {"k": kind, "v": value})
+        if len(chunk) >= _SNAPSHOT_CHUNK:
+            _write_all(fd, chunk)
+            del chunk[:]
+    chunk += _record_line(count + 1, {"end": count})
+    _write_all(fd, chunk)
+
+
+def _snapshot_header(path: str, line: bytes, seq: int) -> dict:
+    """The header of a snapshot (either format), checked against the seq in the file's name."""
+    try:
+        header = json.loads(line)
+    except ValueError:
+        header = None
+    if isinstance(header, dict) and header.get("format") == _SNAPSHOT_FORMAT:
+        header_ok = isinstance(header.get("seq"), int)
+    else:  # the format before streaming: the bytes and checksum of one state line
+        header_ok = isinstance(header, dict) and all(isinstance(header.get(key), int) for key in ("bytes", "crc", "seq"))
+    if not header_ok:
+        raise JournalError(
+            f'{path}: byte 0: snapshot header is not {{"format":{_SNAPSHOT_FORMAT},"seq":int}} '
+            'nor {"bytes":int,"crc":int,"seq":int}'
+        )
+    if header["seq"] != seq:
+        raise JournalError(f"{path}: byte 0: snapshot header says seq {header['seq']}, its name says {seq}")
+    return header
+
+
+def _legacy_entries(path: str, offset: int, header: dict, body: bytes) -> Iterator[tuple[str, object]]:
+    """Verify a snapshot of the one-line format and return its entries: (key, item) per list item."""
+    if len(body) != header["bytes"] + 1 or body[-1:] != b"\n":
+        raise JournalError(
+            f"{path}: byte {offset}: snapshot state is {len(body)} bytes, the header "
+            f"promises {header['bytes']} plus a newline (truncated or overwritten)"
+        )
+    with memoryview(body) as view:
+        crc = zlib.crc32(view[:-1])
+    if crc != header["crc"]:
+        raise JournalError(f"{path}: byte {offset}: snapshot checksum mismatch (stored {header['crc']}, computed {crc})")
+    try:
+        state = json.loads(body)  # the newline is JSON white space
+    except ValueError as exc:
+        where = offset + getattr(exc, "pos", 0)
+        raise JournalError(f"{path}: byte {where}: snapshot is not JSON: {exc}") from None
+    if not (isinstance(state, dict) and all(isinstance(items, list) for items in state.values())):
+        raise JournalError(f"{path}: byte {offset}: snapshot state is not an object of lists")
+    return _drain_lists(state)
+
+
+def _drain_lists(state: dict) -> Iterator[tuple[str, object]]:
+    """Yield (key, item) for every item, dropping each as it goes so memory shrinks while read."""
+    for kind in list(state):
+        items = state.pop(kind)
+        items.reverse()
+        while items:
+            yield kind, items.pop()
 
 
 class Journal:
@@ -196,7 +328,7 @@ class Journal:
             if journal.should_snapshot():
                 snap, copy = journal.begin_snapshot(), deep_copy(state)
         journal.wait_durable(ticket)                  # group commit: one fsync per batch
-        if copy: journal.write_snapshot(snap, copy)
+        if copy: journal.write_snapshot(snap, entries_of(copy))   # streams, entry by entry
 
     Attributes:
         path: the journal directory.
@@ -308,7 +440,7 @@ class Journal:
             failure = exc
         except OSError as exc:
             failure = JournalError(f"{self.path}: final fsync failed: {exc.strerror}")
-        with self._cond:
+        with self._snapshot_lock, self._cond:  # a snapshot being written finishes first
             while self._flushing:
                 self._cond.wait()
             self._status = "closed"
@@ -499,18 +631,21 @@ class Journal:
             self._append_base = self._snapshot_base = self._appended_seq
             return SnapshotTicket(self._appended_seq)
 
-    def write_snapshot(self, ticket: SnapshotTicket, state: object) -> None:
-        """Durably write ``state`` as the snapshot of ``ticket``, then delete what it obsoletes.
+    def write_snapshot(self, ticket: SnapshotTicket, entries: Iterable[tuple[str, object]]) -> None:
+        """Durably write ``entries`` as the snapshot of ``ticket``, then delete what it obsoletes.
 
-        Call it outside the state lock. It first waits until records up to ``ticket.seq`` are
-        durable, then writes a temp file, fsyncs, renames, fsyncs the directory, and only then
-        removes older snapshots and segments. A failure here raises JournalError but leaves
-        the journal usable: the segments still hold every record.
+        ``entries`` yields (kind, JSON-able value) pairs; it is consumed one entry at a time, so
+        a generator keeps memory flat however large the state. Call it outside the state lock.
+        It first waits until records up to ``ticket.seq`` are durable, then writes a temp file,
+        fsyncs, renames, fsyncs the directory, and only then removes older snapshots and
+        segments. A failure here raises JournalError (an entry that is not JSON-able raises
+        TypeError/ValueError) but leaves the journal usable: the segments still hold every
+        record. ``close()`` waits for a snapshot being written; after it, this raises.
         """
         self.wait_durable(ticket.seq)
-        body = _encode_state(state).encode()
-        header = _encode_record({"bytes": len(body), "crc": zlib.crc32(body), "seq": ticket.seq})
         with self._snapshot_lock:
+            if self._status not in ("open", "closing"):
+                raise JournalError(f"{self.path}: journal is {self._status}: snapshot {ticket.seq} not written")
             if ticket.seq <= self._snapshot_written:
                 return  # a newer (or this very) snapshot is already on disk
             final = os.path.join(self.path, _snapshot_name(ticket.seq))
@@ -518,22 +653,22 @@ class Journal:
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
-                    _write_all(fd, header.encode() + b"\n")
-                    _write_all(fd, body)
-                    _write_all(fd, b"\n")
+                    _write_snapshot_lines(fd, ticket.seq, entries)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
                 os.replace(temp, final)
                 self._fsync_dir()
-            except OSError as exc:
+            except BaseException as exc:
                 try:
                     os.remove(temp)
                 except OSError:
                     pass
-                raise JournalError(
-                    f"{temp}: cannot write snapshot {ticket.seq}: {exc.strerror or exc}"
-                ) from exc
+                if isinstance(exc, OSError):
+                    raise JournalError(
+                        f"{temp}: cannot write snapshot {ticket.seq}: {exc.strerror or exc}"
+                    ) from exc
+                raise
             self._snapshot_written = ticket.seq
             self._remove_obsolete(ticket.seq)
 
@@ -592,7 +727,7 @@ class Journal:
         warnings: list[str] = []
         snapshots, segments = self._list_files(warnings)
         snapshot_seq = max(snapshots, default=0)
-        state = self._read_snapshot(snapshots[snapshot_seq], snapshot_seq) if snapshots else None
+        entries = self._read_snapshot(snapshots[snapshot_seq], snapshot_seq) if snapshots else iter(())
         live_bases = sorted(base for base in segments if base >= snapshot_seq)
         live: list[_Segment] = []
         seq = snapshot_seq
@@ -615,7 +750,7 @@ class Journal:
         self._snapshot_base = snapshot_seq
         self._snapshot_written = snapshot_seq if snapshots else -1
         return Recovery(
-            snapshot=state,
+            snapshot=entries,
             records=self._replay(live),
             last_seq=seq,
             warnings=warnings,
@@ -693,24 +828,13 @@ class Journal:
             for line in file:
                 start, offset = offset, offset + len(line)
                 try:
-                    if line[-1:] != b"\n":
-                        raise _BadLine("the line has no newline")
-                    line_seq, crc, more, raw = _parse_line(line)
+                    more, _ = _verify_line(path, start, line, seq + 1, "record seq")
                 except _BadLine as exc:
                     if is_last and offset == size:
                         torn = (start, str(exc))
                         break
                     raise JournalError(f"{path}: byte {start}: corrupt record: {exc}") from None
-                if zlib.crc32(raw) != crc:
-                    raise JournalError(
-                        f"{path}: byte {start}: checksum mismatch in record seq {line_seq} "
-                        f"(stored {crc}, computed {zlib.crc32(raw)})"
-                    )
-                if line_seq != seq + 1:
-                    raise JournalError(
-                        f"{path}: byte {start}: sequence gap: expected seq {seq + 1}, found {line_seq}"
-                    )
-                seq = line_seq
+                seq += 1
                 if not more:
                     whole_end, whole_seq = offset, seq
         if whole_end < size:
@@ -728,46 +852,48 @@ class Journal:
             )
         return whole_end, whole_seq
 
-    def _read_snapshot(self, path: str, seq: int) -> object:
-        """Load and verify a snapshot; any damage is a JournalError naming file and byte."""
+    def _read_snapshot(self, path: str, seq: int) -> Iterator[tuple[str, object]]:
+        """Verify a snapshot and return an iterator over its entries; damage is a JournalError."""
         try:
             with open(path, "rb") as file:
                 header_line = file.readline()
-                body = file.read()
+                header = _snapshot_header(path, header_line, seq)
+                if header.get("format") == _SNAPSHOT_FORMAT:
+                    snapshot = self._scan_snapshot(path, file, len(header_line))
+                    return self._snapshot_entries(snapshot)
+                return _legacy_entries(path, len(header_line), header, file.read())
         except OSError as exc:
             raise JournalError(f"{path}: cannot read snapshot: {exc.strerror}") from exc
-        try:
-            header = json.loads(header_line)
-            header_ok = isinstance(header, dict) and all(
-                isinstance(header.get(key), int) for key in ("bytes", "crc", "seq")
-            )
-        except ValueError:
-            header_ok = False
-        if not header_ok:
-            raise JournalError(
-                f'{path}: byte 0: snapshot header is not {{"bytes":int,"crc":int,"seq":int}}'
-            )
-        if header["seq"] != seq:
-            raise JournalError(
-                f"{path}: byte 0: snapshot header says seq {header['seq']}, its name says {seq}"
-            )
-        offset = len(header_line)
-        if len(body) != header["bytes"] + 1 or body[-1:] != b"\n":
-            raise JournalError(
-                f"{path}: byte {offset}: snapshot state is {len(body)} bytes, the header "
-                f"promises {header['bytes']} plus a newline (truncated or overwritten)"
-            )
-        body = body[:-1]
-        if zlib.crc32(body) != header["crc"]:
-            raise JournalError(
-                f"{path}: byte {offset}: snapshot checksum mismatch "
-                f"(stored {header['crc']}, computed {zlib.crc32(body)})"
-            )
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            where = offset + getattr(exc, "pos", 0)
-            raise JournalError(f"{path}: byte {where}: snapshot is not JSON: {exc}") from None
+
+    def _scan_snapshot(self, path: str, file, offset: int) -> _Snapshot:
+        """Verify the entry lines after the header, up to and including the end line.
+
+        Like ``_scan_segment``, checks checksums and numbering without decoding an entry.
+        """
+        first = offset
+        count = 0
+        for line in file:
+            start, offset = offset, offset + len(line)
+            try:
+                _, raw = _verify_line(path, start, line, count + 1, "snapshot entry")
+            except _BadLine as exc:
+                # Complete before its rename, a snapshot cut short is damage, not a torn tail.
+                raise JournalError(f"{path}: byte {start}: corrupt snapshot entry (truncated or overwritten): {exc}") from None
+            if raw.startswith(b'{"end":'):
+                if raw != b'{"end":%d}' % count:
+                    raise JournalError(f"{path}: byte {start}: snapshot end line {raw.decode()} after {count} entries")
+                if file.readline():
+                    raise JournalError(f"{path}: byte {offset}: data after the snapshot's end line")
+                return _Snapshot(path, first, start)
+            count += 1
+        raise JournalError(
+            f"{path}: byte {offset}: snapshot ends after entry {count} without its end line (truncated)"
+        )
+
+    def _snapshot_entries(self, snapshot: _Snapshot) -> Iterator[tuple[str, object]]:
+        """Yield the (kind, value) entries of a verified snapshot, one line at a time."""
+        for entry in _read_records(snapshot.path, snapshot.start, snapshot.end):
+            yield entry["k"], entry["v"]
 
     def _replay(self, segments: list[_Segment]) -> Iterator[dict]:
         """Yield the records of verified segments, reading each only up to its verified end.
@@ -775,15 +901,4 @@ class Journal:
         Streams line by line, so memory stays flat however long the history is.
         """
         for segment in segments:
-            offset = 0
-            with open(segment.path, "rb") as file:
-                for line in file:
-                    if offset >= segment.end:
-                        break
-                    start, offset = offset, offset + len(line)
-                    try:
-                        yield _decode_json(line.decode().lstrip())[0]["r"]
-                    except (ValueError, LookupError) as exc:  # only if changed since open() verified it
-                        raise JournalError(
-                            f"{segment.path}: byte {start}: corrupt record: {exc}"
-                        ) from None
+            yield from _read_records(segment.path, 0, segment.end)

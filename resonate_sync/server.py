@@ -4,7 +4,11 @@ Start: open and recover the journal (``store_path``), build the core, start an e
 nats-server if the configuration asks for one, connect and subscribe, start the ticker, log
 one line saying where it serves. Stop (SIGINT/SIGTERM or :meth:`stop`): unsubscribe so no
 new request is taken, let in-flight requests finish within ``nats_timeout_ms``, stop the
-ticker, write a final snapshot, close the journal, stop the embedded nats-server.
+ticker, wait for a background snapshot still being written, write a final snapshot, close the
+journal, stop the embedded nats-server.
+
+Snapshots every ``snapshot_every`` records are written on a thread of their own, one at a
+time: the ticker only starts it, so task deliveries and timeouts go on while it writes.
 
 Usable from an application thread as a context manager::
 
@@ -70,7 +74,10 @@ class Server:
         self._replies: Optional["DurableReplies"] = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
-        self._snapshot_lock = threading.Lock()
+        self._snapshot_lock = threading.Lock()  # one snapshot written at a time
+        self._background_lock = threading.Lock()  # guards the two below
+        self._background: Optional[threading.Thread] = None
+        self._background_closed = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -222,21 +229,42 @@ class Server:
         return self._replies.after_durable(ticket, reply)
 
     def _maybe_snapshot(self) -> None:
-        if self.journal is not None and self.journal.should_snapshot():
-            try:
-                self.snapshot()
-            except Exception as exc:
-                _snapshot_failed("snapshot", exc)
+        """After each ticker pass: start a background snapshot when one is due and none is running."""
+        if self.journal is None or not self.journal.should_snapshot():
+            return
+        with self._background_lock:
+            if self._background_closed or (self._background is not None and self._background.is_alive()):
+                return
+            self._background = threading.Thread(target=self._background_snapshot, name="resonate-snapshot", daemon=True)
+            self._background.start()
+
+    def _background_snapshot(self) -> None:
+        try:
+            self.snapshot()
+        except Exception as exc:
+            _snapshot_failed("snapshot", exc)
+
+    def _end_background_snapshots(self) -> None:
+        """Start no more background snapshots, and wait for the one being written."""
+        with self._background_lock:
+            self._background_closed = True
+            running = self._background
+        if running is not None:
+            running.join()
 
     def snapshot(self) -> None:
-        """Write a snapshot of the whole state now and start a new journal segment."""
+        """Write a snapshot of the whole state now and start a new journal segment.
+
+        Waits for a background snapshot being written first. The core's lock is held only
+        while the state is copied (shallow); the copy is streamed to disk object by object.
+        """
         if self.journal is None:
             return
         with self._snapshot_lock:
             started = time.monotonic()
             ticket, copy = self.core.snapshot()
-            self.journal.write_snapshot(ticket, State.snapshot_to_json(copy))
             count = len(copy["promises"])
+            self.journal.write_snapshot(ticket, State.snapshot_entries(copy))
             del copy
             freeze_heap()  # what was stored since the last snapshot is long-lived too
             log.info("snapshot written (%d promises) in %.2f s", count, time.monotonic() - started)
@@ -263,6 +291,8 @@ class Server:
                 self._replies.stop()
             if self.ticker is not None:
                 self.ticker.stop()
+            # Before the final snapshot and the close: neither may overlap a snapshot being written.
+            self._end_background_snapshots()
             if self.journal is not None:
                 try:
                     if drain and self.core is not None:

@@ -45,7 +45,7 @@ class Ticker:
         core: the state machine.
         publish: ``publish(subject, payload_bytes)``; raises on failure.
         tick_ms: the longest sleep between passes.
-        after_pass: called after each pass (the server snapshots the journal there).
+        after_pass: called after each pass (the server starts its background snapshots there).
     """
 
     def __init__(

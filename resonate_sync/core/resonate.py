@@ -14,7 +14,7 @@ a change that a crash could still take back.
 import gc
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Tuple, Union
 
 import attrs
 
@@ -396,14 +396,18 @@ class Resonate:
     # ------------------------------------------------------------------ durability
 
     @classmethod
-    def recover(cls, snapshot: Optional[Dict[str, list]], records, **kwargs: Any) -> "Resonate":
-        """A core rebuilt from a snapshot (``State.snapshot_to_json`` form) and the records after it."""
+    def recover(cls, snapshot: Union[Iterable[Tuple[str, Any]], Dict[str, list], None], records, **kwargs: Any) -> "Resonate":
+        """A core rebuilt from a snapshot and the records after it.
+
+        ``snapshot`` is the journal's ``Recovery.snapshot`` (the ``State.snapshot_entries``
+        stream), a ``State.snapshot_to_json`` document, or None for none.
+        """
         # Recovery allocates millions of long-lived objects: the cyclic collector would
         # traverse them again and again (a third of replay time) and find nothing to free.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            state = State.from_json(snapshot) if snapshot else State()
+            state = State.from_json(snapshot) if isinstance(snapshot, dict) else State.from_entries(snapshot or ())
             for obj in records:
                 state.apply(record_from_json(obj))
         finally:
@@ -414,7 +418,7 @@ class Resonate:
     def snapshot(self) -> Tuple[Any, Dict[str, list]]:
         """Begin a journal snapshot under the lock; returns (journal ticket, state copy).
 
-        Serialise the copy with ``State.snapshot_to_json`` and write it outside the lock.
+        Stream the copy with ``State.snapshot_entries`` to ``Journal.write_snapshot`` outside the lock.
         """
         with self._lock:
             if self._unjournaled is not None:

@@ -7,14 +7,15 @@ produced is exactly what the journal must append.
 
 Nothing here is thread-safe: the caller (``core.Resonate``) holds one lock around every
 operation. Stored objects are frozen attrs instances, so a snapshot is a shallow copy of the
-dictionaries taken under the lock and serialised outside it.
+dictionaries taken under the lock and serialised outside it, one object at a time
+(:meth:`State.snapshot_entries`); :meth:`State.from_entries` rebuilds a state from such a stream.
 """
 
 import heapq
 import re
 from bisect import bisect_left
 from functools import lru_cache
-from typing import Any, Dict, Hashable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Hashable, Iterable, Iterator, List, Optional, Set, Tuple
 
 from sortedcontainers import SortedList
 
@@ -383,26 +384,50 @@ class State:
         }
 
     @staticmethod
+    def snapshot_entries(snapshot: Dict[str, list]) -> Iterator[Tuple[str, Dict[str, Any]]]:
+        """The JSON form of :meth:`snapshot` as (kind, object) pairs, made one at a time; call outside the lock.
+
+        Promises come in sort id order, as :meth:`from_entries` needs them; no list is built.
+        """
+        unstructure = STORE.unstructure
+        for kind, objs in snapshot.items():
+            for obj in objs:
+                yield kind, unstructure(obj)
+
+    @staticmethod
     def snapshot_to_json(snapshot: Dict[str, list]) -> Dict[str, list]:
-        """The JSON form of :meth:`snapshot`; call outside the lock."""
+        """The JSON form of :meth:`snapshot` as one document of lists (what snapshots were before streaming)."""
         return {kind: [STORE.unstructure(obj) for obj in objs] for kind, objs in snapshot.items()}
 
     @classmethod
-    def from_json(cls, data: Dict[str, list]) -> "State":
-        """Rebuild a state (and all its indexes) from :meth:`snapshot_to_json` output."""
+    def from_entries(cls, entries: Iterable[Tuple[str, Dict[str, Any]]]) -> "State":
+        """Rebuild a state (and all its indexes) from :meth:`snapshot_entries` output, one entry at a time.
+
+        Promises must come in sort id order; the other kinds may come in any order.
+        """
         state = cls()
-        for obj in data.get("promises", ()):
-            state.apply(PutPromise(STORE.structure(obj, Promise)))
-        for obj in data.get("callbacks", ()):
-            state.apply(PutCallback(STORE.structure(obj, Callback)))
-        for obj in sorted(data.get("tasks", ()), key=lambda t: t["sortId"]):
-            state.apply(PutTask(STORE.structure(obj, Task)))
-        for obj in data.get("schedules", ()):
-            state.apply(PutSchedule(STORE.structure(obj, Schedule)))
-        for obj in data.get("locks", ()):
-            state.apply(PutLock(STORE.structure(obj, Lock)))
+        apply, structure = state.apply, STORE.structure
+        for kind, obj in entries:
+            try:
+                model, put = _SNAPSHOT_KINDS[kind]
+            except KeyError:
+                raise ValueError(f"unknown snapshot entry kind {kind!r}") from None
+            apply(put(structure(obj, model)))
         return state
 
+    @classmethod
+    def from_json(cls, data: Dict[str, list]) -> "State":
+        """Rebuild a state from :meth:`snapshot_to_json` output."""
+        return cls.from_entries((kind, obj) for kind, objs in data.items() for obj in objs)
+
+
+_SNAPSHOT_KINDS = {
+    "promises": (Promise, PutPromise),
+    "callbacks": (Callback, PutCallback),
+    "tasks": (Task, PutTask),
+    "schedules": (Schedule, PutSchedule),
+    "locks": (Lock, PutLock),
+}
 
 _APPLY = {
     PutPromise: State._put_promise,

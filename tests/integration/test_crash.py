@@ -541,7 +541,7 @@ class TestStoreProblems:
         [snapshot] = stopped_store.glob("snapshot-*.json")
         snapshot.write_bytes(snapshot.read_bytes().replace(b'"id":"a"', b'"id":"A"'))
         server = serve(store=stopped_store).start()
-        assert_refused(server, str(snapshot), "snapshot checksum mismatch")
+        assert_refused(server, str(snapshot), "checksum mismatch in snapshot entry")
 
     def test_verified_record_that_does_not_rebuild_stops_startup(self, serve, killed_store):
         """A record with a good checksum that is not a state change exits 1 naming its seq."""

@@ -31,10 +31,10 @@ def opened(path, **options) -> tuple[Journal, object]:
 
 
 def history(path) -> tuple[list, object]:
-    """Everything a reopen of ``path`` yields: (snapshot list + replayed records, recovery)."""
+    """Everything a reopen of ``path`` yields: (snapshot values + replayed records, recovery)."""
     journal, recovery = opened(path)
     try:
-        return list(recovery.snapshot or []) + list(recovery.records), recovery
+        return [value for _, value in recovery.snapshot] + list(recovery.records), recovery
     finally:
         journal.close()
 
@@ -93,7 +93,7 @@ class TestRoundTrip:
         records, recovery = history(path)
         assert records == [record for batch in batches for record in batch]
         assert recovery.last_seq == 4
-        assert recovery.snapshot is None and recovery.warnings == []
+        assert (list(recovery.snapshot), recovery.snapshot_seq, recovery.warnings) == ([], 0, [])
 
     def test_sequence_numbers_continue_after_reopen(self, tmp_path):
         """The first ticket after a reopen follows the last recovered seq."""
@@ -243,11 +243,11 @@ class TestSnapshot:
         ticket = journal.begin_snapshot()
         assert not journal.should_snapshot()
         journal.wait_durable(journal.append([{"n": 4}]))
-        journal.write_snapshot(ticket, {"upto": 3})
+        journal.write_snapshot(ticket, [("upto", 3)])
         journal.wait_durable(journal.append([{"n": 5}]))
         journal.close()
         journal, recovery = opened(path)
-        assert (recovery.snapshot, recovery.snapshot_seq) == ({"upto": 3}, 3)
+        assert (list(recovery.snapshot), recovery.snapshot_seq) == ([("upto", 3)], 3)
         assert list(recovery.records) == [{"n": 4}, {"n": 5}]
         assert recovery.last_seq == 5
         assert journal.append([{"n": 6}]) == 6
@@ -259,7 +259,7 @@ class TestSnapshot:
         path = tmp_path / "j"
         journal, _ = opened(path)
         journal.wait_durable(journal.append([{"n": 1}]))
-        journal.write_snapshot(journal.begin_snapshot(), [{"n": 1}])
+        journal.write_snapshot(journal.begin_snapshot(), [("r", {"n": 1})])
         journal.wait_durable(journal.append([{"n": 2}]))
         ticket = journal.begin_snapshot()
         events = []
@@ -267,7 +267,7 @@ class TestSnapshot:
         monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", fd_path(fd))), real["fsync"](fd))[1])
         monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(b))), real["replace"](a, b))[1])
         monkeypatch.setattr(os, "remove", lambda p: (events.append(("remove", str(p))), real["remove"](p))[1])
-        journal.write_snapshot(ticket, [{"n": 1}, {"n": 2}])
+        journal.write_snapshot(ticket, [("r", {"n": 1}), ("r", {"n": 2})])
         journal.close()
         kinds = [(kind, Path(target).name) for kind, target in events]
         final = snapshot_file(path, 2).name
@@ -314,7 +314,7 @@ class TestSnapshot:
         real = {name: getattr(os, name) for name in ("fsync", "replace", "remove")}
         for name in real:
             monkeypatch.setattr(os, name, lambda *args, _name=name: (freeze(), real[_name](*args))[1])
-        journal.write_snapshot(ticket, records[:3])
+        journal.write_snapshot(ticket, [("r", record) for record in records[:3]])
         monkeypatch.undo()
         freeze()
         journal.close()
@@ -344,21 +344,22 @@ class TestSnapshot:
 
         monkeypatch.setattr(os, "fsync", full)
         with pytest.raises(JournalError, match="snapshot-.*tmp.*No space left"):
-            journal.write_snapshot(ticket, [{"n": 1}])
+            journal.write_snapshot(ticket, [("r", {"n": 1})])
         monkeypatch.undo()
         journal.wait_durable(journal.append([{"n": 2}]))
         journal.close()
         assert history(path)[0] == [{"n": 1}, {"n": 2}]
         assert not list(path.glob("snapshot-*"))
 
-    def test_snapshot_of_none_is_told_from_no_snapshot(self, tmp_path):
-        """A snapshot whose state is JSON null is reported with its seq, not mistaken for none."""
+    def test_snapshot_without_entries_is_still_a_snapshot(self, tmp_path):
+        """A snapshot of no entries is written, and reported with its seq, not mistaken for none."""
         path = tmp_path / "j"
         journal, _ = opened(path)
-        journal.write_snapshot(journal.begin_snapshot(), None)
+        journal.wait_durable(journal.append([{"n": 1}]))
+        journal.write_snapshot(journal.begin_snapshot(), [])
         journal.close()
-        _, recovery = history(path)
-        assert recovery.snapshot is None and snapshot_file(path, 0).exists()
+        records, recovery = history(path)
+        assert (records, recovery.snapshot_seq) == ([], 1) and snapshot_file(path, 1).exists()
 
 
 class TestRecovery:
@@ -443,7 +444,7 @@ class TestRecovery:
         write_records(path, [[{"n": n}] for n in range(1, 4)])
         lines = segment(path).read_bytes().splitlines(keepends=True)
         segment(path).write_bytes(lines[0] + lines[2])
-        with pytest.raises(JournalError, match=f"byte {len(lines[0])}: sequence gap: expected seq 2, found 3"):
+        with pytest.raises(JournalError, match=f"byte {len(lines[0])}: sequence gap: expected record seq 2, found 3"):
             opened(path)
 
     def test_missing_segment_is_a_sequence_gap(self, tmp_path):
@@ -461,7 +462,7 @@ class TestRecovery:
     @pytest.mark.parametrize(
         "damage, message",
         [
-            (lambda data: data.replace(b'"upto"', b'"uptX"'), "byte 37: snapshot checksum mismatch"),
+            (lambda data: data.replace(b'"upto"', b'"uptX"'), "byte 21: checksum mismatch in snapshot entry 1"),
             (lambda data: data[:-5], "truncated"),
             (lambda data: b"not json\n" + data.split(b"\n", 1)[1], "byte 0: snapshot header"),
         ],
@@ -472,7 +473,7 @@ class TestRecovery:
         path = tmp_path / "j"
         journal, _ = opened(path)
         journal.wait_durable(journal.append([{"n": 1}]))
-        journal.write_snapshot(journal.begin_snapshot(), {"upto": 1})
+        journal.write_snapshot(journal.begin_snapshot(), [("upto", 1)])
         journal.close()
         file = snapshot_file(path, 1)
         file.write_bytes(damage(file.read_bytes()))
@@ -679,7 +680,7 @@ from resonate_sync.journal import Journal
 path, round_no, snapshot_every = sys.argv[1], sys.argv[2], int(sys.argv[3])
 journal = Journal(path, snapshot_every=snapshot_every)
 recovery = journal.open()
-state = list(recovery.snapshot or []) + list(recovery.records)
+state = [value for _, value in recovery.snapshot] + list(recovery.records)
 state_lock = threading.Lock()
 
 def worker(name):
@@ -692,7 +693,7 @@ def worker(name):
             ticket = journal.append(batch)
             state.extend(batch)
             if journal.should_snapshot():
-                snap = (journal.begin_snapshot(), list(state))
+                snap = (journal.begin_snapshot(), [("r", value) for value in state])
         if snap:
             journal.write_snapshot(*snap)
         journal.wait_durable(ticket)
