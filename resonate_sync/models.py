@@ -763,6 +763,25 @@ def _format_error(exc: BaseException, type_: Any) -> str:
     return cattrs.v.format_exception(exc, type_)
 
 
+def _build_fast_requests() -> Dict[type, Any]:
+    """Per request class, a structure function that stops at the first bad field.
+
+    Same field hooks as WIRE's, so it accepts and builds exactly what WIRE does; it skips
+    cattrs' per-field error collection (about 1 us of a promises.create). On any failure
+    :func:`structure_request` runs WIRE's detailed function for the message.
+    """
+    fast = {}
+    for cls in _REQUESTS:
+        names = _renames(cls, wire=True)
+        fast[cls] = make_dict_structure_fn(
+            cls, WIRE, _cattrs_detailed_validation=False, **{n: override(rename=w) for n, w in names.items()}
+        )
+    return fast
+
+
+_FAST_REQUESTS = _build_fast_requests()
+
+
 def structure_request(payload: Any, cls: Type[T]) -> T:
     """Decode an operation payload into its request model, strictly.
 
@@ -774,6 +793,12 @@ def structure_request(payload: Any, cls: Type[T]) -> T:
         payload = {}
     if type(payload) is not dict:
         raise BadRequest("invalid payload: payload must be a JSON object")
+    fast = _FAST_REQUESTS.get(cls)
+    if fast is not None:
+        try:
+            return fast(payload, cls)
+        except Exception:  # noqa: S110  the detailed pass below names every bad field
+            pass
     try:
         return WIRE.structure(payload, cls)
     except cattrs.ClassValidationError as exc:

@@ -4,12 +4,16 @@ import json
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from resonate_sync.errors import BadRequest
 from resonate_sync.models import (
+    _FAST_REQUESTS,
     EMPTY_VALUE,
     RECORD_TYPES,
     STORE,
+    WIRE,
     Callback,
     ClaimTaskRequest,
     CompletePromiseRequest,
@@ -35,6 +39,7 @@ from resonate_sync.models import (
     record_to_json,
     structure_request,
     unstructure,
+    wire_names,
 )
 
 INT64_MAX = 2**63 - 1
@@ -292,3 +297,44 @@ class TestStructureRequest:
     def test_int64_range_is_accepted(self, value):
         """Every int64 value decodes."""
         assert structure_request({"id": "t", "counter": value}, ClaimTaskRequest).counter == value
+
+
+class TestFastStructure:
+    """structure_request's first pass (stops at the first bad field) agrees with the detailed one."""
+
+    _json_scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=False),
+        st.sampled_from(["", "x", "aGk=", "aGk==", "aGl=", "RESOLVED", "REJECTED", "pending", "a/*"]),
+    )  # fmt: skip
+    _json = st.recursive(
+        _json_scalars,
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["headers", "data", "a", "k"]), inner, max_size=3)),
+        max_leaves=6,
+    )
+
+    @staticmethod
+    def _payloads(cls):
+        names = sorted(wire_names(cls).values()) + ["unknown"]
+        return st.dictionaries(st.sampled_from(names), TestFastStructure._json, max_size=len(names))
+
+    @pytest.mark.parametrize("cls", list(_FAST_REQUESTS), ids=lambda c: c.__name__)
+    def test_fast_and_detailed_accept_the_same_payloads_and_build_the_same_request(self, cls):
+        @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(self._payloads(cls))
+        def check(payload):
+            try:
+                detailed = WIRE.structure(payload, cls)
+            except Exception:
+                detailed = None
+            try:
+                fast = _FAST_REQUESTS[cls](payload, cls)
+            except Exception:
+                fast = None
+            assert fast == detailed, (payload, fast, detailed)
+            if detailed is not None:
+                assert structure_request(payload, cls) == detailed
+            else:
+                with pytest.raises(BadRequest, match="invalid payload"):
+                    structure_request(payload, cls)
+
+        check()
