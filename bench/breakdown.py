@@ -117,10 +117,10 @@ def stages(core: Resonate, op_name: str, raws: List[bytes]) -> dict:
     out["lock_held"] = lock.held / n * 1e6  # wall time, measured inside the timed execute loop
     payloads: list = []
     out["unstructure"] = cpu_us(lambda: payloads.extend(unstructure(r.payload) for r in results), n)
-    encoder = getattr(env, "_ENCODER", None) or json.JSONEncoder(separators=(",", ":"))
+    encode = env._encode
     out["encode"] = cpu_us(
         lambda: [
-            encoder.encode({"success": True, "response": {"Status": int(r.status), "Metadata": m, "Payload": p}}).encode()
+            encode({"success": True, "response": {"Status": int(r.status), "Metadata": m, "Payload": p}}).encode()
             for r, m, p in zip(results, metas, payloads)
         ],
         n,

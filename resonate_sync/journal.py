@@ -89,6 +89,8 @@ from typing import Iterable, Iterator
 
 import attrs
 
+from .jsonenc import compact_encoder
+
 __all__ = ["FSYNC_POLICIES", "Journal", "JournalError", "Recovery", "SnapshotTicket"]
 
 FSYNC_POLICIES = ("always", "never")
@@ -99,7 +101,7 @@ _SNAPSHOT_TMP_NAME = re.compile(r"snapshot-(\d{20})\.json\.tmp\Z")
 _LOCK_NAME = "LOCK"
 
 # Built once: json.dumps() with options builds a new encoder per call.
-_encode_record = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
+_encode_record = compact_encoder(sort_keys=True, allow_nan=False)
 # Replay parses already-verified lines: raw_decode skips json.loads' encoding sniffing.
 _decode_json = json.JSONDecoder().raw_decode
 

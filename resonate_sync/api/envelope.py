@@ -14,6 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..core import OPERATIONS, Resonate
 from ..errors import BadRequest, ResonateError, Status
+from ..jsonenc import compact_encoder
 from ..models import structure_request, unstructure
 
 __all__ = [
@@ -36,7 +37,7 @@ def _reject_constant(name: str) -> None:
 
 # Built once: json.loads/dumps with keyword arguments build a new decoder/encoder per call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_encode = compact_encoder()
 
 
 def _decode_envelope(raw: bytes) -> Dict[str, Any]:
@@ -78,7 +79,7 @@ def _metadata(envelope: Mapping[str, Any], kernel_name: str) -> Dict[str, str]:
 
 
 def error_reply(code: int, message: str) -> bytes:
-    return _ENCODER.encode({"success": False, "error": {"code": code, "message": message}}).encode()
+    return _encode({"success": False, "error": {"code": code, "message": message}}).encode()
 
 
 # Every reply is encoded here, compact, with "success" first: a prefix test tells errors apart
@@ -154,7 +155,7 @@ def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int]:
         log.exception("%s failed unexpectedly", operation or "request")
         return error_reply(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}"), ticket
     try:
-        return _ENCODER.encode({"success": True, "response": response}).encode(), ticket
+        return _encode({"success": True, "response": response}).encode(), ticket
     except (TypeError, ValueError) as exc:
         log.exception("%s: failed to encode response", operation)
         return error_reply(500, f"failed to encode response: {exc}"), ticket
