@@ -3,9 +3,15 @@
 Start: open and recover the journal (``store_path``), build the core, start an embedded
 nats-server if the configuration asks for one, connect and subscribe, start the ticker, log
 one line saying where it serves. Stop (SIGINT/SIGTERM or :meth:`stop`): unsubscribe so no
-new request is taken, let in-flight requests finish within ``nats_timeout_ms``, stop the
+new request is taken, serve the requests already taken for half of ``nats_timeout_ms`` and
+answer the rest 503 (the transport answers any still queued at the deadline), stop the
 ticker, wait for a background snapshot still being written, write a final snapshot, close the
 journal, stop the embedded nats-server.
+
+Replies: a worker runs the handler and hands (journal ticket, reply) to one reply thread
+(:class:`DurableReplies`), which waits for the fsync covering the newest ticket and sends every
+reply it covers, so one fsync serves every request handled meanwhile, not one per worker.
+Under light load a worker whose reply shows only durable state sends it itself.
 
 Snapshots every ``snapshot_every`` records are written on a thread of their own, one at a
 time: the ticker only starts it, so task deliveries and timeouts go on while it writes.
@@ -217,6 +223,7 @@ class Server:
         return self.embedded.url
 
     def _handle(self, raw: bytes):
+        """The transport's handler: reply bytes now, or a DeferredReply sent once durable."""
         if self._stopping or (self._drain_until and time.monotonic() > self._drain_until):
             return SHUTTING_DOWN_REPLY
         if self._replies is None:
