@@ -1,5 +1,7 @@
 """The operator commands of ``resonate``: ``promises``, ``schedules``, ``tasks`` and ``locks``.
 
+Together they reach every operation of the protocol (PROTOCOL.md section 3).
+
 Each command makes one :class:`~resonate_sync.client.Client` call (a search with ``--all`` makes
 one per page) and prints the result: a human-readable table by default, one JSON document with
 ``--json``. The JSON mirrors what the Python client returns, in the protocol's wire form:
@@ -12,6 +14,7 @@ one per page) and prints the result: a human-readable table by default, one JSON
 * ``promises callback``/``subscribe`` print ``{"promise": …, "callback": …, "created": …}``
   (``callback`` absent when nothing was registered: already registered, or the promise is completed);
 * ``tasks claim`` prints the claim payload (``task``, ``rootPromise``, ``leafPromise``, hrefs);
+* ``tasks heartbeat`` and ``locks heartbeat`` print ``{"tasksAffected"|"locksAffected": n}``;
 * ``schedules delete`` and ``locks release`` print ``{}``.
 
 Options every command takes:
@@ -218,7 +221,8 @@ def _recv(text: str, flag: str) -> Any:
     except ValueError as error:
         raise typer.BadParameter(f"not a JSON object: {error}", param_hint=flag) from None
     if not isinstance(recv, dict) or not isinstance(recv.get("type"), str) or not recv["type"]:
-        raise typer.BadParameter('a JSON receiver needs a "type", as in {"type": "nats", "data": {…}}', param_hint=flag)
+        needs_type = 'a JSON receiver needs a "type", as in {"type": "nats", "data": {…}}'
+        raise typer.BadParameter(needs_type, param_hint=flag)
     return recv
 
 
@@ -395,14 +399,16 @@ Counter = Annotated[
     typer.Option("--counter", metavar="N", help="The task's counter (from its message or claim).", show_default=False),
 ]
 Ttl = Annotated[str, typer.Option("--ttl", metavar="DURATION", help="Lease length (Go duration).")]
-_DEADLINE_FORMS = "a duration from now (30s, 1h, 2h45m) or an absolute time in milliseconds since the epoch (1767225600000)"
-PromiseTimeout = Annotated[
-    str, typer.Option("--timeout", metavar="DEADLINE", show_default=False, help=f"When the promise times out: {_DEADLINE_FORMS}.")
-]
+_DEADLINE_FORMS = (
+    "a duration from now (30s, 1h, 2h45m) or an absolute time in milliseconds since the epoch (1767225600000)"
+)
+PromiseTimeout = Annotated[str, typer.Option(
+    "--timeout", metavar="DEADLINE", show_default=False, help=f"When the promise times out: {_DEADLINE_FORMS}.",
+)]
 TaskDeadline = Annotated[str, typer.Option(
     "--timeout", metavar="DEADLINE", show_default=False,
-    help=f"The deadline of the task sent when the promise completes, usually the promise's own timeout: {_DEADLINE_FORMS}."
-         " If it has passed by then, the task times out and no message is ever sent.",
+    help="The deadline of the task sent when the promise completes, usually the promise's own timeout:"
+         f" {_DEADLINE_FORMS}. If it has passed by then, the task times out and no message is ever sent.",
 )]
 Recv = Annotated[str, typer.Option(
     "--recv", metavar="RECV", show_default=False,
@@ -410,6 +416,10 @@ Recv = Annotated[str, typer.Option(
          " poll://any@<group>, http://host/path) or a target name (default); or a JSON object"
          ' {"type": …, "data": {…}}, e.g. \'{"type": "nats", "data": {"subject": "workers"}}\'.'
          " It is resolved when the message is sent, not now.",
+)]
+ProcessId = Annotated[str, typer.Option(
+    "--process-id", metavar="ID", show_default=False,
+    help="The process whose leases to extend (as given when claiming or acquiring).",
 )]
 
 
@@ -708,7 +718,7 @@ def schedules_search(
 # tasks
 
 
-tasks = typer.Typer(name="tasks", help="Claim, complete and drop tasks by hand.", no_args_is_help=True)
+tasks = typer.Typer(name="tasks", help="Claim, heartbeat, complete and drop tasks by hand.", no_args_is_help=True)
 
 
 @_command(tasks, "claim")
@@ -752,11 +762,27 @@ def tasks_drop(session: _Session, id: IdArg, counter: Counter) -> None:
     session.show({"task": unstructure(task), "created": created}, heading, _task_table(task))
 
 
+def _heartbeat_command(group: typer.Typer, what: str, key: str, send: Callable[[Any, str], int]) -> None:
+    def heartbeat(session: _Session, process_id: ProcessId) -> None:
+        count = send(session.client, process_id)
+        session.show({key: count}, f"Extended {count} {what}{'' if count == 1 else 's'} of process {process_id}.")
+
+    heartbeat.__doc__ = f"""Extend the lease of every {what} of process --process-id by its own ttl; prints how many.
+
+    Send it more often than the shortest ttl: a {what} whose lease ends is taken from the process.
+    0 is not an error: the process holds none (any more).
+    """
+    _command(group, "heartbeat")(heartbeat)
+
+
+_heartbeat_command(tasks, "task", "tasksAffected", lambda client, process_id: client.tasks_heartbeat(process_id))
+
+
 # --------------------------------------------------------------------------------------------
 # locks
 
 
-locks = typer.Typer(name="locks", help="Acquire and release locks by hand.", no_args_is_help=True)
+locks = typer.Typer(name="locks", help="Acquire, heartbeat and release locks by hand.", no_args_is_help=True)
 
 ExecutionId = Annotated[
     str, typer.Option("--execution-id", metavar="ID", help="Who holds the lock.", show_default=False)
@@ -788,6 +814,9 @@ def locks_release(
     """Release a lock held by the execution; NotFound (404) if it holds none."""
     session.client.locks_release(resource_id, execution_id)
     session.show({}, f"Released lock {resource_id}.")
+
+
+_heartbeat_command(locks, "lock", "locksAffected", lambda client, process_id: client.locks_heartbeat(process_id))
 
 
 def add_client_commands(app: typer.Typer) -> None:

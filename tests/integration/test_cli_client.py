@@ -303,6 +303,17 @@ class TestTasks:
         assert again["created"] is False and again["task"]["completedOn"]
         fails(cli("tasks", "complete", uid("__invoke:none"), "--counter", "1"), 404, "The specified task was not found")
 
+    def test_heartbeat_counts_the_claimed_tasks_of_a_process(self, cli, client):
+        """tasks heartbeat extends every task the process has claimed and says how many; 0 is not an error."""
+        process = uid("proc")
+        for _ in range(2):
+            pid = uid("hb")
+            client.promises_create(pid, FAR, tags={"resonate:invoke": f"nats://{uid('sink')}"})
+            client.tasks_claim(f"__invoke:{pid}", 1, process, 60_000)
+        out = ok(cli("tasks", "heartbeat", "--process-id", process))
+        assert out.strip() == f"Extended 2 tasks of process {process}."
+        assert as_json(cli("tasks", "heartbeat", "--process-id", uid("idle"), "--json")) == {"tasksAffected": 0}
+        assert "processId" in fails(cli("tasks", "heartbeat", "--process-id", ""), 400)
 
 
 class TestLocks:
@@ -318,6 +329,14 @@ class TestLocks:
         assert as_json(cli("locks", "release", resource, "--execution-id", "e1", "--json")) == {}
         fails(cli("locks", "release", resource, "--execution-id", "e1"), 404, "The specified lock was not found")
 
+    def test_heartbeat_counts_the_locks_of_a_process(self, cli, client):
+        """locks heartbeat extends every lock acquired through the process and says how many."""
+        process = uid("proc")
+        client.locks_acquire(uid("res"), "e1", process, 60_000)
+        out = ok(cli("locks", "heartbeat", "--process-id", process))
+        assert out.strip() == f"Extended 1 lock of process {process}."
+        assert as_json(cli("locks", "heartbeat", "--process-id", process, "--json")) == {"locksAffected": 1}
+        assert "processId" in fails(cli("locks", "heartbeat", "--process-id", ""), 400)
 
 
 class TestConnectionAndUsage:
@@ -363,6 +382,8 @@ class TestConnectionAndUsage:
         (["promises", "callback", "p", "--root-promise-id", "r", "--recv", '{"data": {}}', "--timeout", "1h"], "--recv"),
         (["promises", "subscribe", "p", "--subscription-id", "s", "--recv", "", "--timeout", "1h"], "--recv"),
         (["promises", "subscribe", "p", "--subscription-id", "s", "--recv", "default", "--timeout", "x"], "--timeout"),
+        (["tasks", "heartbeat"], "--process-id"),
+        (["locks", "heartbeat"], "--process-id"),
     ])  # fmt: skip
     def test_usage_errors_exit_2_naming_the_option(self, args, flag):
         """A malformed option is a usage error (exit 2) that names the option; nothing is sent."""
@@ -372,8 +393,8 @@ class TestConnectionAndUsage:
     @pytest.mark.parametrize("group, commands", [
         ("promises", ["get", "create", "create-task", "resolve", "reject", "cancel", "search", "callback", "subscribe"]),
         ("schedules", ["get", "create", "delete", "search"]),
-        ("tasks", ["claim", "complete", "drop"]),
-        ("locks", ["acquire", "release"]),
+        ("tasks", ["claim", "heartbeat", "complete", "drop"]),
+        ("locks", ["acquire", "heartbeat", "release"]),
     ])  # fmt: skip
     def test_help_lists_commands_and_common_options(self, group, commands):
         """Each group's help lists its commands; each command's help shows the connection options."""
