@@ -1,5 +1,7 @@
 """The operator commands of ``resonate``: ``promises``, ``schedules``, ``tasks`` and ``locks``.
 
+Together they reach every operation of the protocol (PROTOCOL.md section 3).
+
 Each command makes one :class:`~resonate_sync.client.Client` call (a search with ``--all`` makes
 one per page) and prints the result: a human-readable table by default, one JSON document with
 ``--json``. The JSON mirrors what the Python client returns, in the protocol's wire form:
@@ -8,7 +10,11 @@ one per page) and prints the result: a human-readable table by default, one JSON
 * a write whose outcome can be "nothing changed" prints ``{"promise"|"schedule"|"task": …,
   "created": true|false}`` (``created``: the server answered 20100; false is an idempotent replay);
 * a search prints ``{"promises"|"schedules": […], "cursor": …}`` (``cursor`` absent on the last page);
+* ``promises create-task`` adds ``"task"`` (absent when no task was created);
+* ``promises callback``/``subscribe`` print ``{"promise": …, "callback": …, "created": …}``
+  (``callback`` absent when nothing was registered: already registered, or the promise is completed);
 * ``tasks claim`` prints the claim payload (``task``, ``rootPromise``, ``leafPromise``, hrefs);
+* ``tasks heartbeat`` and ``locks heartbeat`` print ``{"tasksAffected"|"locksAffected": n}``;
 * ``schedules delete`` and ``locks release`` print ``{}``.
 
 Options every command takes:
@@ -25,7 +31,8 @@ Options every command takes:
 * ``--json``: machine-readable output.
 
 Durations are Go durations (``30s``, ``1h30m``); deadlines (``promises create --timeout``) are a
-duration from now or an absolute time in milliseconds since the epoch.
+duration from now or an absolute time in milliseconds since the epoch. A receiver (``--recv``) is a
+string, such as ``nats://<subject>``, or a JSON object ``{"type": …, "data": {…}}`` (PROTOCOL.md 2.8).
 
 Exit codes: 0 on success; 1 when the server answers an error or cannot be reached (the message
 on stderr: ``Error 404: The specified promise was not found``); 2 for usage and configuration
@@ -203,6 +210,22 @@ def _value(data: Optional[str], headers: Optional[List[str]], flag: str) -> Valu
     return Value.of(data, _pairs(headers, flag))
 
 
+def _recv(text: str, flag: str) -> Any:
+    """A receiver: text starting with ``{`` is a JSON object ``{"type", "data"}``, anything else a string."""
+    if not text.strip():
+        raise typer.BadParameter("must not be empty", param_hint=flag)
+    if not text.lstrip().startswith("{"):
+        return text
+    try:
+        recv = json.loads(text)
+    except ValueError as error:
+        raise typer.BadParameter(f"not a JSON object: {error}", param_hint=flag) from None
+    if not isinstance(recv, dict) or not isinstance(recv.get("type"), str) or not recv["type"]:
+        needs_type = 'a JSON receiver needs a "type", as in {"type": "nats", "data": {…}}'
+        raise typer.BadParameter(needs_type, param_hint=flag)
+    return recv
+
+
 # --------------------------------------------------------------------------------------------
 # Printing
 
@@ -304,6 +327,21 @@ def _lock_table(lock) -> str:
     ])
 
 
+def _callback_table(callback) -> str:
+    return _fields([
+        ("id", callback.id),
+        ("promise id", callback.promise_id),
+        ("root promise", callback.root_promise_id),
+        ("timeout", _when(callback.timeout)),
+        ("created on", _when(callback.created_on)),
+    ])
+
+
+def _sections(table: str, *named: Tuple[str, Callable[[Any], str], Any]) -> str:
+    """``table``, then for each ``(name, format, item)`` whose item is not None, ``format(item)`` under ``name:``."""
+    return table + "".join(f"\n\n{name}:\n{show(item)}" for name, show, item in named if item is not None)
+
+
 def _page_document(key: str, items: Sequence[Any], cursor: Optional[str]) -> Dict[str, Any]:
     document: Dict[str, Any] = {key: [unstructure(item) for item in items]}
     if cursor:
@@ -361,6 +399,28 @@ Counter = Annotated[
     typer.Option("--counter", metavar="N", help="The task's counter (from its message or claim).", show_default=False),
 ]
 Ttl = Annotated[str, typer.Option("--ttl", metavar="DURATION", help="Lease length (Go duration).")]
+_DEADLINE_FORMS = (
+    "a duration from now (30s, 1h, 2h45m) or an absolute time in milliseconds since the epoch (1767225600000)"
+)
+PromiseTimeout = Annotated[str, typer.Option(
+    "--timeout", metavar="DEADLINE", show_default=False, help=f"When the promise times out: {_DEADLINE_FORMS}.",
+)]
+TaskDeadline = Annotated[str, typer.Option(
+    "--timeout", metavar="DEADLINE", show_default=False,
+    help="The deadline of the task sent when the promise completes, usually the promise's own timeout:"
+         f" {_DEADLINE_FORMS}. If it has passed by then, the task times out and no message is ever sent.",
+)]
+Recv = Annotated[str, typer.Option(
+    "--recv", metavar="RECV", show_default=False,
+    help="Where the message goes (PROTOCOL.md 2.8): a string, such as a receiver URL (nats://<subject>,"
+         " poll://any@<group>, http://host/path) or a target name (default); or a JSON object"
+         ' {"type": …, "data": {…}}, e.g. \'{"type": "nats", "data": {"subject": "workers"}}\'.'
+         " It is resolved when the message is sent, not now.",
+)]
+ProcessId = Annotated[str, typer.Option(
+    "--process-id", metavar="ID", show_default=False,
+    help="The process whose leases to extend (as given when claiming or acquiring).",
+)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,7 +429,7 @@ Ttl = Annotated[str, typer.Option("--ttl", metavar="DURATION", help="Lease lengt
 
 promises = typer.Typer(
     name="promises",
-    help="Read, create, complete and search durable promises.",
+    help="Read, create, complete and search durable promises; wait for them with callbacks and subscriptions.",
     no_args_is_help=True,
 )
 
@@ -385,11 +445,7 @@ def promises_get(session: _Session, id: IdArg) -> None:
 def promises_create(
     session: _Session,
     id: IdArg,
-    timeout: Annotated[str, typer.Option(
-        "--timeout", metavar="DEADLINE", show_default=False,
-        help="When the promise times out: a duration from now (30s, 1h, 2h45m) or an absolute"
-             " time in milliseconds since the epoch (1767225600000).",
-    )],
+    timeout: PromiseTimeout,
     data: Data = None,
     header: Headers = None,
     tag: Tags = None,
@@ -404,6 +460,50 @@ def promises_create(
     promise, created = session.client.promises_create(id, deadline, param, tags, idempotency_key, strict)
     heading = f"Created promise {id}." if created else f"Promise {id} already exists with this key; unchanged."
     session.show({"promise": unstructure(promise), "created": created}, heading, _promise_table(promise))
+
+
+@_command(promises, "create-task")
+def promises_create_task(
+    session: _Session,
+    id: IdArg,
+    timeout: PromiseTimeout,
+    process_id: Annotated[str, typer.Option(
+        "--process-id", metavar="ID", show_default=False,
+        help="The process the task is claimed for: resonate tasks heartbeat --process-id ID extends the lease.",
+    )],
+    ttl: Ttl = "1m",
+    task_timeout: Annotated[Optional[str], typer.Option(
+        "--task-timeout", metavar="DEADLINE", show_default=False,
+        help=f"When the task times out: {_DEADLINE_FORMS}. Default: the promise's --timeout.",
+    )] = None,
+    data: Data = None,
+    header: Headers = None,
+    tag: Tags = None,
+    idempotency_key: IdempotencyKey = None,
+    strict: Strict = False,
+) -> None:
+    """Create a pending promise and its invoke task, already claimed for --process-id (counter 1).
+
+    A task is created only for a new promise with a resonate:invoke tag; without one, only the promise.
+
+    The tag's value is where the task goes if the claim lapses: --tag resonate:invoke=nats://workers.
+
+    Example: resonate promises create-task order-42 --timeout 1h --process-id worker-1 --tag resonate:invoke=default
+    """
+    deadline, param, tags = _deadline_ms(timeout, "--timeout"), _value(data, header, "--header"), _pairs(tag, "--tag")
+    lease = _duration_ms(ttl, "--ttl")
+    task_deadline = _deadline_ms(task_timeout, "--task-timeout") if task_timeout is not None else 0
+    promise, task, created = session.client.promises_createtask(
+        id, deadline, process_id, lease, task_deadline, param, tags, idempotency_key, strict
+    )
+    if not created:
+        heading = f"Promise {id} already exists with this key; unchanged, no task created."
+    elif task is None:
+        heading = f"Created promise {id}; no task: it has no resonate:invoke tag."
+    else:
+        heading = f"Created promise {id} and task {task.id} (counter {task.counter}), claimed by {process_id}."
+    document = {"promise": unstructure(promise), **({"task": unstructure(task)} if task else {}), "created": created}
+    session.show(document, heading, _sections(_promise_table(promise), ("task", _task_table, task)))
 
 
 def _complete_command(name: str, state: str, verb: str, done: str) -> None:
@@ -456,6 +556,77 @@ def promises_search(
     rows = [[p.id, p.state, _when(p.timeout), _when(p.created_on), _map(p.tags)] for p in items]
     table = _columns(["ID", "STATE", "TIMEOUT", "CREATED", "TAGS"], rows) if rows else "No promises found."
     session.show(_page_document("promises", items, next_cursor), table, _next_page_hint("promises search", next_cursor))
+
+
+def _show_registration(session: _Session, result: Any, kind: str, registered: str, existed: str) -> None:
+    """Print a callback or subscription reply: registered now, registered before, or not at all (completed)."""
+    promise, callback, created = result
+    if created:
+        heading = f"Registered {kind} {callback.id}: {registered}."
+    elif promise.state != "PENDING":
+        heading = f"Promise {promise.id} is already {promise.state}: no {kind} registered; use its value below."
+    else:
+        heading = f"{existed}; unchanged."
+    if callback is None:
+        document, table = {"promise": unstructure(promise)}, _promise_table(promise)
+    else:
+        document = {"promise": unstructure(promise), "callback": unstructure(callback)}
+        table = _sections(_callback_table(callback), ("promise", _promise_table, promise))
+    session.show({**document, "created": created}, heading, table)
+
+
+@_command(promises, "callback")
+def promises_callback(
+    session: _Session,
+    id: IdArg,
+    root_promise_id: Annotated[str, typer.Option(
+        "--root-promise-id", metavar="ID", show_default=False,
+        help="The promise whose execution waits for ID and is resumed (it must differ from ID).",
+    )],
+    recv: Recv,
+    timeout: TaskDeadline,
+) -> None:
+    """Register a resume callback: when promise ID completes, a resume task of the root promise goes to --recv.
+
+    Registering it again changes nothing. If ID is already completed, nothing is registered and no task
+    will come: the promise is shown instead; use its value.
+
+    Example: resonate promises callback order-42.pay --root-promise-id order-42 --recv nats://workers --timeout 1h
+    """
+    receiver, deadline = _recv(recv, "--recv"), _deadline_ms(timeout, "--timeout")
+    result = session.client.promises_callback(id, root_promise_id, receiver, deadline)
+    _show_registration(
+        session, result, "callback",
+        registered=f"when promise {id} completes, a resume task of {root_promise_id} goes to {recv}",
+        existed=f"A callback of {root_promise_id} on promise {id} was already registered",
+    )  # fmt: skip
+
+
+@_command(promises, "subscribe")
+def promises_subscribe(
+    session: _Session,
+    id: IdArg,
+    subscription_id: Annotated[str, typer.Option(
+        "--subscription-id", metavar="ID", show_default=False,
+        help="Your name for the subscription: subscribing again with it changes nothing.",
+    )],
+    recv: Recv,
+    timeout: TaskDeadline,
+) -> None:
+    """Subscribe to promise ID: when it completes, one notify message carrying it goes to --recv.
+
+    Subscribing again with the same --subscription-id changes nothing. If ID is already completed,
+    nothing is registered and no message will come: the promise is shown instead.
+
+    Example: resonate promises subscribe order-42 --subscription-id audit --recv nats://audit --timeout 1h
+    """
+    receiver, deadline = _recv(recv, "--recv"), _deadline_ms(timeout, "--timeout")
+    result = session.client.promises_subscribe(subscription_id, id, receiver, deadline)
+    _show_registration(
+        session, result, "subscription",
+        registered=f"when promise {id} completes, it is sent to {recv}",
+        existed=f"Subscription {subscription_id} to promise {id} was already registered",
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,7 +718,7 @@ def schedules_search(
 # tasks
 
 
-tasks = typer.Typer(name="tasks", help="Claim, complete and drop tasks by hand.", no_args_is_help=True)
+tasks = typer.Typer(name="tasks", help="Claim, heartbeat, complete and drop tasks by hand.", no_args_is_help=True)
 
 
 @_command(tasks, "claim")
@@ -563,10 +734,11 @@ def tasks_claim(
     """Claim a task: it is yours until the lease ends (extend it with heartbeats), then delivered again."""
     lease = _duration_ms(ttl, "--ttl")
     claim = session.client.tasks_claim(id, counter, process_id, lease)
-    table = _task_table(claim.task)
-    for name, promise in (("root promise", claim.root_promise), ("leaf promise", claim.leaf_promise)):
-        if promise is not None:
-            table += f"\n\n{name}:\n" + _promise_table(promise)
+    table = _sections(
+        _task_table(claim.task),
+        ("root promise", _promise_table, claim.root_promise),
+        ("leaf promise", _promise_table, claim.leaf_promise),
+    )
     session.show(unstructure(claim), f"Claimed task {id} (counter {claim.task.counter}).", table)
 
 
@@ -590,11 +762,27 @@ def tasks_drop(session: _Session, id: IdArg, counter: Counter) -> None:
     session.show({"task": unstructure(task), "created": created}, heading, _task_table(task))
 
 
+def _heartbeat_command(group: typer.Typer, what: str, key: str, send: Callable[[Any, str], int]) -> None:
+    def heartbeat(session: _Session, process_id: ProcessId) -> None:
+        count = send(session.client, process_id)
+        session.show({key: count}, f"Extended {count} {what}{'' if count == 1 else 's'} of process {process_id}.")
+
+    heartbeat.__doc__ = f"""Extend the lease of every {what} of process --process-id by its own ttl; prints how many.
+
+    Send it more often than the shortest ttl: a {what} whose lease ends is taken from the process.
+    0 is not an error: the process holds none (any more).
+    """
+    _command(group, "heartbeat")(heartbeat)
+
+
+_heartbeat_command(tasks, "task", "tasksAffected", lambda client, process_id: client.tasks_heartbeat(process_id))
+
+
 # --------------------------------------------------------------------------------------------
 # locks
 
 
-locks = typer.Typer(name="locks", help="Acquire and release locks by hand.", no_args_is_help=True)
+locks = typer.Typer(name="locks", help="Acquire, heartbeat and release locks by hand.", no_args_is_help=True)
 
 ExecutionId = Annotated[
     str, typer.Option("--execution-id", metavar="ID", help="Who holds the lock.", show_default=False)
@@ -626,6 +814,9 @@ def locks_release(
     """Release a lock held by the execution; NotFound (404) if it holds none."""
     session.client.locks_release(resource_id, execution_id)
     session.show({}, f"Released lock {resource_id}.")
+
+
+_heartbeat_command(locks, "lock", "locksAffected", lambda client, process_id: client.locks_heartbeat(process_id))
 
 
 def add_client_commands(app: typer.Typer) -> None:

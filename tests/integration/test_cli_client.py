@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from resonate_sync import Client, Config, Server
 from resonate_sync.cli import app
 from helpers import FAR, uid
+from natsclient import next_message
 
 RESONATE = Path(sys.executable).parent / "resonate"
 # click 8.1 (the last for Python 3.9) mixes stderr into stdout unless told not to; 8.2 dropped the option.
@@ -158,6 +159,100 @@ class TestPromises:
         page = as_json(cli("promises", "search", f"{prefix}.*", "--limit", "1", "--json"))
         assert len(page["promises"]) == 1 and page["cursor"]
 
+    def test_create_task_claims_the_invoke_task(self, cli, client):
+        """create-task creates the promise and its invoke task claimed by --process-id, shown under "task:"."""
+        pid, invoke = uid("ct"), f"resonate:invoke=nats://{uid('sink')}"
+        out = ok(cli("promises", "create-task", pid, "--timeout", "1h", "--process-id", "w1", "--ttl", "2m",
+                     "--tag", invoke, "--data", "in"))
+        assert out.startswith(f"Created promise {pid} and task __invoke:{pid} (counter 1), claimed by w1.")
+        assert "\ntask:\n" in out
+        shown = table(out)
+        assert (shown["state"], shown["param"], shown["process id"]) == ("PENDING", "in", "w1")
+        assert client.tasks_complete(f"__invoke:{pid}", 1).created  # only a claimed task can be completed
+
+    def test_create_task_json_task_timeout_and_replay(self, cli):
+        """--task-timeout sets the task's deadline; --json adds "task"; a keyed replay creates no task."""
+        pid, invoke = uid("ct"), f"resonate:invoke=nats://{uid('sink')}"
+        args = ["promises", "create-task", pid, "--timeout", str(FAR), "--process-id", "w2", "--tag", invoke,
+                "--idempotency-key", "k", "--json"]
+        created = as_json(cli(*args, "--task-timeout", str(FAR - 1000)))
+        assert created["created"] is True and created["promise"]["timeout"] == FAR
+        assert (created["task"]["processId"], created["task"]["timeout"]) == ("w2", FAR - 1000)
+        assert as_json(cli(*args)) == {"promise": created["promise"], "created": False}
+        assert ok(cli(*args[:-1])).startswith(f"Promise {pid} already exists with this key; unchanged")
+
+    def test_create_task_without_router_tag_creates_only_the_promise(self, cli):
+        """Without a resonate:invoke tag the promise is created and no task; the output says why."""
+        pid = uid("ct")
+        out = ok(cli("promises", "create-task", pid, "--timeout", "1h", "--process-id", "w"))
+        assert out.startswith(f"Created promise {pid}; no task: it has no resonate:invoke tag.")
+        assert "task" not in as_json(cli("promises", "create-task", uid("ct"), "--timeout", "1h", "--process-id",
+                                         "w", "--json"))
+
+    def test_create_task_errors(self, cli, client):
+        """An existing promise is 409; an empty --process-id is the server's 400 naming taskProcessId."""
+        pid = uid("ct")
+        client.promises_create(pid, FAR)
+        fails(cli("promises", "create-task", pid, "--timeout", "1h", "--process-id", "w"), 409,
+              "The specified promise already exists")
+        assert "taskProcessId" in fails(cli("promises", "create-task", uid("ct"), "--timeout", "1h",
+                                            "--process-id", ""), 400)
+
+    def test_callback_registered_once_and_not_on_a_completed_promise(self, cli, client):
+        """callback registers a resume callback once; again changes nothing; on a completed promise nothing."""
+        root, leaf = uid("root"), uid("leaf")
+        client.promises_create(root, FAR)
+        client.promises_create(leaf, FAR)
+        args = ["promises", "callback", leaf, "--root-promise-id", root, "--recv", "nats://workers", "--timeout", "1h"]
+        out = ok(cli(*args))
+        assert out.startswith(f"Registered callback __resume:{root}:{leaf}: when promise {leaf} completes, a resume"
+                              f" task of {root} goes to nats://workers.")
+        assert table(out)["promise id"] == leaf and "\npromise:\n" in out
+        assert ok(cli(*args)).startswith(f"A callback of {root} on promise {leaf} was already registered; unchanged.")
+        again = as_json(cli(*args, "--json"))
+        assert again["created"] is False and "callback" not in again and again["promise"]["id"] == leaf
+        client.promises_resolve(leaf)
+        other = ["promises", "callback", leaf, "--root-promise-id", uid("root"), "--recv", "default", "--timeout", "1h"]
+        assert ok(cli(*other)).startswith(f"Promise {leaf} is already RESOLVED: no callback registered")
+        late = as_json(cli(*other, "--json"))
+        assert late == {"promise": as_json(cli("promises", "get", leaf, "--json")), "created": False}
+
+    def test_callback_errors(self, cli, client):
+        """An unknown promise is 404; the promise as its own root is 400."""
+        pid = uid("leaf")
+        client.promises_create(pid, FAR)
+        recv = ["--recv", "default", "--timeout", "1h"]
+        fails(cli("promises", "callback", uid("missing"), "--root-promise-id", pid, *recv), 404,
+              "The specified promise was not found")
+        fails(cli("promises", "callback", pid, "--root-promise-id", pid, *recv), 400,
+              "validation error: promise and root promise must be different")
+
+    def test_subscribe_with_a_json_receiver_delivers_the_promise(self, cli, client, nats_client, server):
+        """subscribe with an object --recv registers a notify; completing the promise sends it to that subject."""
+        pid, subject = uid("sub"), uid("notify")
+        client.promises_create(pid, FAR)
+        inbox = nats_client(server.url).inbox(subject)
+        recv = json.dumps({"type": "nats", "data": {"subject": subject}})
+        args = ["promises", "subscribe", pid, "--subscription-id", "audit", "--recv", recv, "--timeout", str(FAR)]
+        created = as_json(cli(*args, "--json"))
+        assert created["created"] is True and created["callback"]["id"] == f"__notify:{pid}:audit"
+        assert created["callback"]["timeout"] == FAR
+        assert ok(cli(*args)).startswith(f"Subscription audit to promise {pid} was already registered; unchanged.")
+        client.promises_resolve(pid, b"done")
+        message = next_message(inbox)
+        assert message is not None and message["type"] == "notify" and message["promise"]["id"] == pid
+
+    def test_subscribe_table_and_errors(self, cli, client):
+        """subscribe prints the subscription and the promise; an unknown promise is 404."""
+        pid = uid("sub")
+        client.promises_create(pid, FAR)
+        out = ok(cli("promises", "subscribe", pid, "--subscription-id", "s1", "--recv", "poll://any@default",
+                     "--timeout", "1h"))
+        assert out.startswith(f"Registered subscription __notify:{pid}:s1: when promise {pid} completes, it is sent"
+                              " to poll://any@default.")
+        fails(cli("promises", "subscribe", uid("missing"), "--subscription-id", "s1", "--recv", "default",
+                  "--timeout", "1h"), 404, "The specified promise was not found")
+
 
 class TestSchedules:
     def test_lifecycle(self, cli):
@@ -208,6 +303,18 @@ class TestTasks:
         assert again["created"] is False and again["task"]["completedOn"]
         fails(cli("tasks", "complete", uid("__invoke:none"), "--counter", "1"), 404, "The specified task was not found")
 
+    def test_heartbeat_counts_the_claimed_tasks_of_a_process(self, cli, client):
+        """tasks heartbeat extends every task the process has claimed and says how many; 0 is not an error."""
+        process = uid("proc")
+        for _ in range(2):
+            pid = uid("hb")
+            client.promises_create(pid, FAR, tags={"resonate:invoke": f"nats://{uid('sink')}"})
+            client.tasks_claim(f"__invoke:{pid}", 1, process, 60_000)
+        out = ok(cli("tasks", "heartbeat", "--process-id", process))
+        assert out.strip() == f"Extended 2 tasks of process {process}."
+        assert as_json(cli("tasks", "heartbeat", "--process-id", uid("idle"), "--json")) == {"tasksAffected": 0}
+        assert "processId" in fails(cli("tasks", "heartbeat", "--process-id", ""), 400)
+
 
 class TestLocks:
     def test_acquire_and_release(self, cli):
@@ -221,6 +328,15 @@ class TestLocks:
               "The lock is already acquired")
         assert as_json(cli("locks", "release", resource, "--execution-id", "e1", "--json")) == {}
         fails(cli("locks", "release", resource, "--execution-id", "e1"), 404, "The specified lock was not found")
+
+    def test_heartbeat_counts_the_locks_of_a_process(self, cli, client):
+        """locks heartbeat extends every lock acquired through the process and says how many."""
+        process = uid("proc")
+        client.locks_acquire(uid("res"), "e1", process, 60_000)
+        out = ok(cli("locks", "heartbeat", "--process-id", process))
+        assert out.strip() == f"Extended 1 lock of process {process}."
+        assert as_json(cli("locks", "heartbeat", "--process-id", process, "--json")) == {"locksAffected": 1}
+        assert "processId" in fails(cli("locks", "heartbeat", "--process-id", ""), 400)
 
 
 class TestConnectionAndUsage:
@@ -258,6 +374,16 @@ class TestConnectionAndUsage:
         (["promises", "search", "--limit", "101"], "--limit"),
         (["tasks", "claim", "t"], "--counter"),
         (["locks", "acquire", "r", "--execution-id", "e", "--process-id", "p", "--ttl", "-1s"], "--ttl"),
+        (["promises", "create-task", "p", "--timeout", "1h", "--process-id", "w", "--ttl", "-1s"], "--ttl"),
+        (["promises", "create-task", "p", "--timeout", "1h", "--process-id", "w", "--task-timeout", "later"],
+         "--task-timeout"),
+        (["promises", "create-task", "p", "--timeout", "1h"], "--process-id"),
+        (["promises", "callback", "p", "--root-promise-id", "r", "--recv", "{not json", "--timeout", "1h"], "--recv"),
+        (["promises", "callback", "p", "--root-promise-id", "r", "--recv", '{"data": {}}', "--timeout", "1h"], "--recv"),
+        (["promises", "subscribe", "p", "--subscription-id", "s", "--recv", "", "--timeout", "1h"], "--recv"),
+        (["promises", "subscribe", "p", "--subscription-id", "s", "--recv", "default", "--timeout", "x"], "--timeout"),
+        (["tasks", "heartbeat"], "--process-id"),
+        (["locks", "heartbeat"], "--process-id"),
     ])  # fmt: skip
     def test_usage_errors_exit_2_naming_the_option(self, args, flag):
         """A malformed option is a usage error (exit 2) that names the option; nothing is sent."""
@@ -265,10 +391,10 @@ class TestConnectionAndUsage:
         assert result.exit_code == 2 and flag in result.stderr, result.output
 
     @pytest.mark.parametrize("group, commands", [
-        ("promises", ["get", "create", "resolve", "reject", "cancel", "search"]),
+        ("promises", ["get", "create", "create-task", "resolve", "reject", "cancel", "search", "callback", "subscribe"]),
         ("schedules", ["get", "create", "delete", "search"]),
-        ("tasks", ["claim", "complete", "drop"]),
-        ("locks", ["acquire", "release"]),
+        ("tasks", ["claim", "heartbeat", "complete", "drop"]),
+        ("locks", ["acquire", "heartbeat", "release"]),
     ])  # fmt: skip
     def test_help_lists_commands_and_common_options(self, group, commands):
         """Each group's help lists its commands; each command's help shows the connection options."""
@@ -277,6 +403,12 @@ class TestConnectionAndUsage:
         for command in commands:
             text = CliRunner(**_RUNNER).invoke(app, [group, command, "--help"], env={"COLUMNS": "200"}).stdout
             assert all(option in text for option in ("--addr", "--subject", "--request-timeout", "--json")), text
+
+    @pytest.mark.parametrize("command", ["callback", "subscribe"])
+    def test_recv_help_names_both_forms(self, command):
+        """--recv's help says a receiver is a string such as nats://<subject> or a JSON object."""
+        text = CliRunner(**_RUNNER).invoke(app, ["promises", command, "--help"], env={"COLUMNS": "200"}).stdout
+        assert "nats://<subject>" in text and "JSON object" in text
 
     def test_promise_timeout_help_explains_both_forms(self):
         """promises create --help says --timeout is a duration from now or absolute ms."""
