@@ -410,7 +410,7 @@ def expiry_driver(action: TaskAction) -> Driver:
 
     def drive(core: Core, state: int):
         if action is TA.TIMEOUT:
-            task = resume_task(core, timeout=core.now + 5_000)
+            resume_task(core, timeout=core.now + 5_000)
             if state == TS.ENQUEUED:
                 core.tick(sent=True)
             else:
