@@ -35,7 +35,6 @@ from .api import (
     ERROR_REPLY_PREFIX,
     SHUTTING_DOWN_REPLY,
     STORE_ERROR_REPLY,
-    handle,
     handle_nowait,
     reply_error,
 )
@@ -109,7 +108,7 @@ class Server:
             batch_size=config.batch_size,
         )
         self.core = self._open_core(settings)
-        self._replies = DurableReplies(self.core.wait_durable if self.journal is not None else (lambda ticket: None))
+        self._replies = DurableReplies(self.core.wait_durable)
         self.url = self._ensure_nats()
         # ADR-32 discovery: `nats micro ls/info/stats` find every server as service "resonate".
         self.service = Service(
@@ -226,8 +225,6 @@ class Server:
         """The transport's handler: reply bytes now, or a DeferredReply sent once durable."""
         if self._stopping or (self._drain_until and time.monotonic() > self._drain_until):
             return SHUTTING_DOWN_REPLY
-        if self._replies is None:
-            return handle(self.core, raw)
         reply, ticket = handle_nowait(self.core, raw)
         if self.transport.in_flight <= self.config.workers and self.core.is_durable(ticket):
             return reply  # light load, nothing to wait for (a read of durable state): no thread hop

@@ -106,11 +106,10 @@ STORE_ERROR_REPLY = error_reply(500, Status.STORE_ERROR.text)
 def handle(core: Resonate, raw: bytes) -> bytes:
     """Answer one request envelope with one reply envelope, once what it shows is durable."""
     reply, ticket = handle_nowait(core, raw)
-    if ticket:
-        try:
-            core.wait_durable(ticket)
-        except ResonateError as exc:
-            return error_reply(exc.code, exc.message)
+    try:
+        core.wait_durable(ticket)
+    except ResonateError as exc:
+        return error_reply(exc.code, exc.message)
     return reply
 
 

@@ -289,8 +289,7 @@ class Resonate:
 
     def finish(self, pending: "Pending") -> Any:
         """Wait until ``pending`` is durable, then return its result or raise its error."""
-        if pending.ticket:
-            self.wait_durable(pending.ticket)
+        self.wait_durable(pending.ticket)
         if pending.error is not None:
             raise pending.error
         return pending.result
@@ -330,7 +329,12 @@ class Resonate:
         return not ticket or self._journal.is_durable(ticket)
 
     def wait_durable(self, ticket: int) -> None:
-        """Return once every record up to ``ticket`` is durable; InternalError (500) if it cannot be."""
+        """Return once every record up to ``ticket`` is durable (at once for 0, or without a journal).
+
+        Raises InternalError (500) if it cannot be.
+        """
+        if not ticket:
+            return
         try:
             self._journal.wait_durable(ticket)
         except Exception as exc:
