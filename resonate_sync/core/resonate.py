@@ -14,7 +14,7 @@ a change that a crash could still take back.
 import gc
 import logging
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Tuple
 
 import attrs
 
@@ -400,18 +400,18 @@ class Resonate:
     # ------------------------------------------------------------------ durability
 
     @classmethod
-    def recover(cls, snapshot: Union[Iterable[Tuple[str, Any]], Dict[str, list], None], records, **kwargs: Any) -> "Resonate":
+    def recover(cls, snapshot: Optional[Iterable[Tuple[str, Any]]], records, **kwargs: Any) -> "Resonate":
         """A core rebuilt from a snapshot and the records after it.
 
         ``snapshot`` is the journal's ``Recovery.snapshot`` (the ``State.snapshot_entries``
-        stream), a ``State.snapshot_to_json`` document, or None for none.
+        stream, old-format files included), or None for none.
         """
         # Recovery allocates millions of long-lived objects: the cyclic collector would
         # traverse them again and again (a third of replay time) and find nothing to free.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            state = State.from_json(snapshot) if isinstance(snapshot, dict) else State.from_entries(snapshot or ())
+            state = State.from_entries(snapshot or ())
             for obj in records:
                 state.apply(record_from_json(obj))
         finally:

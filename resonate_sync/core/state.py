@@ -394,11 +394,6 @@ class State:
             for obj in objs:
                 yield kind, unstructure(obj)
 
-    @staticmethod
-    def snapshot_to_json(snapshot: Dict[str, list]) -> Dict[str, list]:
-        """The JSON form of :meth:`snapshot` as one document of lists (what snapshots were before streaming)."""
-        return {kind: [STORE.unstructure(obj) for obj in objs] for kind, objs in snapshot.items()}
-
     @classmethod
     def from_entries(cls, entries: Iterable[Tuple[str, Dict[str, Any]]]) -> "State":
         """Rebuild a state (and all its indexes) from :meth:`snapshot_entries` output, one entry at a time.
@@ -414,11 +409,6 @@ class State:
                 raise ValueError(f"unknown snapshot entry kind {kind!r}") from None
             apply(put(structure(obj, model)))
         return state
-
-    @classmethod
-    def from_json(cls, data: Dict[str, list]) -> "State":
-        """Rebuild a state from :meth:`snapshot_to_json` output."""
-        return cls.from_entries((kind, obj) for kind, objs in data.items() for obj in objs)
 
 
 _SNAPSHOT_KINDS = {

@@ -39,8 +39,10 @@ class ListJournal:
 
 def canonical_snapshot(state: State) -> Dict[str, list]:
     """The snapshot JSON with every list sorted by id, so dictionary order does not matter."""
-    data = State.snapshot_to_json(state.snapshot())
     keys = {"promises": "id", "callbacks": "id", "tasks": "id", "schedules": "id", "locks": "resourceId"}
+    data: Dict[str, list] = {kind: [] for kind in keys}
+    for kind, obj in State.snapshot_entries(state.snapshot()):
+        data[kind].append(obj)
     return {kind: sorted(objs, key=lambda o: o[keys[kind]]) for kind, objs in data.items()}
 
 
@@ -124,7 +126,7 @@ def assert_indexes_consistent(state: State, in_flight: frozenset = frozenset()) 
     assert state._locks_by_process == locks_by
 
     # a state rebuilt from a snapshot has the same data and the same indexes
-    rebuilt = State.from_json(State.snapshot_to_json(state.snapshot()))
+    rebuilt = State.from_entries(State.snapshot_entries(state.snapshot()))
     assert canonical_snapshot(rebuilt) == canonical_snapshot(state)
     assert list(rebuilt._promise_ids) == list(state._promise_ids)
     assert rebuilt._seq_ids == state._seq_ids and rebuilt._seq_sort == state._seq_sort
