@@ -693,6 +693,15 @@ def _renames(cls: type, wire: bool) -> Dict[str, str]:
     }
 
 
+def _structure_fn(cls: type, conv: cattrs.Converter, *, wire: bool, detailed: Any = "from_converter") -> Any:
+    """cattrs' generated structure function for ``cls``, reading its wire or journal names.
+
+    ``detailed``: collect every field's error (True), stop at the first (False), or the converter's setting.
+    """
+    renames = {n: override(rename=w) for n, w in _renames(cls, wire).items()}
+    return make_dict_structure_fn(cls, conv, _cattrs_detailed_validation=detailed, **renames)
+
+
 def _build_wire() -> cattrs.Converter:
     conv = make_converter()
     _register_scalars(conv)
@@ -710,10 +719,7 @@ def _build_wire() -> cattrs.Converter:
 
     # Responses are structured and requests unstructured too: the client speaks the same wire.
     for cls in _MODELS + _REQUESTS + _RESPONSES:
-        names = _renames(cls, wire=True)
-        fn = make_dict_structure_fn(
-            cls, conv, _cattrs_detailed_validation=True, **{n: override(rename=w) for n, w in names.items()}
-        )
+        fn = _structure_fn(cls, conv, wire=True, detailed=True)
         conv.register_structure_hook(cls, structure_value(fn) if cls is Value else fn)
     for cls in _MODELS + _RESPONSES + _REQUESTS:
         names = _renames(cls, wire=True)
@@ -741,13 +747,9 @@ def _build_store() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda t: t in (StrMap, List[str]) or t is Any, _trusted)
     conv.register_unstructure_hook_func(lambda t: t is Any, lambda v: v)
     for cls in _MODELS + tuple(RECORD_TYPES.values()):
-        names = _renames(cls, wire=False)
-        conv.register_structure_hook(
-            cls, make_dict_structure_fn(cls, conv, **{n: override(rename=w) for n, w in names.items()})
-        )
-        conv.register_unstructure_hook(
-            cls, make_dict_unstructure_fn(cls, conv, **{n: override(rename=w) for n, w in names.items()})
-        )
+        conv.register_structure_hook(cls, _structure_fn(cls, conv, wire=False))
+        renames = {n: override(rename=w) for n, w in _renames(cls, wire=False).items()}
+        conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **renames))
     return conv
 
 
@@ -770,13 +772,7 @@ def _build_fast_requests() -> Dict[type, Any]:
     cattrs' per-field error collection (about 1 us of a promises.create). On any failure
     :func:`structure_request` runs WIRE's detailed function for the message.
     """
-    fast = {}
-    for cls in _REQUESTS:
-        names = _renames(cls, wire=True)
-        fast[cls] = make_dict_structure_fn(
-            cls, WIRE, _cattrs_detailed_validation=False, **{n: override(rename=w) for n, w in names.items()}
-        )
-    return fast
+    return {cls: _structure_fn(cls, WIRE, wire=True, detailed=False) for cls in _REQUESTS}
 
 
 _FAST_REQUESTS = _build_fast_requests()
