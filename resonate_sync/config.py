@@ -432,7 +432,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "nats_timeout_ms", (*_NATS, "timeout"), "--api-nats-timeout", _duration_kind(0),
-        "Graceful shutdown drain: how long to let in-flight requests finish after SIGINT/SIGTERM.",
+        "Graceful shutdown drain after SIGINT/SIGTERM: requests already received are served for half "
+        "of it, the rest are answered 503 \"shutting down\" (safe to retry).",
     ),
     Setting(
         "nats_queue", (*_NATS, "queue"), "--api-nats-queue", _string_kind("GROUP", _queue_rule),
