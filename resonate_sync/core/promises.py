@@ -40,7 +40,7 @@ from ..models import (
     Value,
 )
 from . import tasks
-from .common import Result, clamp_add, invoke_recv, require, require_non_negative, tags_match, take_page
+from .common import CoreSettings, Result, clamp_add, invoke_recv, require, require_non_negative, tags_match, take_page
 from .cursor import decode_cursor, encode_cursor
 from .state import Tx
 from .tables import ABSENT, REQUESTED, PromiseAction, TaskAction, promise_transition
@@ -195,7 +195,7 @@ def read(tx: Tx, req: ReadPromiseRequest) -> Result:
     return Result(Status.OK, PromiseResponse(promise))
 
 
-def validate_search(req: SearchPromisesRequest) -> None:
+def validate_search(req: SearchPromisesRequest, settings: CoreSettings) -> None:
     if req.cursor:
         return
     require(req.id, "id")
@@ -237,7 +237,7 @@ def search(tx: Tx, req: SearchPromisesRequest) -> Result:
     return Result(Status.OK, SearchPromisesResponse(found, cursor))
 
 
-def validate_create(req: CreatePromiseRequest) -> None:
+def validate_create(req: CreatePromiseRequest, settings: CoreSettings) -> None:
     require(req.id, "id")
 
 
@@ -246,7 +246,7 @@ def create(tx: Tx, req: CreatePromiseRequest) -> Result:
     return Result(status, PromiseResponse(promise))
 
 
-def validate_createtask(req: CreatePromiseAndTaskRequest) -> None:
+def validate_createtask(req: CreatePromiseAndTaskRequest, settings: CoreSettings) -> None:
     require(req.id, "id")
     require(req.task_process_id, "taskProcessId")
     require_non_negative(req.task_ttl, "taskTtl")
@@ -282,7 +282,7 @@ def _create(tx: Tx, req, claim_for) -> "tuple[tuple[Promise, Status], Optional[T
     return (stored, outcome.status), None
 
 
-def validate_complete(req: CompletePromiseRequest) -> None:
+def validate_complete(req: CompletePromiseRequest, settings: CoreSettings) -> None:
     if req.state not in COMPLETE_STATES:
         raise BadRequest(
             f"invalid state: {req.state} (payload.state must be exactly RESOLVED, REJECTED, "
@@ -310,7 +310,7 @@ def complete_op(tx: Tx, req: CompletePromiseRequest) -> Result:
     return Result(outcome.status, PromiseResponse(stored))
 
 
-def validate_callback(req: CreateCallbackRequest) -> None:
+def validate_callback(req: CreateCallbackRequest, settings: CoreSettings) -> None:
     require(req.promise_id, "promiseId")
     require(req.root_promise_id, "rootPromiseId")
     if req.promise_id == req.root_promise_id:
@@ -320,7 +320,7 @@ def validate_callback(req: CreateCallbackRequest) -> None:
     _check_recv(req.recv)
 
 
-def validate_subscribe(req: CreateSubscriptionRequest) -> None:
+def validate_subscribe(req: CreateSubscriptionRequest, settings: CoreSettings) -> None:
     require(req.id, "id")
     require(req.promise_id, "promiseId")
     if req.recv is None:

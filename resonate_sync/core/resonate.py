@@ -67,7 +67,7 @@ class JournalSink(Protocol):
     def is_durable(self, ticket: int) -> bool: ...
 
 
-def _nothing(_: Any) -> None:
+def _nothing(_: Any, __: CoreSettings) -> None:
     return None
 
 
@@ -79,7 +79,7 @@ class Operation:
         name: the envelope's ``operation`` (``promises.create``).
         kernel_name: ``Metadata.name`` in replies (``CreatePromise``).
         request_type: the payload model.
-        validate: field rules checked before the lock (400).
+        validate: ``(request, settings)``: field rules checked before the lock (400).
         handler: ``(tx, request) -> Result`` run under the lock.
         aliases: wire name → older name accepted when the wire name is absent.
     """
@@ -87,7 +87,7 @@ class Operation:
     name: str
     kernel_name: str
     request_type: type
-    validate: Callable[[Any], None]
+    validate: Callable[[Any, CoreSettings], None]
     handler: Callable[[Tx, Any], Result]
     aliases: Tuple[Tuple[str, str], ...] = ()
 
@@ -284,7 +284,7 @@ class Resonate:
         returned (or use :meth:`finish`): this lets a server hand the wait to one thread that
         covers many requests with each fsync, instead of blocking a worker per request.
         """
-        op.validate(request)
+        op.validate(request, self.settings)
         return self._atomically_nowait(lambda tx: op.handler(tx, request), trace_head(metadata))
 
     def finish(self, pending: "Pending") -> Any:

@@ -30,7 +30,7 @@ from ..models import (
     SearchSchedulesResponse,
 )
 from . import promises
-from .common import Result, clamp_add, require, tags_match, take_page
+from .common import CoreSettings, Result, clamp_add, require, tags_match, take_page
 from .cron import CronError, parse_cron
 from .cursor import decode_cursor, encode_cursor
 from .state import Tx
@@ -65,7 +65,7 @@ def read(tx: Tx, req: ReadScheduleRequest) -> Result:
     return Result(Status.OK, ScheduleResponse(schedule))
 
 
-def validate_search(req: SearchSchedulesRequest) -> None:
+def validate_search(req: SearchSchedulesRequest, settings: CoreSettings) -> None:
     if req.cursor:
         return
     require(req.id, "id")
@@ -89,7 +89,7 @@ def search(tx: Tx, req: SearchSchedulesRequest) -> Result:
     return Result(Status.OK, SearchSchedulesResponse(found, cursor))
 
 
-def validate_create(req: CreateScheduleRequest) -> None:
+def validate_create(req: CreateScheduleRequest, settings: CoreSettings) -> None:
     require(req.id, "id")
     if not req.cron:
         raise BadRequest("validation error: payload.cron is required")
