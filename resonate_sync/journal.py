@@ -460,18 +460,32 @@ class Journal:
         """The seq of the last appended record: a ticket covering every change so far."""
         return self._appended_seq
 
-    def append(self, records: Iterable[dict]) -> int:
-        """Buffer ``records`` as one batch and return its ticket (the seq of its last record).
+    @staticmethod
+    def encode(record: dict) -> bytes:
+        """A record's canonical JSON, as :meth:`append_encoded` takes it.
 
-        Meant to run under the caller's state lock, so it does no I/O. A record that is not a
-        JSON-able dict raises TypeError/ValueError and nothing of the batch is appended.
+        Raises TypeError/ValueError (or RecursionError) for a value strict JSON cannot hold:
+        the caller finds out before it changes anything, and the journal stays usable.
         """
-        encoded = []
-        for record in records:
-            if not isinstance(record, dict):
-                raise TypeError(f"a journal record must be a dict, not {type(record).__name__}")
-            raw = _encode_record(record).encode()
-            encoded.append((zlib.crc32(raw), raw))
+        if not isinstance(record, dict):
+            raise TypeError(f"a journal record must be a dict, not {type(record).__name__}")
+        return _encode_record(record).encode()
+
+    def append(self, records: Iterable[dict]) -> int:
+        """Encode ``records`` and append them as one batch (see :meth:`append_encoded`).
+
+        A record that is not a JSON-able dict raises TypeError/ValueError and nothing of the
+        batch is appended.
+        """
+        return self.append_encoded([self.encode(record) for record in records])
+
+    def append_encoded(self, raws: Iterable[bytes]) -> int:
+        """Buffer encoded records (from :meth:`encode`) as one batch and return its ticket.
+
+        The ticket is the seq of the batch's last record. Meant to run under the caller's
+        state lock, so it does no I/O.
+        """
+        encoded = [(zlib.crc32(raw), raw) for raw in raws]
         with self._lock:
             self._check_usable()
             if not encoded:

@@ -12,6 +12,7 @@ import logging
 from random import getrandbits
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from .. import limits
 from ..core import OPERATIONS, Resonate
 from ..errors import BadRequest, ResonateError, Status
 from ..jsonenc import compact_encoder
@@ -31,19 +32,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# Built once: json.loads/dumps with keyword arguments build a new decoder/encoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _encode = compact_encoder()
 
 
 def _decode_envelope(raw: bytes) -> Dict[str, Any]:
     try:
-        envelope = _DECODER.decode(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+        envelope = limits.loads(raw.decode("utf-8"))
+    except limits.JsonLimitError as exc:
+        what = "invalid payload" if exc.path.startswith("payload") else "invalid request format"
+        raise BadRequest(f"{what}: {exc}") from None
+    except ValueError as exc:  # UnicodeDecodeError too
         raise BadRequest(f"invalid request format: {exc}") from None
     if type(envelope) is not dict:
         raise BadRequest("invalid request format: the request must be a JSON object")

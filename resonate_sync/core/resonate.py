@@ -60,7 +60,9 @@ log = logging.getLogger(__name__)
 class JournalSink(Protocol):
     """What the core needs of a journal (see ``resonate_sync.journal.Journal``)."""
 
-    def append(self, records: List[Dict[str, Any]]) -> int: ...
+    def encode(self, record: Dict[str, Any]) -> bytes: ...
+
+    def append_encoded(self, raws: List[bytes]) -> int: ...
 
     def wait_durable(self, ticket: int, timeout: Optional[float] = None) -> None: ...
 
@@ -265,6 +267,7 @@ class Resonate:
         self.settings = settings or CoreSettings()
         self.state = state or State()
         self._journal = journal
+        self._encode = self._encode_record if journal is not None else None
         self._ticket = 0
         self._unjournaled: Optional[str] = None
         self._lock = threading.Lock()
@@ -303,26 +306,40 @@ class Resonate:
         with self._lock:
             if self._unjournaled is not None:
                 raise InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR)
-            tx = Tx(self.state, self.clock.now(), self.settings, head)
+            tx = Tx(self.state, self.clock.now(), self.settings, head, self._encode)
             try:
                 result = step(tx)
             except Exception as exc:  # what changed before the error is kept, so it is journaled
                 error = exc
-            ticket = self._commit(tx.records)
+            ticket = self._commit(tx)
         return Pending(result, error, ticket)
 
-    def _commit(self, records: list) -> int:
+    def _commit(self, tx: Tx) -> int:
         """Journal the records of one step (under the lock); returns the ticket to wait for."""
+        records = tx.records
         if records and any(type(r) is PutTask and r.task.state == TaskState.INIT for r in records):
             self.wakeup.set()
         if self._journal is None:
             return 0
         if records:
             try:
-                self._ticket = self._journal.append([record_to_json(r) for r in records])
+                self._ticket = self._journal.append_encoded(tx.encoded)
             except Exception as exc:
                 raise self._journal_failed("append", exc) from None
         return self._ticket
+
+    def _encode_record(self, record: Any) -> bytes:
+        """The journal's bytes for a record; a value it cannot write is this request's 400.
+
+        Requests are held to ``limits`` when they are decoded, so this only fires if a value
+        slipped past them: the request is refused before its record changes the state,
+        instead of leaving the state ahead of the journal (500 until a restart).
+        """
+        try:
+            return self._journal.encode(record_to_json(record))
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.warning("refused a record the journal cannot write (%s): %s", type(record).__name__, exc)
+            raise BadRequest(f"invalid payload: the request holds a value the store cannot write: {exc}") from None
 
     def is_durable(self, ticket: int) -> bool:
         """Whether ``ticket`` is durable already (no wait, no lock): a reply may go out at once."""

@@ -15,7 +15,7 @@ import heapq
 import re
 from bisect import bisect_left
 from functools import lru_cache
-from typing import Any, Dict, Hashable, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Set, Tuple
 
 from sortedcontainers import SortedList
 
@@ -439,18 +439,33 @@ class Tx:
         now: the operation's time, ms since the epoch.
         records: what changed, in order.
         head: trace context (``traceparent``/``tracestate``) for messages this step creates.
+        encode: turns a record into the journal's bytes, or None when nothing is journaled.
+        encoded: the encoded records, in order (empty without ``encode``).
     """
 
-    __slots__ = ("state", "now", "records", "head", "config")
+    __slots__ = ("state", "now", "records", "head", "config", "encode", "encoded")
 
-    def __init__(self, state: State, now: int, config: Any, head: Optional[Dict[str, str]] = None) -> None:
+    def __init__(
+        self,
+        state: State,
+        now: int,
+        config: Any,
+        head: Optional[Dict[str, str]] = None,
+        encode: Optional[Callable[[Record], bytes]] = None,
+    ) -> None:
         self.state = state
         self.now = now
         self.records: List[Record] = []
         self.head = head or {}
         self.config = config
+        self.encode = encode
+        self.encoded: List[bytes] = []
 
     def put(self, record: Record) -> None:
+        if self.encode is not None:
+            # Encoded before it is applied: a record the journal cannot write fails this
+            # request alone and leaves the state as the journal will know it.
+            self.encoded.append(self.encode(record))
         self.state.apply(record)
         self.records.append(record)
 

@@ -24,9 +24,13 @@ class ListJournal:
         self.records: List[Dict[str, Any]] = []
         self.appends = 0
 
-    def append(self, records: List[Dict[str, Any]]) -> int:
-        # Round-trip through JSON text: a record that is not plain JSON would fail here.
-        self.records.extend(json.loads(json.dumps(records)))
+    @staticmethod
+    def encode(record: Dict[str, Any]) -> bytes:
+        # Strict JSON text, as the real journal writes: a record that is not plain JSON fails here.
+        return json.dumps(record, allow_nan=False).encode()
+
+    def append_encoded(self, raws: List[bytes]) -> int:
+        self.records.extend(json.loads(raw) for raw in raws)
         self.appends += 1
         return self.appends
 
