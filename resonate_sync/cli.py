@@ -174,6 +174,7 @@ def _server_command(mode: str) -> Any:
         href_base: Annotated[Optional[str], _option("href_base", mode)] = None,
         task_claim_timeout: Annotated[Optional[str], _option("task_claim_timeout_ms", mode)] = None,
         task_retry_timeout: Annotated[Optional[str], _option("task_retry_timeout_ms", mode)] = None,
+        delivery_allow: Annotated[Optional[str], _option("delivery_allow", mode)] = None,
         log_level: Annotated[Optional[str], _option("log_level", mode)] = None,
     ) -> None:
         # Values are taken as text and parsed by the config layer, so a bad flag, env var or

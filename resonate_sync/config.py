@@ -33,6 +33,7 @@ batch_size             server.batchSize                RESONATE_BATCH_SIZE      
 href_base              server.hrefBase                 RESONATE_HREF_BASE            --href-base
 task_claim_timeout_ms  tasks.claimTimeout              RESONATE_TASK_CLAIM_TIMEOUT   --task-claim-timeout
 task_retry_timeout_ms  tasks.retryTimeout              RESONATE_TASK_RETRY_TIMEOUT   --task-retry-timeout
+delivery_allow         tasks.deliveryAllow             RESONATE_DELIVERY_ALLOW       --delivery-allow
 log_level              log.level                       RESONATE_LOG_LEVEL            --log-level
 =====================  ==============================  ============================  ============================
 
@@ -67,6 +68,8 @@ from typing import Any, Callable, Literal, Optional
 import attrs
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from .subjects import parse_patterns
 
 __all__ = [
     "Config",
@@ -350,6 +353,13 @@ def _subject_rule(value: str) -> None:
         raise ValueError(f"{_show(value)} contains a wildcard; the server needs a literal subject")
 
 
+def _patterns_rule(value: str) -> None:
+    try:
+        parse_patterns(value)
+    except ValueError as exc:
+        raise ValueError(f"{_show(value)}: {exc}") from None
+
+
 def _queue_rule(value: str) -> None:
     if re.search(r"\s", value):
         raise ValueError(f"{_show(value)} is not a queue group name (no spaces allowed)")
@@ -510,6 +520,13 @@ SETTINGS: tuple[Setting, ...] = (
         "After a task message could not be sent, how long to wait before trying again.",
     ),
     Setting(
+        "delivery_allow", ("tasks", "deliveryAllow"), "--delivery-allow",
+        _string_kind("PATTERNS", _patterns_rule),
+        "Comma-separated NATS subject patterns (e.g. resonate.recv.>,workers.>) that task messages may"
+        " be published to; a request naming a receiver outside them is refused (400). Empty allows any"
+        " valid subject: set it in production, since the server publishes with its own NATS identity.",
+    ),
+    Setting(
         "log_level", ("log", "level"), "--log-level",
         _choice_kind(LOG_LEVELS, {"warn": "warning"}, metavar="LEVEL"),
         "Least severe log messages to print (warn is accepted for warning).",
@@ -559,6 +576,7 @@ class Config:
         batch_size: most tasks delivered per tick.
         task_claim_timeout_ms: time to claim a sent task before it is resent, milliseconds.
         task_retry_timeout_ms: wait before retrying a task that could not be sent, milliseconds.
+        delivery_allow: comma-separated NATS subject patterns receivers must match; ``""`` for any.
         href_base: base URL of promise hrefs in task messages.
         log_level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
     """
@@ -582,6 +600,7 @@ class Config:
     batch_size: int = attrs.field(default=100, validator=_check_field)
     task_claim_timeout_ms: int = attrs.field(default=60_000, validator=_check_field)
     task_retry_timeout_ms: int = attrs.field(default=15_000, validator=_check_field)
+    delivery_allow: str = attrs.field(default="", validator=_check_field)
     href_base: str = attrs.field(default="http://localhost:8001", validator=_check_field)
     log_level: str = attrs.field(default="info", validator=_check_field)
 

@@ -42,6 +42,7 @@ from .config import Config
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
 from .errors import ResonateError
+from .subjects import parse_patterns
 
 __all__ = ["Server", "ServerError"]
 
@@ -106,6 +107,8 @@ class Server:
             task_claim_timeout_ms=config.task_claim_timeout_ms,
             task_retry_timeout_ms=config.task_retry_timeout_ms,
             batch_size=config.batch_size,
+            delivery_allow=parse_patterns(config.delivery_allow),
+            reserved_subjects=(config.nats_subject,),
         )
         self.core = self._open_core(settings)
         self._replies = DurableReplies(self.core.wait_durable)

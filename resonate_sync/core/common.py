@@ -1,8 +1,7 @@
 """Small pieces every operation module shares: results, settings, validation, reserved tags."""
 
-import json
 import os
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar
 
 import attrs
 
@@ -11,7 +10,7 @@ from ..models import INT64_MAX
 
 T = TypeVar("T")
 
-__all__ = ["Result", "take_page", "tags_match", "CoreSettings", "clamp_add", "require", "require_non_negative", "trace_head", "invoke_recv"]
+__all__ = ["Result", "take_page", "tags_match", "CoreSettings", "clamp_add", "require", "require_non_negative", "trace_head"]
 
 
 @attrs.frozen
@@ -33,6 +32,8 @@ class CoreSettings:
         task_retry_timeout_ms: delay before a failed delivery is retried.
         batch_size: how many items each background job handles per pass.
         cursor_secret: key that signs search cursors.
+        delivery_allow: NATS subject patterns receivers must match; empty allows any valid subject.
+        reserved_subjects: subjects no receiver may name (the server's own request subject).
     """
 
     href_base: str = "http://localhost:8001"
@@ -40,6 +41,8 @@ class CoreSettings:
     task_retry_timeout_ms: int = 15_000
     batch_size: int = 100
     cursor_secret: bytes = attrs.field(factory=lambda: os.urandom(32))
+    delivery_allow: Tuple[str, ...] = ()
+    reserved_subjects: Tuple[str, ...] = ()
 
 
 def clamp_add(a: int, b: int) -> int:
@@ -67,35 +70,6 @@ def trace_head(metadata: Optional[Mapping[str, str]]) -> Dict[str, str]:
     if "tracestate" in metadata:
         head["tracestate"] = metadata["tracestate"]
     return head
-
-
-def invoke_recv(tags: Mapping[str, str]) -> Any:
-    """The receiver named by a ``resonate:invoke`` tag, or None when the tag does not match (2.9).
-
-    A value that is valid JSON counts only as a physical receiver: an object with a non-empty
-    ``type`` and no keys but ``type``/``data``. Any other valid JSON (``"\\"foo\\""``, ``123``)
-    is no match. A string that is not JSON (``poll://any@default``) is a logical receiver.
-    """
-    value = tags.get("resonate:invoke")
-    if value is None:
-        return None
-    try:
-        decoded = json.loads(value, parse_constant=_not_json)
-    except ValueError:
-        return value
-    if (
-        isinstance(decoded, dict)
-        and isinstance(decoded.get("type"), str)
-        and decoded["type"]
-        and set(decoded) <= {"type", "data"}
-    ):
-        return decoded
-    return None
-
-
-def _not_json(name: str) -> Any:
-    """Python's json reads NaN/Infinity; JSON (and Go) does not, so such a tag is a logical recv."""
-    raise ValueError(f"{name} is not JSON")
 
 
 def tags_match(tags: Mapping[str, str], wanted: Mapping[str, str]) -> bool:

@@ -40,8 +40,9 @@ from ..models import (
     Value,
 )
 from . import tasks
-from .common import CoreSettings, Result, clamp_add, invoke_recv, require, require_non_negative, tags_match, take_page
+from .common import CoreSettings, Result, clamp_add, require, require_non_negative, tags_match, take_page
 from .cursor import decode_cursor, encode_cursor
+from .receivers import check_invoke_tag, check_receiver, invoke_recv
 from .state import Tx
 from .tables import ABSENT, REQUESTED, PromiseAction, TaskAction, promise_transition
 
@@ -239,6 +240,7 @@ def search(tx: Tx, req: SearchPromisesRequest) -> Result:
 
 def validate_create(req: CreatePromiseRequest, settings: CoreSettings) -> None:
     require(req.id, "id")
+    check_invoke_tag(req.tags, settings)
 
 
 def create(tx: Tx, req: CreatePromiseRequest) -> Result:
@@ -250,6 +252,7 @@ def validate_createtask(req: CreatePromiseAndTaskRequest, settings: CoreSettings
     require(req.id, "id")
     require(req.task_process_id, "taskProcessId")
     require_non_negative(req.task_ttl, "taskTtl")
+    check_invoke_tag(req.tags, settings)
 
 
 def createtask(tx: Tx, req: CreatePromiseAndTaskRequest) -> Result:
@@ -317,7 +320,7 @@ def validate_callback(req: CreateCallbackRequest, settings: CoreSettings) -> Non
         raise BadRequest("validation error: promise and root promise must be different")
     if req.recv is None:
         raise BadRequest("validation error: payload.recv is required (a string or a {type, data} object)")
-    _check_recv(req.recv)
+    _check_recv(req.recv, settings)
 
 
 def validate_subscribe(req: CreateSubscriptionRequest, settings: CoreSettings) -> None:
@@ -325,13 +328,14 @@ def validate_subscribe(req: CreateSubscriptionRequest, settings: CoreSettings) -
     require(req.promise_id, "promiseId")
     if req.recv is None:
         raise BadRequest("validation error: payload.recv is required (a string or a {type, data} object)")
-    _check_recv(req.recv)
+    _check_recv(req.recv, settings)
 
 
-def _check_recv(recv) -> None:
-    """Any string or object is stored (2.8: receivers are resolved at delivery time)."""
+def _check_recv(recv, settings: CoreSettings) -> None:
+    """Any string or object is stored (2.8: receivers are resolved at delivery time); NATS ones are checked now."""
     if not isinstance(recv, (str, dict)):
         raise BadRequest('validation error: payload.recv must be a string or an object like {"type": …, "data": {…}}')
+    check_receiver(recv, "payload.recv", settings)
 
 
 def callback(tx: Tx, req: CreateCallbackRequest) -> Result:

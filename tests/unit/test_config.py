@@ -52,6 +52,7 @@ LAYER_SAMPLES = {
                   ("https://flag:2", "https://flag:2")),
     "task_claim_timeout_ms": (("1s", 1_000), ("2s", 2_000), ("0", 0)),
     "task_retry_timeout_ms": (("4s", 4_000), ("5s", 5_000), ("2.5s", 2_500)),
+    "delivery_allow": (("a.>", "a.>"), ("b.*", "b.*"), ("c.>,d.x", "c.>,d.x")),
     "log_level": (("debug", "debug"), ("error", "error"), ("warn", "warning")),
 }
 
@@ -152,7 +153,8 @@ class TestDefaults:
             nats_timeout_ms=10_000, nats_queue="", store_path=None, fsync="always",
             snapshot_every=100_000, embedded_nats="auto", workers=8, max_pending=1024,
             tick_ms=1_000, batch_size=100, task_claim_timeout_ms=60_000,
-            task_retry_timeout_ms=15_000, href_base="http://localhost:8001", log_level="info",
+            task_retry_timeout_ms=15_000, delivery_allow="", href_base="http://localhost:8001",
+            log_level="info",
         )
         assert load_config(mode="dev") == Config()
 
