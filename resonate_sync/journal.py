@@ -630,8 +630,7 @@ class Journal:
             if failure is None:
                 self._durable_seq = target
             else:
-                self._failure = failure
-                self._log.error("%s", failure)
+                self._failure = failure  # not logged: every waiter raises it, and its caller logs it once
             self._cond.notify_all()
 
     def _write_chunks(self, chunks: list[tuple[int, bytes]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 
 import pytest
@@ -24,6 +25,18 @@ def open_core(path) -> Resonate:
 def reopen(core: Resonate, path) -> Resonate:
     core._journal.close()
     return open_core(path)
+
+
+def fill_disk(monkeypatch) -> None:
+    """Make every fsync of a journal segment fail with ENOSPC until ``monkeypatch.undo()``."""
+    real_fsync = os.fsync
+
+    def full(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".jsonl"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
 
 
 class TestJournalFailure:
@@ -50,20 +63,14 @@ class TestJournalFailure:
         """After an fsync error every request is 500, reads included, and the log says why once."""
         core = open_core(tmp_path / "j")
         core.promises_create(id="before", timeout=FAR)
-        real_fsync = os.fsync
-
-        def full(fd):
-            if os.readlink(f"/proc/self/fd/{fd}").endswith(".jsonl"):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return real_fsync(fd)
-
-        monkeypatch.setattr(os, "fsync", full)
+        fill_disk(monkeypatch)
         with pytest.raises(InternalError):
             core.promises_create(id="lost", timeout=FAR)
         for call in (lambda: core.promises_read(id="lost"), lambda: core.promises_read(id="before"), core.tick):
             with pytest.raises(InternalError):
                 call()
         monkeypatch.undo()
-        said = [r for r in caplog.records if "every request fails (500) until the server is restarted" in r.message]
-        assert len(said) == 1 and "No space left on device" in said[0].message
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(said) == 1 and "every request fails (500) until the server is restarted" in said[0]
+        assert "No space left on device" in said[0] and "To recover: free disk space" in said[0]
         assert "before" in reopen(core, tmp_path / "j").state.promises
