@@ -1,13 +1,15 @@
-"""The core on a real journal: what a failed append or fsync means for later requests."""
+"""The core on a real journal: what a failed append or fsync means for later requests, and what it logs."""
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 
 import pytest
 
+from resonate_sync.api import envelope, handle
 from resonate_sync.core import Resonate
 from resonate_sync.errors import InternalError
 from resonate_sync.journal import Journal
@@ -74,3 +76,26 @@ class TestJournalFailure:
         assert len(said) == 1 and "every request fails (500) until the server is restarted" in said[0]
         assert "No space left on device" in said[0] and "To recover: free disk space" in said[0]
         assert "before" in reopen(core, tmp_path / "j").state.promises
+
+    def test_requests_after_a_failure_log_a_count_not_a_line_each(self, tmp_path, monkeypatch, caplog):
+        """With the disk full, 1,000 failing requests log the cause once, the first 500 once, then one count per interval; a 404 logs nothing."""
+        now = [0.0]
+        monkeypatch.setattr(envelope, "_failures", envelope._FailureLog(envelope.log, interval=60, clock=lambda: now[0]))
+        core = open_core(tmp_path / "j")
+
+        def send(operation, **payload):
+            return json.loads(handle(core, json.dumps({"operation": operation, "payload": payload}).encode()))
+
+        assert send("promises.read", id="missing")["error"]["code"] == 404
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+        fill_disk(monkeypatch)
+        for n in range(1000):
+            if n == 600:
+                now[0] = 61.0
+            assert send("promises.create", id=f"p{n}", timeout=FAR)["error"]["code"] == 500
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 3, errors
+        assert "To recover: free disk space" in errors[0]
+        assert errors[1].startswith("promises.create failed: 500 There was an error in the store subsystem")
+        assert errors[2] == "599 requests failed with 500 There was an error in the store subsystem in the last 61 s"
+
