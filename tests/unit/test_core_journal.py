@@ -1,4 +1,4 @@
-"""The core on a real journal: what a failed append or fsync means for later requests, and what it logs."""
+"""The core on a real journal: what a failed append or fsync means for later requests and background passes, and what it logs."""
 
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ import os
 import pytest
 
 from resonate_sync.api import envelope, handle
-from resonate_sync.core import Resonate
+from resonate_sync.core import FakeClock, Resonate
 from resonate_sync.errors import InternalError
 from resonate_sync.journal import Journal
 from resonate_sync.models import CreateCallbackRequest
+from resonate_sync.ticker import Ticker
 
 FAR = 4_102_444_800_000
 
 
-def open_core(path) -> Resonate:
+def open_core(path, **options) -> Resonate:
     journal = Journal(str(path))
     recovery = journal.open()
-    return Resonate.recover(recovery.snapshot, recovery.records, journal=journal)
+    return Resonate.recover(recovery.snapshot, recovery.records, journal=journal, **options)
 
 
 def reopen(core: Resonate, path) -> Resonate:
@@ -99,3 +100,30 @@ class TestJournalFailure:
         assert errors[1].startswith("promises.create failed: 500 There was an error in the store subsystem")
         assert errors[2] == "599 requests failed with 500 There was an error in the store subsystem in the last 61 s"
 
+
+class TestTickerAfterJournalFailure:
+    def test_failed_passes_wait_a_tick_and_log_once(self, tmp_path, monkeypatch, caplog):
+        """After a journal failure, with a timeout already due, the ticker waits a whole tick between failed passes and logs the first only."""
+        clock = FakeClock()
+        core = open_core(tmp_path / "j", clock=clock)
+        core.promises_create(id="due", timeout=clock.now() + 1000)
+        fill_disk(monkeypatch)
+        with pytest.raises(InternalError):
+            core.promises_create(id="lost", timeout=FAR)
+        clock.advance(2000)
+        ticker = Ticker(core, lambda subject, payload: None, tick_ms=1000)
+        passes, waits = [], []
+        real_tick = core.tick
+
+        def counted_tick():
+            passes.append(1)
+            if len(passes) == 5:
+                ticker._stop.set()
+            return real_tick()
+
+        monkeypatch.setattr(core, "tick", counted_tick)
+        monkeypatch.setattr(core.wakeup, "wait", waits.append)
+        ticker._loop()
+        assert waits == [1.0] * 4
+        said = [r.getMessage() for r in caplog.records if r.name == "resonate_sync.ticker"]
+        assert len(said) == 1 and said[0].startswith("background pass failed: There was an error in the store subsystem")
