@@ -108,20 +108,29 @@ class Ticker:
 
     def _loop(self) -> None:
         core = self._core
+        failed = 0  # passes failed in a row
         while not self._stop.is_set():
             sent = 0
             try:
                 sent = self.run_once()
             except ResonateError as exc:  # the core said why (a journal failure) when it began
-                log.error("background pass failed: %s; retrying in one tick", exc.message)
+                failed += 1
+                if failed == 1:
+                    log.error("background pass failed: %s; retrying every tick, not logging each", exc.message)
             except Exception:
+                failed += 1
                 log.exception("background pass failed; retrying in one tick")
+            else:
+                if failed:
+                    log.warning("background pass succeeded after %d failed", failed)
+                failed = 0
             if self._stop.is_set():
                 break
             if sent >= core.settings.batch_size:
                 continue  # more may be due right now
             wait = self._tick_s
-            deadline = core.next_deadline()
+            # After a failure the deadline may be one the pass did not handle: already past.
+            deadline = None if failed else core.next_deadline()
             if deadline is not None:
                 wait = min(wait, max(0.0, (deadline - core.clock.now()) / 1000))
             if wait > 0:

@@ -9,8 +9,10 @@ serving.
 
 import json
 import logging
+import threading
+import time
 from random import getrandbits
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .. import limits
 from ..core import OPERATIONS, Resonate
@@ -56,6 +58,59 @@ def _decode_envelope(raw: bytes) -> Dict[str, Any]:
         if type(metadata) is not dict or any(type(v) is not str for v in metadata.values()):
             raise BadRequest("invalid request format: metadata must be an object of string values")
     return envelope
+
+
+class _FailureLog:
+    """Logs the 5xx replies of one kind (code and message): the first at once, then counts.
+
+    After a journal failure every request fails the same way until a restart; a line per
+    request would bury the one line that says why and what to do (the core logs it once).
+    Repeats within ``interval`` seconds of the last line of their kind are counted, and the
+    first failure after the interval logs the count. A failure after a quiet interval is
+    logged in full again.
+
+    Attributes:
+        interval: seconds between two lines about one kind of failure.
+        clock: monotonic seconds (``time.monotonic``; tests pass a fake).
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._kinds: Dict[Tuple[int, str], List[float]] = {}  # kind -> [time of its last line, failures since]
+
+    def failed(self, operation: str, exc: ResonateError) -> None:
+        kind = (exc.code, exc.message)
+        now = self.clock()
+        with self._lock:
+            seen = self._kinds.get(kind)
+            if seen is None or (seen[1] == 0 and now - seen[0] >= self.interval):
+                self._kinds[kind] = [now, 0]
+                count = 0
+            else:
+                seen[1] += 1
+                if now - seen[0] < self.interval:
+                    return
+                count, elapsed = seen[1], now - seen[0]
+                seen[:] = [now, 0]
+        if count:
+            self.logger.error(
+                "%d requests failed with %d %s in the last %.0f s", count, exc.code, exc.message, elapsed
+            )
+        else:
+            self.logger.error(
+                "%s failed: %d %s (more like it are counted, one line per %.0f s)",
+                operation,
+                exc.code,
+                exc.message,
+                self.interval,
+                exc_info=exc.__cause__ is not None,
+            )
+
+
+_failures = _FailureLog(log)
 
 
 def _uuid4() -> str:
@@ -146,7 +201,7 @@ def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int]:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %d %s", operation or "request", exc.code, exc.message)
         if exc.code >= 500:
-            log.error("%s failed: %s", operation or "request", exc.message, exc_info=exc.__cause__ is not None)
+            _failures.failed(operation or "request", exc)
         return error_reply(exc.code, exc.message), ticket
     except Exception as exc:  # a bug: answer 500 and keep serving
         log.exception("%s failed unexpectedly", operation or "request")

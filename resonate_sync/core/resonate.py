@@ -365,11 +365,19 @@ class Resonate:
         """
         if self._unjournaled is None:
             self._unjournaled = f"journal {what} failed: {exc}"
+            if isinstance(exc, (TypeError, ValueError)):
+                remedy = "a change that cannot be journaled is a bug: restart the server and report it"
+            else:
+                remedy = (
+                    "free disk space or repair the journal directory named in this message (permissions, a failing "
+                    "disk), then restart the server; records acknowledged before this are safe"
+                )
             log.error(
                 "journal %s failed: %s; the in-memory state holds changes the journal may not, so "
-                "every request fails (500) until the server is restarted",
+                "every request fails (500) until the server is restarted. To recover: %s",
                 what,
                 exc,
+                remedy,
             )
         return InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR)
 
