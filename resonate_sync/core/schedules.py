@@ -79,12 +79,11 @@ def search(tx: Tx, req: SearchSchedulesRequest) -> Result:
         pattern, tags, limit, before = query["id"], query["tags"], query["limit"], query["before"]
     else:
         pattern, tags, limit, before = req.id, req.tags, req.limit or 100, None
-    found = take_page(
-        tx.state.search_schedules(pattern, before), lambda s: s if tags_match(s.tags, tags) else None, limit
-    )
+    candidates = tx.state.search_schedules(pattern, before, tx.config.search_scan_limit)
+    found, below = take_page(candidates, lambda s: s if tags_match(s.tags, tags) else None, limit)
     cursor = None
-    if len(found) == limit:
-        query = {"id": pattern, "tags": tags, "limit": limit, "before": found[-1].sort_id}
+    if below is not None:
+        query = {"id": pattern, "tags": tags, "limit": limit, "before": below}
         cursor = encode_cursor(secret, "schedules", query)
     return Result(Status.OK, SearchSchedulesResponse(found, cursor))
 

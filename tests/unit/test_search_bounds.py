@@ -1,4 +1,5 @@
-"""Search in bounded work (PROTOCOL.md 8, 13.7): ids match in linear time, whatever the pattern."""
+"""Search in bounded work (PROTOCOL.md 8, 13.7): ids match in linear time, and one request examines
+a bounded number of stored ids, handing out a cursor to the rest."""
 
 import re
 
@@ -6,8 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core_situations import FAR, new_core
-from resonate_sync.core.state import id_matcher
+from core_situations import FAR, NOW, Core, new_core
+from resonate_sync.core import CoreSettings
+from resonate_sync.core.state import id_matcher, scan_cost
+from resonate_sync.models import PromiseState as PS
 
 # Regex metacharacters, a newline (which `.` does not match without DOTALL) and `*` in ids too.
 ID_CHARS = "ab.+?()[]{}^$|\\\n*"
@@ -86,3 +89,140 @@ class TestIdMatcher:
         """`ab*ba` needs both pieces in full: `aba` has them only if they overlap, so it does not match."""
         match = id_matcher("ab*ba")
         assert (match("aba"), match("abba"), match("ab-ba")) == (False, True, True)
+
+
+def walk(search, **query) -> list:
+    """Every page of a search, following the cursors; fails if the cursors do not come to an end."""
+    pages = [search(**query)]
+    for _ in range(10_000):
+        if not pages[-1].payload.cursor:
+            return pages
+        pages.append(search(cursor=pages[-1].payload.cursor))
+    raise AssertionError("search cursors did not come to an end")
+
+
+def promise_pages(core: Core, **query) -> list:
+    return [ids(page) for page in walk(core.r.promises_search, **query)]
+
+
+def schedule_pages(core: Core, **query) -> list:
+    return [[s.id for s in page.payload.schedules] for page in walk(core.r.schedules_search, **query)]
+
+
+class TestScanBound:
+    """One search request does a bounded amount of work (`search_scan_limit` units); a cursor leads on to the rest."""
+
+    def stored(self, *names: str, budget: int) -> Core:
+        core = new_core(search_scan_limit=budget)
+        for name in names:
+            core.r.promises_create(id=name, timeout=FAR)
+        return core
+
+    NEEDLES_UNDER_HAY = tuple(f"needle-{i}" for i in range(3)) + tuple(f"hay-{i}" for i in range(10))
+
+    def test_scan_spends_its_budget_then_says_where_it_stopped(self):
+        """Each id costs scan_cost(pattern) units; when they are spent, `resume` is the last examined id's sort id."""
+        state = self.stored(*(f"p{i}" for i in range(10)), budget=1).r.state
+        sort_id = {p.id: p.sort_id for p in state.promises.values()}
+        for pattern, cost, last_examined in (("*x", 1, "p4"), ("**a*b**x", 3, "p8"), ("*a*b*c*d*e*x", 6, "p9")):
+            assert scan_cost(pattern) == cost
+            candidates = state.search_promises(pattern, None, 6)
+            assert list(candidates) == [] and candidates.resume == sort_id[last_examined]
+        candidates = state.search_promises("*x", sort_id["p2"], 6)
+        assert list(candidates) == [] and candidates.resume is None
+
+    def test_partial_page_carries_a_cursor(self):
+        """When the work runs out before the page is full, the page holds what was found, and a cursor."""
+        core = self.stored(*self.NEEDLES_UNDER_HAY, budget=8)
+        first = core.r.promises_search(id="*-2", limit=10)
+        assert ids(first) == ["hay-2"] and first.payload.cursor
+
+    def test_a_page_may_be_empty_and_still_lead_on(self):
+        """A page whose scan found nothing yet is empty with a cursor; paging on finds the matches."""
+        core = self.stored(*self.NEEDLES_UNDER_HAY, budget=5)
+        pages = promise_pages(core, id="*e-*", limit=10)
+        assert pages[0] == [] and len(pages) > 1
+        assert [i for page in pages for i in page] == ["needle-2", "needle-1", "needle-0"]
+
+    def test_paging_reaches_every_match_once_newest_first(self):
+        """Following the cursors of pages cut short yields the unbounded answer, in order, pages within limit."""
+        core = self.stored(*self.NEEDLES_UNDER_HAY, budget=3)
+        pages = promise_pages(core, id="*-*", limit=4)
+        everything = [f"hay-{i}" for i in range(9, -1, -1)] + ["needle-2", "needle-1", "needle-0"]
+        assert [i for page in pages for i in page] == everything
+        assert all(len(page) <= 4 for page in pages)
+
+    def test_pieces_between_stars_cost_more(self):
+        """A pattern with literal pieces between stars examines fewer ids per page than one without."""
+        core = self.stored(*self.NEEDLES_UNDER_HAY, budget=20)
+        assert len(promise_pages(core, id="*x")) == 1
+        assert len(promise_pages(core, id="*a*b*c*x")) > 1
+
+    def test_filters_count_towards_the_budget(self):
+        """Ids that match the pattern but not the tags or states are charged too: such a search takes several pages."""
+        core = new_core(search_scan_limit=20)
+        core.r.promises_create(id="p-old", timeout=FAR, tags={"keep": "1"})
+        for i in range(12):
+            core.r.promises_create(id=f"p-{i}", timeout=FAR)
+        core.r.promises_complete(id="p-old", state=PS.RESOLVED)
+        for query in ({"tags": {"keep": "1"}}, {"states": ["RESOLVED"]}):
+            pages = promise_pages(core, id="*", **query)
+            assert pages[0] == [] and [i for page in pages for i in page] == ["p-old"]
+
+    @pytest.mark.parametrize(
+        "pattern, expected", [("needle/*", ["needle/2", "needle/1", "needle/0"]), ("needle/*2", ["needle/2"])]
+    )
+    def test_a_selective_prefix_is_answered_from_the_id_index(self, pattern, expected):
+        """A pattern whose literal prefix selects few ids is answered in one page, however many more ids are newer."""
+        core = self.stored(*(f"needle/{i}" for i in range(3)), *(f"hay/{i:02}" for i in range(60)), budget=30)
+        page = core.r.promises_search(id=pattern)
+        assert ids(page) == expected and page.payload.cursor is None
+        assert promise_pages(core, id="*" + pattern)[0] == [], "without the prefix the same budget does not reach them"
+
+    def test_lazy_timeouts_apply_to_what_a_page_returns(self):
+        """Expired promises found on a page cut short are timed out before they are shown."""
+        core = new_core(search_scan_limit=2)
+        core.r.promises_create(id="old", timeout=NOW + 10)
+        for i in range(5):
+            core.r.promises_create(id=f"new-{i}", timeout=FAR)
+        core.advance(10)
+        pages = walk(core.r.promises_search, id="*ld")
+        shown = [p for page in pages for p in page.payload.promises]
+        assert len(pages) > 1 and [(p.id, p.state) for p in shown] == [("old", PS.REJECTED_TIMEDOUT)]
+
+    def test_schedules_are_bounded_the_same_way(self):
+        """schedules.search does bounded work per page too; its cursors reach every match once, also after a delete."""
+        core = new_core(search_scan_limit=2)
+        for name in ("s-old-a", "s-old-b", "x1", "x2", "x3", "x4", "x5"):
+            core.r.schedules_create(id=name, cron="@daily", promise_id=name)
+        pages = schedule_pages(core, id="s-*")
+        assert pages[0] == [] and [i for page in pages for i in page] == ["s-old-b", "s-old-a"]
+        core.r.schedules_delete(id="x3")
+        pages = schedule_pages(core, id="*", limit=4)
+        assert len(pages) > 1 and [i for page in pages for i in page] == ["x5", "x4", "x2", "x1", "s-old-b", "s-old-a"]
+
+    def test_budget_is_at_least_one_unit(self):
+        """A search_scan_limit below 1 could never make progress, so it is refused."""
+        with pytest.raises(ValueError):
+            CoreSettings(search_scan_limit=0)
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        names=st.lists(st.text("ab-", min_size=1, max_size=4), min_size=0, max_size=25, unique=True),
+        pattern=st.text("ab-*", min_size=1, max_size=5),
+        budget=st.integers(1, 12),
+        limit=st.integers(1, 4),
+    )
+    def test_any_budget_pages_to_the_unbounded_answer(self, names, pattern, budget, limit):
+        """For any ids, pattern, budget and limit, the pages together are the unbounded answer, pages within limit."""
+        bounded, unbounded = new_core(search_scan_limit=budget), new_core()
+        for core in (bounded, unbounded):
+            for name in names:
+                core.r.promises_create(id=name, timeout=FAR)
+                core.r.schedules_create(id=name, cron="@daily", promise_id=name)
+        for pages_of in (promise_pages, schedule_pages):
+            (expected,) = pages_of(unbounded, id=pattern, limit=100)
+            pages = pages_of(bounded, id=pattern, limit=limit)
+            assert [i for page in pages for i in page] == expected
+            assert all(len(page) <= limit for page in pages)
+            assert len(pages) <= len(names) + 1, "a page examined nothing"
