@@ -9,6 +9,8 @@ Decisions where the spec leaves a choice:
   warning) instead of retrying the same occurrence forever as Go does.
 * A schedule that fell behind (server down) fires its missed occurrences one after another,
   up to the job's batch per pass, until ``nextRunTime`` is in the future.
+* A cron expression that never fires is a 400 at create time (PROTOCOL.md 13.7), and so is
+  one with no occurrence after now.
 """
 
 import logging
@@ -95,9 +97,13 @@ def validate_create(req: CreateScheduleRequest) -> None:
     try:
         parse_cron(req.cron)
     except CronError as exc:
-        raise BadRequest(f"validation error: the field cron must be a valid cron expression ({exc})") from None
+        raise _invalid_cron(exc) from None
     require(req.promise_id, "promiseId")
     _check_template(req.promise_id)
+
+
+def _invalid_cron(exc: CronError) -> BadRequest:
+    return BadRequest(f"validation error: the field cron must be a valid cron expression ({exc})")
 
 
 def create(tx: Tx, req: CreateScheduleRequest) -> Result:
@@ -106,6 +112,10 @@ def create(tx: Tx, req: CreateScheduleRequest) -> Result:
         if stored.idempotency_key is not None and stored.idempotency_key == req.idempotency_key:
             return Result(Status.OK, ScheduleResponse(stored))
         raise ResonateError.from_status(Status.SCHEDULE_ALREADY_EXISTS)
+    try:
+        next_run_time = parse_cron(req.cron).next_after(tx.now)
+    except CronError as exc:
+        raise _invalid_cron(exc) from None
     schedule = Schedule(
         id=req.id,
         description=req.description,
@@ -115,7 +125,7 @@ def create(tx: Tx, req: CreateScheduleRequest) -> Result:
         promise_timeout=req.promise_timeout,
         promise_param=req.promise_param,
         promise_tags=req.promise_tags,
-        next_run_time=parse_cron(req.cron).next_after(tx.now),
+        next_run_time=next_run_time,
         idempotency_key=req.idempotency_key or None,
         created_on=tx.now,
         sort_id=tx.state.schedule_seq + 1,

@@ -3,6 +3,7 @@
 import base64
 import itertools
 import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -1664,6 +1665,55 @@ class TestCron:
         """Anything else is 400 naming cron."""
         err = error_of(new_core().r.schedules_create, id="s", cron=cron, promise_id="x")
         assert err.code == 400 and "cron" in err.message
+
+    NEVER_FIRES = [
+        "0 0 31 2 *",
+        "* * 31 4 *",
+        "0 0 30 2 *",
+        "0 0 30,31 2 *",
+        "59 23 31 4,6,9,11 *",
+        "0 0 0 31 2 *",
+        "* * * 31 4 *",
+        "0 0 0 30 2 *",
+        "TZ=UTC 0 0 31 2 *",
+        "CRON_TZ=Europe/Berlin * * 31 4 *",
+        "TZ=America/New_York 0 0 0 30 2 *",
+    ]
+
+    @pytest.mark.parametrize("cron", NEVER_FIRES)
+    def test_never_firing_expressions_are_400(self, cron):
+        """An expression no date satisfies (31 February, 31 April) is 400 naming cron and why; nothing stored."""
+        core = new_core()
+        err = error_of(core.r.schedules_create, id="s", cron=cron, promise_id="x")
+        assert err.code == 400
+        assert "the field cron must be a valid cron expression" in err.message and "never fires" in err.message
+        assert error_of(core.r.schedules_read, id="s").code == 404
+
+    @pytest.mark.parametrize("cron", NEVER_FIRES)
+    def test_never_firing_expressions_are_400_through_the_envelope(self, cron):
+        """Through the request envelope the same expressions answer an error envelope with code 400 naming cron."""
+        reply = new_core().call("schedules.create", {"id": "s", "cron": cron, "promiseId": "x"})
+        assert reply["success"] is False and reply["error"]["code"] == 400
+        assert "the field cron must be a valid cron expression" in reply["error"]["message"]
+
+    @pytest.mark.parametrize(
+        "cron, expected",
+        [
+            ("0 0 29 2 *", datetime(2024, 2, 29, tzinfo=timezone.utc)),
+            ("0 0 31 * *", datetime(2023, 12, 31, tzinfo=timezone.utc)),
+            ("0 0 31 2 MON", datetime(2024, 2, 5, tzinfo=timezone.utc)),
+        ],
+    )
+    def test_rare_or_either_day_expressions_fire(self, cron, expected):
+        """29 February, the 31st, and 31 February OR a weekday (both day fields restricted: either) are accepted."""
+        assert self.next_run(cron) == int(expected.timestamp() * 1000)
+
+    def test_no_occurrence_left_is_400(self):
+        """An expression whose next occurrence would fall after the year 9999 is 400 naming cron too."""
+        core = new_core()
+        core.clock.set(int(datetime(9999, 6, 1, tzinfo=timezone.utc).timestamp() * 1000))
+        err = error_of(core.r.schedules_create, id="s", cron="@yearly", promise_id="x")
+        assert err.code == 400 and "the field cron must be a valid cron expression" in err.message
 
 
 # =========================================================================== 7.2 / 7.3 firing
