@@ -10,7 +10,11 @@ Decisions where the spec leaves a choice:
 * A schedule that fell behind (server down) fires its missed occurrences one after another,
   up to the job's batch per pass, until ``nextRunTime`` is in the future.
 * A cron expression that never fires is a 400 at create time (PROTOCOL.md 13.7), and so is
-  one with no occurrence after now.
+  one with no occurrence after now. A stored schedule whose next occurrence cannot be
+  computed when it comes due (one a journal kept from before that rule, or a clock past the
+  year 9999) does not fire that occurrence: it is logged once and parked with ``nextRunTime``
+  at the int64 maximum, journaled, so neither the ticker nor a restart meets it again. It
+  stays readable and deletable.
 """
 
 import logging
@@ -20,6 +24,7 @@ import attrs
 
 from ..errors import BadRequest, ResonateError, Status
 from ..models import (
+    INT64_MAX,
     CreateScheduleRequest,
     DeleteSchedule,
     DeleteScheduleRequest,
@@ -147,6 +152,14 @@ def fire_schedules(tx: Tx, batch: int) -> int:
     for schedule_id in tx.state.schedule_fires.drain_due(tx.now, batch):
         schedule = tx.state.schedules[schedule_id]
         at = schedule.next_run_time
+        try:
+            following = parse_cron(schedule.cron).next_after(at)
+        except CronError as exc:
+            log.error(
+                "schedule %r (cron %r): %s; it stays stored but will not fire again", schedule.id, schedule.cron, exc
+            )
+            tx.put(PutSchedule(attrs.evolve(schedule, next_run_time=INT64_MAX)))
+            continue
         promise_id = expand_template(schedule.promise_id, schedule.id, at)
         if promise_id in tx.state.promises:
             log.warning("schedule %r: promise %r already exists; skipping the occurrence at %d", schedule.id, promise_id, at)
@@ -160,7 +173,7 @@ def fire_schedules(tx: Tx, batch: int) -> int:
                 tags=tags,
                 key=None,
             )
-        advanced = attrs.evolve(schedule, last_run_time=at, next_run_time=parse_cron(schedule.cron).next_after(at))
+        advanced = attrs.evolve(schedule, last_run_time=at, next_run_time=following)
         tx.put(PutSchedule(advanced))
         fired += 1
     return fired

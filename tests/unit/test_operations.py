@@ -3,6 +3,7 @@
 import base64
 import itertools
 import json
+import logging
 from datetime import datetime, timezone
 
 import pytest
@@ -27,8 +28,10 @@ from core_situations import (
     resume_task,
     task_in,
 )
+from state_invariants import ListJournal
+from resonate_sync.core import FakeClock, Resonate
 from resonate_sync.errors import Status
-from resonate_sync.models import Mesg, Value
+from resonate_sync.models import Mesg, PutSchedule, Schedule, Value, record_to_json
 from resonate_sync.models import PromiseState as PS
 from resonate_sync.models import TaskState as TS
 
@@ -1811,6 +1814,49 @@ class TestScheduleFiring:
         core.advance(1_000)
         core.tick()
         assert core.promise("fixed") == existing
+
+    def parked_logs(self, caplog) -> list:
+        logged = caplog.records
+        return [r for r in logged if r.name == "resonate_sync.core.schedules" and "not fire again" in r.getMessage()]
+
+    def test_stored_schedule_that_never_fires_is_parked_once(self, caplog):
+        """A journaled schedule whose cron never fires is logged once and parked at nextRunTime = int64 max, durably."""
+        stored = Schedule(id="old", cron="0 0 31 2 *", promise_id="old-{{.timestamp}}", next_run_time=NOW + 1_000,
+                          created_on=NOW - 1_000, sort_id=1)  # fmt: skip
+        earlier = [record_to_json(PutSchedule(stored))]
+        journal, clock = ListJournal(), FakeClock(NOW)
+        core = Core(Resonate.recover(None, earlier, clock=clock, journal=journal), clock)
+        core.r.promises_create(id="p", timeout=NOW + 1_000)
+        core.advance(1_000)
+        with caplog.at_level(logging.ERROR):
+            core.tick()
+            core.tick()
+        assert len(self.parked_logs(caplog)) == 1
+        schedule = core.r.schedules_read(id="old").payload.schedule
+        assert (schedule.next_run_time, schedule.last_run_time) == (INT64_MAX, None)
+        assert ids(core.r.promises_search(id="old-*")) == []
+        assert core.promise("p").state == PS.REJECTED_TIMEDOUT
+
+        caplog.clear()
+        restarted = Resonate.recover(None, earlier + journal.records, clock=FakeClock(NOW + 10_000))
+        with caplog.at_level(logging.ERROR):
+            restarted.tick()
+        assert restarted.state.schedules["old"].next_run_time == INT64_MAX and not self.parked_logs(caplog)
+
+    def test_schedule_past_its_last_occurrence_is_parked(self, caplog):
+        """When the occurrence after the due one falls after the year 9999: logged once, parked, nothing fired."""
+        core = new_core()
+        core.clock.set(int(datetime(9998, 12, 31, tzinfo=timezone.utc).timestamp() * 1000))
+        core.r.schedules_create(id="y", cron="@yearly", promise_id="y-{{.timestamp}}")
+        due = int(datetime(9999, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+        assert core.r.schedules_read(id="y").payload.schedule.next_run_time == due
+        core.clock.set(due)
+        with caplog.at_level(logging.ERROR):
+            core.tick()
+            core.tick()
+        assert len(self.parked_logs(caplog)) == 1
+        assert core.r.schedules_read(id="y").payload.schedule.next_run_time == INT64_MAX
+        assert ids(core.r.promises_search(id="y-*")) == []
 
     def test_huge_promise_timeout_is_clamped(self):
         """planned time + promiseTimeout is clamped to the int64 maximum (10.3)."""
