@@ -168,7 +168,9 @@ class Page(Generic[T]):
 
     Attributes:
         items: the promises or schedules of this page (iterating the page iterates them).
-        cursor: pass it back as ``cursor=`` for the next page; None on the last page.
+        cursor: pass it back as ``cursor=`` for the next page; None on the last page. A page
+            may hold fewer items than the limit, or none, and still have a cursor: the server
+            bounds the work one request does, so follow cursors until there is none.
     """
 
     items: List[T]

@@ -230,10 +230,11 @@ def search(tx: Tx, req: SearchPromisesRequest) -> Result:
             return None
         return promise
 
-    found = take_page(tx.state.search_promises(pattern, before), keep, limit)
+    candidates = tx.state.search_promises(pattern, before, tx.config.search_scan_limit)
+    found, below = take_page(candidates, keep, limit)
     cursor = None
-    if len(found) == limit:
-        query = {"id": pattern, "states": states, "tags": tags, "limit": limit, "before": found[-1].sort_id}
+    if below is not None:
+        query = {"id": pattern, "states": states, "tags": tags, "limit": limit, "before": below}
         cursor = encode_cursor(secret, "promises", query)
     return Result(Status.OK, SearchPromisesResponse(found, cursor))
 

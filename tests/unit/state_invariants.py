@@ -123,6 +123,7 @@ def assert_indexes_consistent(state: State, in_flight: frozenset = frozenset()) 
 
     # schedules and locks
     assert _live(state.schedule_fires) == {s.id: s.next_run_time for s in schedules.values()}
+    assert list(state._schedule_order) == sorted((s.sort_id, s.id) for s in schedules.values())
     assert _live(state.lock_expiry) == {lock.resource_id: lock.expires_at for lock in locks.values()}
     locks_by: Dict[str, set] = {}
     for lock in locks.values():
@@ -143,3 +144,4 @@ def assert_indexes_consistent(state: State, in_flight: frozenset = frozenset()) 
     assert _live(rebuilt.lock_expiry) == _live(state.lock_expiry)
     assert rebuilt._locks_by_process == state._locks_by_process
     assert _live(rebuilt.schedule_fires) == _live(state.schedule_fires)
+    assert list(rebuilt._schedule_order) == list(state._schedule_order)
