@@ -30,16 +30,20 @@ Options every command takes:
   ``promises create --timeout`` keeps that meaning (as the Go CLI's does).
 * ``--json``: machine-readable output.
 
-Durations are Go durations (``30s``, ``1h30m``); deadlines (``promises create --timeout``) are a
-duration from now or an absolute time in milliseconds since the epoch. A receiver (``--recv``) is a
-string, such as ``nats://<subject>``, or a JSON object ``{"type": …, "data": {…}}`` (PROTOCOL.md 2.8).
+Durations (``--ttl``, ``--promise-timeout``, ``--request-timeout``) are Go durations (``30s``,
+``1h30m``); a number without a unit is refused, with the spelling to use. Deadlines (the
+``--timeout`` of ``promises create``, ``create-task``, ``callback`` and ``subscribe``, and
+``--task-timeout``) are a Go duration from now, an RFC 3339 time (``2026-12-31T00:00:00Z``,
+``2026-12-31T09:00:00+09:00``), or a number of milliseconds since the epoch from 2000 on, as on
+the wire; a smaller number is surely a duration and is refused, naming the 1970 time it would
+have been (`resonate_sync.times` has the rules). A receiver (``--recv``) is a string, such as
+``nats://<subject>``, or a JSON object ``{"type": …, "data": {…}}`` (PROTOCOL.md 2.8).
 
 Exit codes: 0 on success; 1 when the server answers an error or cannot be reached (the message
 on stderr: ``Error 404: The specified promise was not found``); 2 for usage and configuration
 errors.
 """
 
-import datetime
 import functools
 import inspect
 import json
@@ -49,9 +53,10 @@ from typing import Annotated, Any, Callable, Dict, List, Mapping, Optional, Sequ
 
 import typer
 
-from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_file, load_config, parse_go_duration
+from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_file, load_config
 from resonate_sync.errors import ResonateError
 from resonate_sync.models import Value, unstructure
+from resonate_sync.times import deadline_ms, duration_ms, format_ms
 
 __all__ = ["add_client_commands"]
 
@@ -92,10 +97,7 @@ class _Session:
 
     def __init__(self, addr: Optional[str], subject: Optional[str], request_timeout: str, json_output: bool) -> None:
         self.as_json = json_output
-        try:
-            self.timeout_s = parse_go_duration(request_timeout) / 1000
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--request-timeout") from None
+        self.timeout_s = _duration_ms(request_timeout, "--request-timeout") / 1000
         if self.timeout_s <= 0:
             raise typer.BadParameter("must be more than 0", param_hint="--request-timeout")
         for value, field, flag in ((addr, "nats_addr", "--addr"), (subject, "nats_subject", "--subject")):
@@ -194,16 +196,17 @@ def _pairs(values: Optional[List[str]], flag: str) -> Dict[str, str]:
 
 def _duration_ms(text: str, flag: str) -> int:
     try:
-        return parse_go_duration(text)
+        return duration_ms(text)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint=flag) from None
 
 
 def _deadline_ms(text: str, flag: str) -> int:
-    """A deadline: digits are an absolute time in ms since the epoch; a Go duration counts from now."""
-    if text.isdigit():
-        return int(text)
-    return time.time_ns() // 1_000_000 + _duration_ms(text, flag)
+    """A deadline: a Go duration from now, an RFC 3339 time, or ms since the epoch from 2000 on."""
+    try:
+        return deadline_ms(text, time.time_ns() // 1_000_000)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=flag) from None
 
 
 def _value(data: Optional[str], headers: Optional[List[str]], flag: str) -> Value:
@@ -235,10 +238,9 @@ def _when(ms: Optional[int]) -> str:
     if ms is None:
         return ""
     try:
-        moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
-    except (OverflowError, OSError, ValueError):
+        return format_ms(ms)
+    except (OverflowError, ValueError):
         return str(ms)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _text(value: Value) -> str:
@@ -398,9 +400,11 @@ Counter = Annotated[
     int,
     typer.Option("--counter", metavar="N", help="The task's counter (from its message or claim).", show_default=False),
 ]
-Ttl = Annotated[str, typer.Option("--ttl", metavar="DURATION", help="Lease length (Go duration).")]
+Ttl = Annotated[str, typer.Option("--ttl", metavar="DURATION", help="Lease length, a Go duration (30s, 1m, 1h).")]
 _DEADLINE_FORMS = (
-    "a duration from now (30s, 1h, 2h45m) or an absolute time in milliseconds since the epoch (1767225600000)"
+    "a duration from now (30s, 1h, 2h45m), an RFC 3339 time (2026-12-31T00:00:00Z, 2026-12-31T09:00:00+09:00)"
+    " or milliseconds since the epoch from 2000 on (1798675200000); a smaller number is refused, since it is"
+    " surely a duration"
 )
 PromiseTimeout = Annotated[str, typer.Option(
     "--timeout", metavar="DEADLINE", show_default=False, help=f"When the promise times out: {_DEADLINE_FORMS}.",
@@ -656,7 +660,8 @@ def schedules_create(
         help="Id of each promise created; {{.id}} and {{.timestamp}} are replaced at each firing.",
     )],
     promise_timeout: Annotated[str, typer.Option(
-        "--promise-timeout", metavar="DURATION", help="Each promise times out this long after its firing.",
+        "--promise-timeout", metavar="DURATION",
+        help="Each promise times out this long after its firing, a Go duration (30m, 1h, 24h).",
     )] = "1h",
     promise_data: Annotated[Optional[str], typer.Option(
         "--promise-data", metavar="TEXT", show_default=False, help="Param data of each promise (UTF-8 text).",
