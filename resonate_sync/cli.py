@@ -1,4 +1,4 @@
-"""The ``resonate`` command line: ``serve``, ``dev`` and ``version``.
+"""The ``resonate`` command line: ``serve``, ``dev``, ``version`` and the client commands.
 
 ``serve`` and ``dev`` take the same options: the Go server's NATS flags exactly
 (``--api-nats-enable``, ``--api-nats-addr``, ``--api-nats-subject``, ``--api-nats-timeout``) plus one
@@ -18,9 +18,15 @@ Exit codes: 0 after a graceful stop; 2 for usage and configuration errors (messa
 no traceback) and when NATS is disabled (nothing to serve); otherwise what `Server.run` returns.
 
 The client sub-commands (``resonate promises|schedules|tasks|locks …``) are in
-`resonate_sync.cli_client`.
+`resonate_sync.cli_client`. Their connection and output options (``--addr``, ``--subject``,
+``--request-timeout``, ``--json``) may also come before the command (``resonate --addr URL
+promises get x``); before any other command they are refused rather than ignored.
+
+``resonate --version`` prints the version; ``--install-completion`` and ``--show-completion``
+(typer's) set up shell completion.
 """
 
+import inspect
 import logging
 import os
 import sys
@@ -31,7 +37,7 @@ import typer
 from typer.core import TyperCommand
 
 from resonate_sync import __version__
-from resonate_sync.cli_client import add_client_commands
+from resonate_sync.cli_client import CLIENT_COMMANDS, CLIENT_FLAGS, add_client_commands, client_options
 from resonate_sync.config import (
     DEFAULT_CONFIG_FILE,
     SETTINGS,
@@ -255,9 +261,42 @@ app = typer.Typer(
     name="resonate",
     help="Resonate durable-promise server, served over NATS request-reply.",
     no_args_is_help=True,
-    add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def _root(ctx: typer.Context, **client: Any) -> None:
+    # The client options are accepted here so that they may come before a client command;
+    # anywhere else they would be silently ignored, so they are refused.
+    given = [CLIENT_FLAGS[name] for name, value in client.items() if value and name in CLIENT_FLAGS]
+    if given and ctx.invoked_subcommand not in CLIENT_COMMANDS:
+        hint = " (the server's are --api-nats-addr and --api-nats-subject)" if ctx.invoked_subcommand in _MODES else ""
+        raise _fail(
+            f"{', '.join(given)} before '{ctx.invoked_subcommand}': only the client commands"
+            f" ({', '.join(CLIENT_COMMANDS)}) take {'it' if len(given) == 1 else 'them'}{hint}"
+        )
+
+
+_VERSION = inspect.Parameter(
+    "version",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=False,
+    annotation=Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.",
+    )],
+)
+_MODES = ("serve", "dev")
+_root.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+     _VERSION, *client_options()]
+)
+app.callback()(_root)
 
 app.command(
     "serve",

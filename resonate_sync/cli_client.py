@@ -7,6 +7,9 @@ one per page) and prints the result: a human-readable table by default, one JSON
 ``--json``. The JSON mirrors what the Python client returns, in the protocol's wire form:
 
 * a read prints the object (``promises get`` → the promise, ``locks acquire`` → the lock);
+* a param or value (``param``, ``value``, ``promiseParam``) keeps the wire's ``data``, base64, and
+  gains ``text``, the same bytes decoded, when they are UTF-8 (absent otherwise):
+  ``{"headers": {…}, "data": "aGk=", "text": "hi"}``;
 * a write whose outcome can be "nothing changed" prints ``{"promise"|"schedule"|"task": …,
   "created": true|false}`` (``created``: the server answered 20100; false is an idempotent replay);
 * a search prints ``{"promises"|"schedules": […], "cursor": …}`` (``cursor`` absent on the last page);
@@ -17,7 +20,8 @@ one per page) and prints the result: a human-readable table by default, one JSON
 * ``tasks heartbeat`` and ``locks heartbeat`` print ``{"tasksAffected"|"locksAffected": n}``;
 * ``schedules delete`` and ``locks release`` print ``{}``.
 
-Options every command takes:
+Options every command takes, after the command or before it (``resonate --addr URL promises get
+x``); given in both places, the one after the command wins:
 
 * ``--addr``: the NATS URL; default from ``RESONATE_API_NATS_ADDR``, else ``resonate.yaml`` in the
   working directory (``api.subsystems.nats.addr``), else ``nats://localhost:4222``: the same
@@ -25,10 +29,14 @@ Options every command takes:
 * ``--subject``: likewise (``RESONATE_API_NATS_SUBJECT``; default ``resonate.server``).
 * TLS for ``tls://`` addresses comes from the same layers, without flags of its own:
   ``RESONATE_API_NATS_TLS_CA``/``_CERT``/``_KEY``/``_VERIFY`` or ``api.subsystems.nats.tls.*``.
-* ``--request-timeout``: how long each attempt waits for the reply, a Go duration (default 5s).
-  It is not ``--timeout``: in the protocol ``timeout`` is a promise's deadline, and
-  ``promises create --timeout`` keeps that meaning (as the Go CLI's does).
+* ``--request-timeout``: how long each attempt waits for the reply, a Go duration; default from
+  ``RESONATE_REQUEST_TIMEOUT``, else 5s. It is not ``--timeout``: in the protocol ``timeout``
+  is a promise's deadline, and ``promises create --timeout`` keeps that meaning (as the Go
+  CLI's does).
 * ``--json``: machine-readable output.
+
+``promises read`` and ``schedules read`` are the same commands as ``get``, under the
+operations' names.
 
 Durations (``--ttl``, ``--promise-timeout``, ``--request-timeout``) are Go durations (``30s``,
 ``1h30m``); a number without a unit is refused, with the spelling to use. Deadlines (the
@@ -44,6 +52,8 @@ on stderr: ``Error 404: The specified promise was not found``); 2 for usage and 
 errors.
 """
 
+import base64
+import binascii
 import functools
 import inspect
 import json
@@ -58,12 +68,17 @@ from resonate_sync.errors import ResonateError
 from resonate_sync.models import Value, unstructure
 from resonate_sync.times import deadline_ms, duration_ms, format_ms
 
-__all__ = ["add_client_commands"]
+__all__ = ["CLIENT_COMMANDS", "CLIENT_FLAGS", "add_client_commands", "client_options"]
 
 _PANEL = "Connection and output"
 
+CLIENT_FLAGS: Dict[str, str] = {}
+"""The parameter name of each option every client command takes, and its flag."""
+
+
 def _common(name: str, default: Any, kind: Any, flag: str, help: str, **option: Any) -> inspect.Parameter:
     """One option every client command takes (keyword-only, so it may follow any command's own)."""
+    CLIENT_FLAGS[name] = flag
     annotation = Annotated[kind, typer.Option(flag, help=help, rich_help_panel=_PANEL, **option)]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
@@ -81,11 +96,27 @@ _COMMON = [
              " resonate.yaml, else resonate.server.",
     ),
     _common(
-        "request_timeout", "5s", str, "--request-timeout", metavar="DURATION",
-        help="How long to wait for the server's reply (Go duration: 500ms, 5s, 1m).",
+        "request_timeout", None, Optional[str], "--request-timeout", metavar="DURATION", show_default=False,
+        help="How long to wait for the server's reply (Go duration: 500ms, 5s, 1m). Default: env"
+             " RESONATE_REQUEST_TIMEOUT, else 5s.",
     ),
-    _common("json_output", False, bool, "--json", help="Print one JSON document (wire field names), not a table."),
+    _common(
+        "json_output", False, bool, "--json", show_default=False,
+        help="Print one JSON document (wire field names; a param or value also as \"text\" when it is"
+             " UTF-8), not a table.",
+    ),
 ]  # fmt: skip
+
+REQUEST_TIMEOUT_ENV = "RESONATE_REQUEST_TIMEOUT"
+
+
+def client_options() -> List[inspect.Parameter]:
+    """The options every client command takes, as parameters a command function can take too.
+
+    ``resonate`` itself takes them, so that they may come before the command; `_command`
+    reads them from the root context when the command's own were not given.
+    """
+    return list(_COMMON)
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,11 +126,16 @@ _COMMON = [
 class _Session:
     """Where to connect, how long to wait and how to print, for one command."""
 
-    def __init__(self, addr: Optional[str], subject: Optional[str], request_timeout: str, json_output: bool) -> None:
+    def __init__(
+        self, addr: Optional[str], subject: Optional[str], request_timeout: Optional[str], json_output: bool
+    ) -> None:
         self.as_json = json_output
-        self.timeout_s = _duration_ms(request_timeout, "--request-timeout") / 1000
+        where = "--request-timeout"
+        if request_timeout is None and os.environ.get(REQUEST_TIMEOUT_ENV):  # empty counts as unset, as for the server
+            request_timeout, where = os.environ[REQUEST_TIMEOUT_ENV], REQUEST_TIMEOUT_ENV
+        self.timeout_s = _duration_ms(request_timeout or "5s", where) / 1000
         if self.timeout_s <= 0:
-            raise typer.BadParameter("must be more than 0", param_hint="--request-timeout")
+            raise typer.BadParameter("must be more than 0", param_hint=where)
         for value, field, flag in ((addr, "nats_addr", "--addr"), (subject, "nats_subject", "--subject")):
             try:
                 if value is not None:
@@ -154,26 +190,33 @@ class _Session:
     def show(self, document: Any, heading: str = "", table: str = "") -> None:
         """Print ``document`` as JSON, or the heading and table for people."""
         if self.as_json:
-            typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+            typer.echo(json.dumps(_with_text(document), indent=2, ensure_ascii=False))
             return
         for part in (heading, table):
             if part:
                 typer.echo(part)
 
 
-def _command(group: typer.Typer, name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Register ``fn(session, **own options)`` as ``group name`` with the common options added."""
+_CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+
+
+def _command(group: typer.Typer, name: str, alias: str = "") -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``fn(session, **own options)`` as ``group name`` (and ``group alias``) with the common options added."""
 
     def decorate(fn: Callable[..., None]) -> Callable[..., None]:
         own = list(inspect.signature(fn).parameters.values())[1:]
 
         @functools.wraps(fn)
-        def command(**arguments: Any) -> None:
-            session = _Session(**{p.name: arguments.pop(p.name) for p in _COMMON})
+        def command(ctx: typer.Context, **arguments: Any) -> None:
+            before = ctx.find_root().params  # the same options given before the command
+            given = {p.name: arguments.pop(p.name) for p in _COMMON}
+            session = _Session(**{key: value or before.get(key) or value for key, value in given.items()})
             session.run(fn, arguments)
 
-        command.__signature__ = inspect.Signature(own + _COMMON)  # type: ignore[attr-defined]
+        command.__signature__ = inspect.Signature([_CONTEXT, *own, *_COMMON])  # type: ignore[attr-defined]
         group.command(name)(command)
+        if alias:
+            group.command(alias, help=f"Same as {name}.")(command)
         return fn
 
     return decorate
@@ -241,6 +284,27 @@ def _when(ms: Optional[int]) -> str:
         return format_ms(ms)
     except (OverflowError, ValueError):
         return str(ms)
+
+
+_VALUE_KEYS = frozenset({"param", "value", "promiseParam"})
+
+
+def _with_text(document: Any) -> Any:
+    """``document`` with ``text`` beside the base64 ``data`` of every param and value whose bytes are UTF-8."""
+    if isinstance(document, list):
+        return [_with_text(item) for item in document]
+    if not isinstance(document, dict):
+        return document
+    shown = {}
+    for key, item in document.items():
+        item = _with_text(item)
+        if key in _VALUE_KEYS and isinstance(item, dict) and isinstance(item.get("data"), str):
+            try:
+                item = {**item, "text": base64.b64decode(item["data"], validate=True).decode("utf-8")}
+            except (binascii.Error, UnicodeDecodeError):
+                pass  # binary: the base64 is all there is to show
+        shown[key] = item
+    return shown
 
 
 def _text(value: Value) -> str:
@@ -438,7 +502,7 @@ promises = typer.Typer(
 )
 
 
-@_command(promises, "get")
+@_command(promises, "get", alias="read")
 def promises_get(session: _Session, id: IdArg) -> None:
     """Show one promise (timed out first if its deadline has passed)."""
     promise = session.client.promises_read(id)
@@ -640,7 +704,7 @@ def promises_subscribe(
 schedules = typer.Typer(name="schedules", help="Create, read, delete and search cron schedules.", no_args_is_help=True)
 
 
-@_command(schedules, "get")
+@_command(schedules, "get", alias="read")
 def schedules_get(session: _Session, id: IdArg) -> None:
     """Show one schedule."""
     schedule = session.client.schedules_read(id)
@@ -824,7 +888,11 @@ def locks_release(
 _heartbeat_command(locks, "lock", "locksAffected", lambda client, process_id: client.locks_heartbeat(process_id))
 
 
+_GROUPS = (promises, schedules, tasks, locks)
+CLIENT_COMMANDS = tuple(group.info.name for group in _GROUPS)
+
+
 def add_client_commands(app: typer.Typer) -> None:
     """Add ``promises``, ``schedules``, ``tasks`` and ``locks`` to the ``resonate`` app."""
-    for group in (promises, schedules, tasks, locks):
+    for group in _GROUPS:
         app.add_typer(group, rich_help_panel="Client commands")

@@ -124,7 +124,7 @@ class TestPromises:
         pid = uid("p")
         created = as_json(cli("promises", "create", pid, "--timeout", str(FAR), "--data", "hi", "--idempotency-key",
                               "k", "--json"))
-        assert created["created"] is True and created["promise"]["param"] == {"data": "aGk="}
+        assert created["created"] is True and created["promise"]["param"] == {"data": "aGk=", "text": "hi"}
         replay = as_json(cli("promises", "create", pid, "--timeout", str(FAR), "--idempotency-key", "k", "--json"))
         assert replay == {"promise": created["promise"], "created": False}
         assert as_json(cli("promises", "get", pid, "--json")) == created["promise"]
@@ -358,7 +358,39 @@ class TestLocks:
         assert "processId" in fails(cli("locks", "heartbeat", "--process-id", ""), 400)
 
 
+class TestOutput:
+    def test_json_keeps_base64_and_adds_text_when_it_is_utf8(self, cli, client):
+        """--json shows a param or value as base64 "data" (the wire) plus "text" when its bytes are UTF-8 text."""
+        pid = uid("p")
+        client.promises_create(pid, FAR, b"\xff\x00")
+        client.promises_resolve(pid, "héllo")
+        promise = as_json(cli("promises", "get", pid, "--json"))
+        assert promise["param"] == {"data": "/wA="}
+        assert promise["value"] == {"data": "aMOpbGxv", "text": "héllo"}
+        assert as_json(cli("promises", "search", pid, "--json"))["promises"] == [promise]
+        schedule = as_json(cli("schedules", "create", uid("sched"), "--cron", "0 0 1 1 *", "--promise-id", "x",
+                               "--promise-data", "{}", "--json"))["schedule"]
+        assert schedule["promiseParam"] == {"data": "e30=", "text": "{}"}
+
+    def test_read_is_get(self, cli, client):
+        """promises read and schedules read, the operations' names, do what get does."""
+        pid = uid("p")
+        client.promises_create(pid, FAR)
+        assert as_json(cli("promises", "read", pid, "--json")) == as_json(cli("promises", "get", pid, "--json"))
+        fails(cli("schedules", "read", uid("missing")), 404, "The specified schedule was not found")
+
+
 class TestConnectionAndUsage:
+    def test_connection_options_before_the_command(self, server):
+        """--addr, --subject and --json may come before the command; after it, they win over those before it."""
+        where = ["--addr", server.url, "--subject", server.config.nats_subject]
+        result = CliRunner(**_RUNNER).invoke(app, [*where, "--json", "promises", "search", uid("none")])
+        assert json.loads(ok(result)) == {"promises": []}
+        wrong_subject = ["--subject", uid("nobody"), "--addr", server.url]
+        result = CliRunner(**_RUNNER).invoke(app, [*wrong_subject, "promises", "search", uid("none"), "--subject",
+                                                   server.config.nats_subject])
+        assert ok(result).strip() == "No promises found."
+
     def test_address_and_subject_come_from_the_environment(self, server):
         """Without --addr/--subject the RESONATE_API_NATS_ADDR/SUBJECT variables are used."""
         env = {"RESONATE_API_NATS_ADDR": server.url, "RESONATE_API_NATS_SUBJECT": server.config.nats_subject}
@@ -414,8 +446,8 @@ class TestConnectionAndUsage:
         assert result.exit_code == 2 and flag in result.stderr, result.output
 
     @pytest.mark.parametrize("group, commands", [
-        ("promises", ["get", "create", "create-task", "resolve", "reject", "cancel", "search", "callback", "subscribe"]),
-        ("schedules", ["get", "create", "delete", "search"]),
+        ("promises", ["get", "read", "create", "create-task", "resolve", "reject", "cancel", "search", "callback", "subscribe"]),
+        ("schedules", ["get", "read", "create", "delete", "search"]),
         ("tasks", ["claim", "heartbeat", "complete", "drop"]),
         ("locks", ["acquire", "heartbeat", "release"]),
     ])  # fmt: skip

@@ -262,11 +262,47 @@ class TestServeAndDev:
 
 
 class TestVersion:
-    def test_prints_version(self):
-        """resonate version prints resonate_sync.__version__."""
-        result = invoke("version")
+    @pytest.mark.parametrize("args", [["version"], ["--version"]])
+    def test_prints_version(self, args):
+        """resonate version and resonate --version print resonate_sync.__version__."""
+        result = invoke(*args)
         assert result.exit_code == 0
         assert result.stdout.strip() == resonate_sync.__version__
+
+
+class TestRootOptions:
+    @pytest.mark.parametrize("command", ["serve", "dev", "version"])
+    def test_client_options_before_another_command_are_refused(self, command, server):
+        """--addr or --json before serve, dev or version exits 2 naming them, instead of being ignored."""
+        result = invoke("--addr", "nats://h:1", "--json", command)
+        assert result.exit_code == 2
+        assert f"--addr, --json before '{command}': only the client commands" in result.stderr
+        assert server.calls == []
+
+    def test_request_timeout_from_the_environment(self):
+        """RESONATE_REQUEST_TIMEOUT sets --request-timeout; a bad one exits 2 naming the variable."""
+        result = invoke("promises", "get", "p", env={"RESONATE_REQUEST_TIMEOUT": "5"})
+        assert result.exit_code == 2
+        assert "RESONATE_REQUEST_TIMEOUT" in result.stderr and "needs a unit" in result.stderr
+
+    def test_root_options_are_listed(self):
+        """resonate --help shows --version, the completion options and the connection options."""
+        text = invoke("--help", env=WIDE).stdout
+        for flag in ("--version", "--install-completion", "--show-completion", "--addr", "--subject",
+                     "--request-timeout", "--json"):
+            assert flag in text
+
+
+class TestDeadlineOptions:
+    @pytest.mark.parametrize("text, understood", [
+        ("60000", "1970-01-01T00:01:00.000Z"), ("1767225600", "2026-01-01T00:00:00.000Z"),
+    ])  # fmt: skip
+    def test_a_small_number_is_a_usage_error_saying_what_it_would_mean(self, text, understood):
+        """promises create --timeout <number before 2000> exits 2 before connecting, naming what it would mean."""
+        result = invoke("promises", "create", "p", "--timeout", text, "--addr", "nats://127.0.0.1:1", env=WIDE)
+        assert result.exit_code == 2
+        message = " ".join(result.stderr.replace("│", " ").split())
+        assert "--timeout" in message and understood in message and "surely a duration" in message
 
 
 class TestConfigureLogging:
@@ -289,8 +325,8 @@ class TestConfigureLogging:
 
 
 class TestModuleEntryPoint:
-    def run(self, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RESONATE_")}
+    def run(self, *args: str, cwd: Path, env=None) -> subprocess.CompletedProcess:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("RESONATE_")}, **(env or {})}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         return subprocess.run(
             [sys.executable, "-m", "resonate_sync", *args],
@@ -302,6 +338,13 @@ class TestModuleEntryPoint:
         result = self.run("--help", cwd=tmp_path)
         assert result.returncode == 0
         assert "resonate" in result.stdout and "serve" in result.stdout
+
+    def test_shell_completion(self, tmp_path):
+        """The completion protocol answers: 'resonate promises r<TAB>' offers read, reject and resolve."""
+        result = self.run(env={"_RESONATE_COMPLETE": "complete_bash", "COMP_WORDS": "resonate promises r",
+                               "COMP_CWORD": "2"}, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert sorted(result.stdout.split()) == ["read", "reject", "resolve"]
 
     def test_disabled_nats_exits_2(self, tmp_path):
         """python -m resonate_sync serve --api-nats-enable=false exits 2 with a message and no traceback."""
