@@ -63,6 +63,7 @@ from typing import Annotated, Any, Callable, Dict, List, Mapping, Optional, Sequ
 
 import typer
 
+from resonate_sync.cli_help import Command, Group
 from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_file, load_config
 from resonate_sync.errors import ResonateError
 from resonate_sync.models import Value, unstructure
@@ -214,9 +215,9 @@ def _command(group: typer.Typer, name: str, alias: str = "") -> Callable[[Callab
             session.run(fn, arguments)
 
         command.__signature__ = inspect.Signature([_CONTEXT, *own, *_COMMON])  # type: ignore[attr-defined]
-        group.command(name)(command)
+        group.command(name, cls=Command)(command)
         if alias:
-            group.command(alias, help=f"Same as {name}.")(command)
+            group.command(alias, cls=Command, help=f"Same as {name}.")(command)
         return fn
 
     return decorate
@@ -454,12 +455,14 @@ Strict = Annotated[
 ]
 Limit = Annotated[
     Optional[int],
-    typer.Option("--limit", min=1, max=100, help="Results per page, 1..100 (default 100).", show_default=False),
+    typer.Option("--limit", metavar="N", min=1, max=100, help="Results per page (default 100).", show_default=False),
 ]
 Cursor = Annotated[
     Optional[str], typer.Option("--cursor", metavar="CURSOR", help="Continue a previous search.", show_default=False)
 ]
 All = Annotated[bool, typer.Option("--all", help="Follow the cursors: print every page.")]
+# PATTERN, not [PATTERN]: recent typers put an optional argument's brackets around its metavar themselves.
+Pattern = Annotated[str, typer.Argument(metavar="PATTERN", help="Ids to match; * matches anything.")]
 Counter = Annotated[
     int,
     typer.Option("--counter", metavar="N", help="The task's counter (from its message or claim).", show_default=False),
@@ -496,6 +499,7 @@ ProcessId = Annotated[str, typer.Option(
 
 
 promises = typer.Typer(
+    cls=Group,
     name="promises",
     help="Read, create, complete and search durable promises; wait for them with callbacks and subscriptions.",
     no_args_is_help=True,
@@ -604,7 +608,7 @@ _complete_command("cancel", "REJECTED_CANCELED", "Cancel", "Canceled")
 @_command(promises, "search")
 def promises_search(
     session: _Session,
-    id: Annotated[str, typer.Argument(metavar="[PATTERN]", help="Ids to match; * matches anything.")] = "*",
+    pattern: Pattern = "*",
     state: Annotated[Optional[List[str]], typer.Option(
         "--state", metavar="STATE", show_default=False,
         help="pending, resolved, rejected (all three rejected states), rejected_canceled or"
@@ -619,7 +623,7 @@ def promises_search(
 
     Example: resonate promises search 'order-*' --state pending --tag team=shop
     """
-    query = {"id": id, "states": [s.upper() for s in state or ()], "tags": _pairs(tag, "--tag"), "limit": limit}
+    query = {"id": pattern, "states": [s.upper() for s in state or ()], "tags": _pairs(tag, "--tag"), "limit": limit}
     items, next_cursor = _search(session.client.promises_search, all_pages, cursor=cursor, **query)
     rows = [[p.id, p.state, _when(p.timeout), _when(p.created_on), _map(p.tags)] for p in items]
     table = _columns(["ID", "STATE", "TIMEOUT", "CREATED", "TAGS"], rows) if rows else "No promises found."
@@ -701,7 +705,7 @@ def promises_subscribe(
 # schedules
 
 
-schedules = typer.Typer(name="schedules", help="Create, read, delete and search cron schedules.", no_args_is_help=True)
+schedules = typer.Typer(cls=Group, name="schedules", help="Create, read, delete and search cron schedules.", no_args_is_help=True)
 
 
 @_command(schedules, "get", alias="read")
@@ -767,14 +771,14 @@ def schedules_delete(session: _Session, id: IdArg) -> None:
 @_command(schedules, "search")
 def schedules_search(
     session: _Session,
-    id: Annotated[str, typer.Argument(metavar="[PATTERN]", help="Ids to match; * matches anything.")] = "*",
+    pattern: Pattern = "*",
     tag: Tags = None,
     limit: Limit = None,
     cursor: Cursor = None,
     all_pages: All = False,
 ) -> None:
     """List schedules whose id matches PATTERN, newest first."""
-    query = {"id": id, "tags": _pairs(tag, "--tag"), "limit": limit}
+    query = {"id": pattern, "tags": _pairs(tag, "--tag"), "limit": limit}
     items, next_cursor = _search(session.client.schedules_search, all_pages, cursor=cursor, **query)
     rows = [[s.id, s.cron, s.promise_id, _when(s.next_run_time), _when(s.last_run_time), _map(s.tags)] for s in items]
     headers = ["ID", "CRON", "PROMISE ID", "NEXT RUN", "LAST RUN", "TAGS"]
@@ -787,7 +791,7 @@ def schedules_search(
 # tasks
 
 
-tasks = typer.Typer(name="tasks", help="Claim, heartbeat, complete and drop tasks by hand.", no_args_is_help=True)
+tasks = typer.Typer(cls=Group, name="tasks", help="Claim, heartbeat, complete and drop tasks by hand.", no_args_is_help=True)
 
 
 @_command(tasks, "claim")
@@ -851,7 +855,7 @@ _heartbeat_command(tasks, "task", "tasksAffected", lambda client, process_id: cl
 # locks
 
 
-locks = typer.Typer(name="locks", help="Acquire, heartbeat and release locks by hand.", no_args_is_help=True)
+locks = typer.Typer(cls=Group, name="locks", help="Acquire, heartbeat and release locks by hand.", no_args_is_help=True)
 
 ExecutionId = Annotated[
     str, typer.Option("--execution-id", metavar="ID", help="Who holds the lock.", show_default=False)

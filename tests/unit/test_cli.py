@@ -10,13 +10,15 @@ from pathlib import Path
 
 import attrs
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import resonate_sync
 from resonate_sync.cli import LOG_FORMAT, app, configure_logging, normalise_go_flags
-from resonate_sync.config import DEFAULT_SERVE_STORE_PATH, SETTINGS, Config
+from resonate_sync.config import DEFAULT_SERVE_STORE_PATH, SETTINGS, Config, read_config_file
 
 REPO = Path(resonate_sync.__file__).resolve().parents[1]
+SOURCE = Path(__file__).resolve().parents[2]
 SEED_FLAGS = ("--api-nats-enable", "--api-nats-addr", "--api-nats-subject", "--api-nats-timeout")
 WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
 # click 8.1 (the last for Python 3.9) mixes stderr into stdout unless told not to; 8.2 dropped the option.
@@ -125,6 +127,92 @@ class TestHelp:
         result = invoke(command, "--help", env=WIDE)
         assert f"Default: {default}" in result.stdout
         assert "absolute times in milliseconds" in result.stdout
+
+
+def command_paths(command, path=()):
+    """Every command of the app, as the words that run it."""
+    yield path
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from command_paths(sub, (*path, name))
+
+
+def flat(text: str) -> str:
+    """Help text without the panels' borders and line breaks."""
+    return " ".join(text.replace("│", " ").split())
+
+
+class TestHelpRendering:
+    @pytest.mark.parametrize("path", list(command_paths(typer.main.get_command(app))), ids=" ".join)
+    def test_no_artefacts(self, path):
+        """No help shows a type beside a flag (<bool>) or doubled brackets ([[PATTERN]])."""
+        result = invoke(*path, "--help", env=WIDE)
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.stdout and "[[" not in result.stdout and "<int" not in result.stdout
+
+    def test_store_path_is_a_directory(self):
+        """--store-path is described as the directory it is."""
+        text = flat(invoke("serve", "--help", env=WIDE).stdout)
+        assert "--store-path PATH Directory that makes state durable" in text and "Journal file" not in text
+
+    def test_href_base_says_what_it_is_for(self):
+        """--href-base says what the links are and that nothing serves them unless a gateway does."""
+        text = flat(invoke("serve", "--help", env=WIDE).stdout)
+        assert "for workers that follow links. This server serves no HTTP" in text
+
+    def test_points_at_config_defaults(self):
+        """serve --help names the command that prints the documented file."""
+        assert "'resonate config defaults' prints every key" in flat(invoke("serve", "--help", env=WIDE).stdout)
+
+
+class TestConfigCommands:
+    def test_defaults_prints_the_documented_file(self):
+        """resonate config defaults prints conf/resonate.yaml exactly, which loads to the defaults."""
+        result = invoke("config", "defaults")
+        assert result.exit_code == 0
+        assert result.stdout == (SOURCE / "conf" / "resonate.yaml").read_text(encoding="utf-8")
+
+    def test_packaged_file_is_conf_resonate_yaml(self):
+        """The installed package holds conf/resonate.yaml (in the source, a link to it, so they cannot drift)."""
+        packaged = Path(resonate_sync.__file__).parent / "conf" / "resonate.yaml"
+        assert packaged.read_bytes() == (SOURCE / "conf" / "resonate.yaml").read_bytes()
+
+    def test_show_names_each_layer(self, tmp_path):
+        """config show prints each value with the layer it came from: default, file, env or flag."""
+        (tmp_path / "resonate.yaml").write_text("server:\n  workers: 5\n  maxPending: 6\n", encoding="utf-8")
+        result = invoke("config", "show", "--tick", "250ms", env={"RESONATE_MAX_PENDING": "7"})
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert "# The configuration 'resonate serve' would run with in" in lines[0]
+        assert '  path: "resonate-data/resonate.journal"  # default' in lines
+        assert f"  workers: 5  # {tmp_path / 'resonate.yaml'}" in lines
+        assert "  maxPending: 7  # env RESONATE_MAX_PENDING" in lines
+        assert "  tick: 250ms  # flag --tick" in lines
+
+    def test_show_dev_is_a_config_file_of_the_same_values(self, tmp_path):
+        """config show --mode dev prints YAML that reads back to the Config dev would get."""
+        args = ["--mode", "dev", "--workers", "3", "--api-nats-addr", "nats://h:1", "--delivery-allow", "a.>,b"]
+        result = invoke("config", "show", *args)
+        assert result.exit_code == 0, result.output
+        (tmp_path / "shown.yaml").write_text(result.stdout, encoding="utf-8")
+        expected = Config(workers=3, nats_addr="nats://h:1", delivery_allow="a.>,b")
+        assert Config(**read_config_file(tmp_path / "shown.yaml")) == expected
+        assert "  path: null  # default" in result.stdout.splitlines()
+
+    def test_show_redacts_secrets(self):
+        """A password or token in a URL is shown as ***."""
+        result = invoke("config", "show", env={"RESONATE_API_NATS_ADDR": "nats://user:s3cret@h:4222"})
+        assert result.exit_code == 0, result.output
+        assert "s3cret" not in result.stdout
+        assert 'addr: "nats://user:***@h:4222"  # env RESONATE_API_NATS_ADDR' in result.stdout
+
+    @pytest.mark.parametrize("args, message", [
+        (["--mode", "prod"], "--mode: 'prod' is not one of: dev, serve"),
+        (["--workers", "many"], '--workers: "many" is not an integer'),
+    ])  # fmt: skip
+    def test_show_errors_exit_2(self, args, message):
+        """A bad mode or value exits 2 with the same message serve would give."""
+        result = invoke("config", "show", *args)
+        assert result.exit_code == 2 and message in result.stderr
 
 
 class TestServeAndDev:
