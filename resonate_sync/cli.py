@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+
 from resonate_sync import __version__
-from resonate_sync.cli_help import Command, Group
 from resonate_sync.cli_client import CLIENT_COMMANDS, CLIENT_FLAGS, add_client_commands, client_options
+from resonate_sync.cli_help import Command, Group
 from resonate_sync.config import (
     DEFAULT_CONFIG_FILE,
     SETTINGS,
@@ -319,7 +320,7 @@ def _root(ctx: typer.Context, **client: Any) -> None:
     # anywhere else they would be silently ignored, so they are refused.
     given = [CLIENT_FLAGS[name] for name, value in client.items() if value and name in CLIENT_FLAGS]
     if given and ctx.invoked_subcommand not in CLIENT_COMMANDS:
-        hint = " (the server's are --api-nats-addr and --api-nats-subject)" if ctx.invoked_subcommand in _MODES else ""
+        hint = " (the server's are --api-nats-addr and --api-nats-subject)" if ctx.invoked_subcommand in MODES else ""
         raise _fail(
             f"{', '.join(given)} before '{ctx.invoked_subcommand}': only the client commands"
             f" ({', '.join(CLIENT_COMMANDS)}) take {'it' if len(given) == 1 else 'them'}{hint}"
@@ -334,7 +335,6 @@ _VERSION = inspect.Parameter(
         "--version", callback=_print_version, is_eager=True, help="Print the version and exit.",
     )],
 )
-_MODES = ("serve", "dev")
 _root.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
      _VERSION, *client_options()]

@@ -108,7 +108,7 @@ _COMMON = [
     ),
 ]  # fmt: skip
 
-REQUEST_TIMEOUT_ENV = "RESONATE_REQUEST_TIMEOUT"
+_REQUEST_TIMEOUT_ENV = "RESONATE_REQUEST_TIMEOUT"
 
 
 def client_options() -> List[inspect.Parameter]:
@@ -132,8 +132,8 @@ class _Session:
     ) -> None:
         self.as_json = json_output
         where = "--request-timeout"
-        if request_timeout is None and os.environ.get(REQUEST_TIMEOUT_ENV):  # empty counts as unset, as for the server
-            request_timeout, where = os.environ[REQUEST_TIMEOUT_ENV], REQUEST_TIMEOUT_ENV
+        if request_timeout is None and os.environ.get(_REQUEST_TIMEOUT_ENV):  # empty counts as unset, as for the server
+            request_timeout, where = os.environ[_REQUEST_TIMEOUT_ENV], _REQUEST_TIMEOUT_ENV
         self.timeout_s = _duration_ms(request_timeout or "5s", where) / 1000
         if self.timeout_s <= 0:
             raise typer.BadParameter("must be more than 0", param_hint=where)
