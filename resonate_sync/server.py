@@ -192,12 +192,11 @@ class Server:
             raise
         self.journal = journal  # recovery warnings were logged by the journal itself
         freeze_heap()
+        counts = (("promise", core.state.promises), ("task", core.state.tasks),
+                  ("schedule", core.state.schedules), ("lock", core.state.locks))  # fmt: skip
         log.info(
-            "recovered %d promises, %d tasks, %d schedules, %d locks from %s in %.2f s",
-            len(core.state.promises),
-            len(core.state.tasks),
-            len(core.state.schedules),
-            len(core.state.locks),
+            "recovered %s from %s in %.2f s",
+            ", ".join(f"{len(items)} {name}{'' if len(items) == 1 else 's'}" for name, items in counts),
             self.config.store_path,
             time.monotonic() - started,
         )

@@ -16,7 +16,9 @@ from resonate_sync.config import (
     SETTINGS_BY_FIELD,
     Config,
     ConfigError,
+    explain_config,
     find_config_file,
+    format_config,
     format_go_duration,
     load_config,
     parse_go_bool,
@@ -280,6 +282,36 @@ class TestPrecedence:
         """Choices (log level, fsync, embedded NATS) are read case-insensitively; warn means warning."""
         config = load_config(env={"RESONATE_LOG_LEVEL": "WARN", "RESONATE_FSYNC": "Never"})
         assert (config.log_level, config.fsync) == ("warning", "never")
+
+
+class TestExplainConfig:
+    @pytest.mark.parametrize("field", sorted(LAYER_SAMPLES))
+    def test_names_the_layer_each_value_came_from(self, field, tmp_path):
+        """Each value's source is the highest layer that set it: default, the file, the variable or the flag."""
+        setting = SETTINGS_BY_FIELD[field]
+        (file_value, _), (env_text, _), (flag_text, _) = LAYER_SAMPLES[field]
+        path = write_yaml(tmp_path / "c.yaml", {setting.key: file_value})
+        env, flags = {setting.env: env_text}, {field: flag_text}
+        for layers, source in (
+            ({}, "default"),
+            ({"config_file": path}, str(path)),
+            ({"config_file": path, "env": env}, f"env {setting.env}"),
+            ({"config_file": path, "env": env, "overrides": flags}, f"flag {setting.flag}"),
+        ):
+            config, sources = explain_config(mode="serve", **layers)
+            assert (config, sources[field]) == (load_config(mode="serve", **layers), source)
+
+    def test_format_config_reads_back(self, tmp_path):
+        """format_config writes a config file that loads to the same Config, each line naming its source."""
+        flags = {field: flag for field, (_, _, (flag, _)) in LAYER_SAMPLES.items()}
+        config, sources = explain_config(mode="dev", overrides=flags)
+        text = format_config(config, sources)
+        path = tmp_path / "shown.yaml"
+        path.write_text(text, encoding="utf-8")
+        assert load_config(mode="dev", config_file=path) == config
+        assert '      addr: "tls://u:p@flag:3"  # flag --api-nats-addr' in text.splitlines()
+        hidden = format_config(config, sources, redact=lambda value: value.replace("u:p@", "***@"))
+        assert '      addr: "tls://***@flag:3"  # flag --api-nats-addr' in hidden.splitlines()
 
 
 class TestConfigFileErrors:
