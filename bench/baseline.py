@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resonate_sync.api import BUSY_REPLY  # noqa: E402
 from resonate_sync.config import Config  # noqa: E402
-from resonate_sync.transport.nats import NatsTransport  # noqa: E402
+from resonate_sync.transport import NatsTransport  # noqa: E402
 
 # What a promises.create reply looks like (same size and shape as the server's answer).
 FIXED_REPLY = json.dumps(

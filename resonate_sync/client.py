@@ -247,9 +247,9 @@ class _Failed(Exception):
 
 def _transport():
     # Imported on first use: pynats2 is slow to import and `import resonate_sync` should not pay for it.
-    from .transport import nats
+    from . import transport
 
-    return nats
+    return transport
 
 
 def _value(data: Data) -> Value:

@@ -99,7 +99,7 @@ class Server:
     def _start(self) -> None:
         from .ticker import Ticker
         from .transport.micro import Service
-        from .transport.nats import NatsTransport
+        from .transport.responder import NatsTransport
 
         config = self.config
         settings = CoreSettings(
@@ -378,7 +378,7 @@ class DurableReplies:
     """
 
     def __init__(self, wait_durable) -> None:
-        from .transport.nats import DeferredReply
+        from .transport.responder import DeferredReply
 
         self._deferred = DeferredReply
         self._wait_durable = wait_durable

@@ -4,19 +4,18 @@
 (also usable by a synchronous client); ``EmbeddedNatsServer`` runs a local nats-server.
 """
 
+from resonate_sync.transport.connection import Connection
 from resonate_sync.transport.embedded import EmbeddedNatsServer, is_reachable, nats_server_binary
-from resonate_sync.transport.nats import (
+from resonate_sync.transport.errors import (
     AuthorizationError,
-    Connection,
     ConnectionClosedError,
-    Msg,
     NatsConnectionError,
-    NatsTransport,
     NoRespondersError,
     RequestTimeoutError,
     TransportError,
-    redact_url,
 )
+from resonate_sync.transport.protocol import Msg, redact_url
+from resonate_sync.transport.responder import NatsTransport
 
 __all__ = [
     "AuthorizationError",

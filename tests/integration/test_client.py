@@ -19,7 +19,7 @@ from resonate_sync import (
 from resonate_sync.client import ConnectionFailed, Page, RequestTimeout
 from resonate_sync.core.clock import FakeClock
 from resonate_sync.models import Value
-from resonate_sync.transport.nats import Connection
+from resonate_sync.transport import Connection
 from helpers import FAR, uid
 from helpers import start_server as serve
 

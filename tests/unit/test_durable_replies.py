@@ -4,7 +4,7 @@ import threading
 
 from resonate_sync.api import STORE_ERROR_REPLY
 from resonate_sync.server import DurableReplies
-from resonate_sync.transport.nats import DeferredReply
+from resonate_sync.transport.responder import DeferredReply
 
 
 def collect(deferred: DeferredReply) -> list:

@@ -18,15 +18,15 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from resonate_sync.transport.nats import (
+from resonate_sync.transport import (
     AuthorizationError,
     Connection,
     ConnectionClosedError,
     Msg,
     NatsConnectionError,
-    _decode_headers,
     redact_url,
 )
+from resonate_sync.transport.protocol import decode_headers
 
 INFO: Dict[str, Any] = {"server_id": "scripted", "version": "2.15.1", "proto": 1, "headers": True, "max_payload": 1048576}
 
@@ -95,7 +95,7 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 class TestImport:
     CHECK = (
-        "from resonate_sync.transport.nats import Connection\n"
+        "from resonate_sync.transport import Connection\n"
         "import pkg_resources\n"
         "print(pkg_resources.get_distribution('pynats2').version)\n"
         "Connection('nats://127.0.0.1:1')\n"
@@ -235,4 +235,4 @@ class TestHelpers:
     def test_decode_headers_with_status(self):
         """A status line becomes Status/Description; repeated keys are joined."""
         raw = b"NATS/1.0 503 No Responders\r\nA: 1\r\nA: 2\r\n\r\n"
-        assert _decode_headers(raw) == {"Status": "503", "Description": "No Responders", "A": "1, 2"}
+        assert decode_headers(raw) == {"Status": "503", "Description": "No Responders", "A": "1, 2"}

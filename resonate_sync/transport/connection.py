@@ -1,202 +1,51 @@
-"""NATS request-reply transport: a repaired pynats2 connection and the server-side wrapper.
+"""A pynats2 connection repaired for a long-lived server (see ``NATS-NOTES.md``, defects 2-7).
 
 :class:`Connection` subclasses ``pynats2.NATSClient`` and replaces the parts that break a
-long-lived server (see ``NATS-NOTES.md``, defects 2-7): its own reader loop that notices
-EOF and errors, PING/PONG liveness checks, ``-ERR`` handling, whole-frame publishes written
-without a socket timeout, payloads read in full however slowly they arrive, and a
-thread-safe ``request``. It also speaks headers (``HMSG``/``HPUB``) and no-responders.
-
-:class:`NatsTransport` serves one subject: the reader thread hands each request straight to
-one ``ThreadPoolExecutor`` (no second hop), bounds the backlog with a busy reply, reconnects
-and resubscribes forever with backoff, and drains gracefully on :meth:`NatsTransport.stop`.
+long-lived server: its own reader loop that notices EOF and errors, PING/PONG liveness
+checks, ``-ERR`` handling, whole-frame publishes written without a socket timeout, payloads
+read in full however slowly they arrive, and a thread-safe ``request``. It also speaks
+headers (``HMSG``/``HPUB``) and no-responders.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
-import random
-import re
 import socket
 import ssl
-import sys
 import threading
-import types
-import warnings
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from itertools import count
-from time import monotonic, perf_counter_ns
+from time import monotonic
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Tuple
-from urllib.parse import unquote, urlparse, urlunparse
+from urllib.parse import unquote
 
+from resonate_sync.transport._pynats2 import NATSClient, NATSSubscription
+from resonate_sync.transport.errors import (
+    AuthorizationError,
+    ConnectionClosedError,
+    NatsConnectionError,
+    NoRespondersError,
+    RequestTimeoutError,
+)
+from resonate_sync.transport.protocol import (
+    CRLF,
+    DEFAULT_MAX_PAYLOAD,
+    PING,
+    PONG,
+    Msg,
+    check_subject,
+    decode_headers,
+    encode_headers,
+    redact_url,
+)
 
-def _ensure_pkg_resources() -> None:
-    """Let ``import pynats2`` work where setuptools no longer ships ``pkg_resources``.
-
-    pynats2 imports ``pkg_resources`` for a single call, ``get_distribution("pynats2").version``.
-    Rather than pin an old setuptools, provide that one call from ``importlib.metadata``.
-    Any failure counts, not only ImportError: an old setuptools on Python >= 3.12 dies with
-    AttributeError (``pkgutil.ImpImporter``) while importing ``pkg_resources``.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # setuptools warns that pkg_resources is deprecated
-            import pkg_resources  # noqa: F401
-    except Exception:
-        shim = types.ModuleType("pkg_resources")
-        shim.__doc__ = "resonate_sync shim: only get_distribution(name).version, for pynats2."
-
-        def get_distribution(name: str) -> types.SimpleNamespace:
-            return types.SimpleNamespace(project_name=name, version=importlib.metadata.version(name))
-
-        shim.get_distribution = get_distribution  # type: ignore[attr-defined]
-        sys.modules["pkg_resources"] = shim
-
-
-_ensure_pkg_resources()
-
-import pynats2  # noqa: E402
-from pynats2 import NATSConnectionError, NATSError, NATSRequestTimeoutError, NATSSubscription  # noqa: E402
-
-from resonate_sync.transport.micro import Service  # noqa: E402
-
-__all__ = [
-    "AuthorizationError",
-    "Connection",
-    "DeferredReply",
-    "ConnectionClosedError",
-    "Msg",
-    "NatsConnectionError",
-    "NatsTransport",
-    "NoRespondersError",
-    "RequestTimeoutError",
-    "TransportError",
-    "redact_url",
-]
+__all__ = ["Connection"]
 
 LOG = logging.getLogger(__name__)
 
-_CRLF = b"\r\n"
 _RECV_SIZE = 65536
 _MAX_RECV = 1 << 20
-_PING = b"PING\r\n"
-_PONG = b"PONG\r\n"
-_BAD_SUBJECT = re.compile(r"\s")
-_DEFAULT_MAX_PAYLOAD = 1024 * 1024
-
-
-# -- errors -------------------------------------------------------------------------------
-
-
-class NatsConnectionError(NATSConnectionError):
-    """The connection could not be made, or is gone. ``str(error)`` names the URL and why.
-
-    (pynats2's own exceptions carry no message; ours do.)
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.args = (message,)
-
-
-class AuthorizationError(NatsConnectionError):
-    """The server refused our credentials (``-ERR 'Authorization Violation'`` at connect)."""
-
-
-class ConnectionClosedError(NatsConnectionError):
-    """Not connected right now (lost, not yet connected, or closed): retry later or give up."""
-
-
-class RequestTimeoutError(NATSRequestTimeoutError):
-    """No reply arrived within the request timeout."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
-
-class NoRespondersError(NATSError):
-    """Nobody subscribes to the request's subject (the server answered with status 503)."""
-
-
-class TransportError(Exception):
-    """The transport cannot do what was asked: cannot connect, or not connected right now."""
-
-
-# -- messages -----------------------------------------------------------------------------
-
-
-class Msg:
-    """One received message: ``subject``, ``reply`` ("" if none), ``payload`` (bytes),
-    ``headers`` (dict or None; a status line becomes ``Status``/``Description``), ``sid``.
-
-    Attribute names match ``pynats2.NATSMessage`` so pynats2-style callbacks keep working;
-    slotted because the reader builds one per message.
-    """
-
-    __slots__ = ("subject", "reply", "payload", "headers", "sid")
-
-    def __init__(
-        self, subject: str, reply: str, payload: bytes, headers: Optional[Dict[str, str]], sid: int
-    ) -> None:
-        self.subject = subject
-        self.reply = reply
-        self.payload = payload
-        self.headers = headers
-        self.sid = sid
-
-    def __repr__(self) -> str:
-        return f"Msg(subject={self.subject!r}, reply={self.reply!r}, payload={self.payload[:64]!r}, headers={self.headers!r})"
-
-
-def _encode_headers(headers: Mapping[str, str]) -> bytes:
-    lines = ["NATS/1.0"]
-    for key, value in headers.items():
-        key, value = str(key), str(value)
-        if not key or ":" in key or _BAD_SUBJECT.search(key) or "\r" in value or "\n" in value:
-            raise ValueError(f"invalid header {key!r}: {value!r}")
-        lines.append(f"{key}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _decode_headers(raw: bytes) -> Dict[str, str]:
-    lines = raw.decode("utf-8", "replace").split("\r\n")
-    headers: Dict[str, str] = {}
-    status = lines[0][len("NATS/1.0") :].strip()
-    if status:
-        code, _, description = status.partition(" ")
-        headers["Status"] = code
-        if description:
-            headers["Description"] = description
-    for line in lines[1:]:
-        key, sep, value = line.partition(":")
-        if sep:
-            key, value = key.strip(), value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return headers
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password or token replaced by ``***``, for logs and error messages."""
-    parsed = urlparse(url)
-    if not parsed.username:
-        return url
-    host = parsed.hostname or ""
-    if parsed.port:
-        host = f"{host}:{parsed.port}"
-    auth = f"{parsed.username}:***" if parsed.password else "***"
-    return urlunparse(parsed._replace(netloc=f"{auth}@{host}"))
-
-
-def _check_subject(subject: str, what: str = "subject") -> bytes:
-    if not subject or _BAD_SUBJECT.search(subject):
-        raise ValueError(f"invalid NATS {what} {subject!r}: must be non-empty without whitespace")
-    return subject.encode()
-
-
-# -- connection ---------------------------------------------------------------------------
 
 
 class _Waiter:
@@ -239,7 +88,7 @@ class _ProtocolError(Exception):
     pass
 
 
-class Connection(pynats2.NATSClient):
+class Connection(NATSClient):
     """A pynats2 client that survives a long life: reconnectable, liveness-checked, thread-safe.
 
     ``connect()`` fails (AuthorizationError) when the server refuses the credentials: after
@@ -306,7 +155,7 @@ class Connection(pynats2.NATSClient):
         self._threads: List[threading.Thread] = []
         self._ssid = 1
         self.server_info: Dict[str, object] = {}
-        self.max_payload = _DEFAULT_MAX_PAYLOAD
+        self.max_payload = DEFAULT_MAX_PAYLOAD
         self.last_disconnect_reason: Optional[str] = None
         self.last_server_error: Optional[str] = None
         self.server_errors = 0
@@ -385,13 +234,13 @@ class Connection(pynats2.NATSClient):
                 self._socket = sock
                 self._connect_tls()
                 sock = self._socket
-            sock.sendall(b"CONNECT " + json.dumps(self._connect_options()).encode() + _CRLF + _PING)
+            sock.sendall(b"CONNECT " + json.dumps(self._connect_options()).encode() + CRLF + PING)
             while True:
                 line = self._handshake_line(sock, buf, deadline)
                 if line == b"PONG":
                     break
                 if line == b"PING":
-                    sock.sendall(_PONG)
+                    sock.sendall(PONG)
                 elif line.startswith(b"-ERR"):
                     self._handshake_error(line)
                 elif line.startswith(b"INFO "):
@@ -460,7 +309,7 @@ class Connection(pynats2.NATSClient):
     @staticmethod
     def _handshake_line(sock: socket.socket, buf: bytearray, deadline: float) -> bytes:
         while True:
-            end = buf.find(_CRLF)
+            end = buf.find(CRLF)
             if end >= 0:
                 line = bytes(buf[:end])
                 del buf[: end + 2]
@@ -508,7 +357,7 @@ class Connection(pynats2.NATSClient):
         except ValueError:
             raise NatsConnectionError(f"{self.url}: unreadable INFO {line[:80]!r}") from None
         self.server_info.update(info)
-        self.max_payload = int(self.server_info.get("max_payload", _DEFAULT_MAX_PAYLOAD))  # type: ignore[arg-type]
+        self.max_payload = int(self.server_info.get("max_payload", DEFAULT_MAX_PAYLOAD))  # type: ignore[arg-type]
         if info.get("ldm"):
             self._log.info("%s is entering lame duck mode (it will shut down soon)", self.url)
 
@@ -587,14 +436,14 @@ class Connection(pynats2.NATSClient):
         reason: Optional[str] = "reader stopped"
         try:
             while True:
-                end = buf.find(_CRLF)
+                end = buf.find(CRLF)
                 while end < 0:
                     data = recv(_RECV_SIZE)
                     if not data:
                         raise _ServerClosed
                     scan_from = len(buf) - 1 if buf else 0
                     buf += data
-                    end = buf.find(_CRLF, scan_from)
+                    end = buf.find(CRLF, scan_from)
                 line = bytes(buf[:end])
                 del buf[: end + 2]
                 op = line[:4]
@@ -606,11 +455,11 @@ class Connection(pynats2.NATSClient):
                     args = line.split()
                     header_size = int(args[-2])
                     raw = self._take(buf, recv, int(args[-1]))
-                    headers = _decode_headers(raw[:header_size])
+                    headers = decode_headers(raw[:header_size])
                     payload = raw[header_size:]
                     del args[-1]
                 elif op == b"PING":
-                    self._write(epoch, _PONG)
+                    self._write(epoch, PONG)
                     continue
                 elif op == b"PONG":
                     epoch.pings_outstanding = 0
@@ -670,7 +519,7 @@ class Connection(pynats2.NATSClient):
             if not data:
                 raise _ServerClosed
             buf += data
-        if buf[size:need] != _CRLF:
+        if buf[size:need] != CRLF:
             raise _ProtocolError(f"payload of {size} bytes not followed by CRLF")
         payload = bytes(buf[:size])
         del buf[:need]
@@ -695,7 +544,7 @@ class Connection(pynats2.NATSClient):
                 if epoch.lost:
                     return
                 epoch.pongs.append(None)
-                epoch.sock.sendall(_PING)
+                epoch.sock.sendall(PING)
             except OSError as exc:
                 error = exc
             finally:
@@ -750,13 +599,13 @@ class Connection(pynats2.NATSClient):
         """
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        subj = _check_subject(subject)
-        reply_part = b" " + _check_subject(reply, "reply subject") if reply else b""
+        subj = check_subject(subject)
+        reply_part = b" " + check_subject(reply, "reply subject") if reply else b""
         size = len(payload)
         if headers:
             if not self.server_info.get("headers", True):
                 raise ValueError(f"{self.url} does not support headers")
-            head = _encode_headers(headers)
+            head = encode_headers(headers)
             total = len(head) + size
             self._check_size(total, subject)
             frame = b"HPUB %s%s %d %d\r\n%s%s\r\n" % (subj, reply_part, len(head), total, head, payload)
@@ -777,7 +626,7 @@ class Connection(pynats2.NATSClient):
         Raises TimeoutError if no PONG within ``timeout`` s, ConnectionClosedError if not connected.
         """
         waiter = _Waiter()
-        self._send_frame(_PING, waiter)
+        self._send_frame(PING, waiter)
         if not waiter.event.wait(timeout):
             raise TimeoutError(f"{self.url}: no PONG within {timeout:g} s")
         if waiter.error is not None:
@@ -785,7 +634,7 @@ class Connection(pynats2.NATSClient):
 
     def ping(self) -> None:
         """Send a PING without waiting (pynats2 API); prefer :meth:`flush`."""
-        self._send_frame(_PING, _Waiter())
+        self._send_frame(PING, _Waiter())
 
     # -- subscribing -----------------------------------------------------------------------
 
@@ -809,9 +658,9 @@ class Connection(pynats2.NATSClient):
         Allowed before :meth:`connect` and while disconnected: the subscription is sent when the
         connection is (re)established. Use :meth:`flush` to know the server has registered it.
         """
-        _check_subject(subject)
+        check_subject(subject)
         if queue:
-            _check_subject(queue, "queue group")
+            check_subject(queue, "queue group")
         with self._wlock:
             sub = NATSSubscription(
                 sid=self._ssid, subject=subject, queue=queue, callback=callback, max_messages=max_messages
@@ -837,7 +686,7 @@ class Connection(pynats2.NATSClient):
         try:
             if flush_timeout is not None:
                 waiter = _Waiter()
-                self._send_frame(b"UNSUB %d\r\n" % sub.sid + _PING, waiter)
+                self._send_frame(b"UNSUB %d\r\n" % sub.sid + PING, waiter)
                 waiter.event.wait(flush_timeout)
             else:
                 self._send_frame(b"UNSUB %d\r\n" % sub.sid)
@@ -896,400 +745,3 @@ class Connection(pynats2.NATSClient):
             waiter.result = msg
             waiter.event.set()
 
-
-# -- the server side ----------------------------------------------------------------------
-
-
-class DeferredReply:
-    """A reply the handler does not have yet: return one, then call :meth:`resolve` from any thread.
-
-    The request stays in flight until then (it counts against ``max_pending`` and ``stop()``
-    waits for it), but the worker thread is free: a server whose replies wait for an fsync
-    hands them to one thread that covers many requests per fsync, instead of parking a worker
-    on each.
-    """
-
-    __slots__ = ("_callback", "_value", "_lock")
-
-    def __init__(self) -> None:
-        self._callback: Optional[Callable[[bytes], None]] = None
-        self._value: Optional[bytes] = None
-        self._lock = threading.Lock()
-
-    def resolve(self, reply: bytes) -> None:
-        """Hand over the reply; the transport publishes it (once)."""
-        with self._lock:
-            self._value = reply
-            callback = self._callback
-        if callback is not None:
-            callback(reply)
-
-    def _then(self, callback: Callable[[bytes], None]) -> None:
-        with self._lock:
-            self._callback = callback
-            value = self._value
-        if value is not None:
-            callback(value)
-
-
-class NatsTransport:
-    """Serve ``handler`` on ``subject``: each request's payload in, its returned bytes out.
-
-    The reader thread submits each request straight to one ``ThreadPoolExecutor(workers)``;
-    a worker calls ``handler(payload)`` and publishes the returned bytes to the request's
-    reply subject (``None`` means no reply). At most ``max_pending`` requests are queued or
-    running; beyond that the reader answers ``busy_reply`` at once instead of queueing, so a
-    burst cannot grow memory without bound. On connection loss a supervisor thread reconnects
-    with jittered exponential backoff (``reconnect_backoff`` = first delay, cap) forever until
-    :meth:`stop`, resubscribing as it goes.
-
-    With ``service`` (an ADR-32 :class:`~resonate_sync.transport.micro.Service`) it also
-    answers the Services API discovery subjects (``$SRV.PING|INFO|STATS[.name[.id]]``) and
-    counts every request, error and nanosecond of handler time into ``service.stats``.
-    Error replies carry no ``Nats-Service-Error`` headers: the reply itself says it failed, the
-    Go server sends none either, and they would cost every client a header parse.
-    Discovery requests are answered on the reader thread itself: they are cheap, never queue
-    behind API requests, never get the busy reply, and use plain subscriptions (every instance
-    answers, which is what discovery needs) whatever ``queue`` the API subject uses.
-
-    ``tls_*`` configure ``tls://`` connections (see :class:`Connection`); unlike pynats2,
-    ``tls_verify`` defaults to True.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        subject: str,
-        handler: Callable[[bytes], Optional[bytes]],
-        *,
-        workers: int = 8,
-        max_pending: int = 1024,
-        busy_reply: bytes,
-        stop_reply: Optional[bytes] = None,
-        queue: str = "",
-        name: str = "resonate",
-        reconnect_backoff: Tuple[float, float] = (0.1, 2.0),
-        ping_interval: float = 2.0,
-        max_outstanding_pings: int = 2,
-        connect_timeout: float = 2.0,
-        logger: Optional[logging.Logger] = None,
-        service: Optional[Service] = None,
-        tls_cacert: Optional[str] = None,
-        tls_client_cert: Optional[str] = None,
-        tls_client_key: Optional[str] = None,
-        tls_verify: bool = True,
-    ) -> None:
-        if not isinstance(busy_reply, bytes) or not isinstance(stop_reply, (bytes, type(None))):
-            raise TypeError("busy_reply and stop_reply must be bytes")
-        if workers < 1 or max_pending < 1:
-            raise ValueError("workers and max_pending must be at least 1")
-        _check_subject(subject)
-        self.url = redact_url(url)
-        self.subject = subject
-        self._raw_url = url
-        self._handler = handler
-        self._workers = workers
-        self._max_pending = max_pending
-        self._busy_reply = busy_reply
-        self._stop_reply = stop_reply
-        self._queue = queue
-        self._name = name
-        self._backoff = reconnect_backoff
-        self._ping_interval = ping_interval
-        self._max_outstanding_pings = max_outstanding_pings
-        self._connect_timeout = connect_timeout
-        self._tls = {
-            "tls_cacert": tls_cacert or None,
-            "tls_client_cert": tls_client_cert or None,
-            "tls_client_key": tls_client_key or None,
-            "tls_verify": tls_verify,
-        }
-        self._service = service
-        self._log = logger or logging.getLogger("resonate_sync.transport")
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._in_flight = 0
-        # Requests submitted to the executor and not yet picked up by a worker, by receive
-        # number: at stop()'s deadline they are answered from there, even if every worker is stuck.
-        self._queued: Dict[int, Msg] = {}
-        self._received = 0
-        self._replied = 0
-        self._busy = 0
-        self._handler_errors = 0
-        self._reconnects = 0
-        self._started = False
-        self._stopping = False
-        self._stop_event = threading.Event()
-        self._wake = threading.Event()
-        self._conn: Optional[Connection] = None
-        self._sub: Optional[NATSSubscription] = None
-        self._executor: Optional[ThreadPoolExecutor] = None
-        self._supervisor: Optional[threading.Thread] = None
-
-    @property
-    def connected(self) -> bool:
-        """Whether the NATS connection is up right now."""
-        return self._conn is not None and self._conn.connected
-
-    @property
-    def stats(self) -> Dict[str, int]:
-        """Counters since start: received, replied, busy_rejections, reconnects, handler_errors, in_flight."""
-        with self._lock:
-            return {
-                "received": self._received,
-                "replied": self._replied,
-                "busy_rejections": self._busy,
-                "reconnects": self._reconnects,
-                "handler_errors": self._handler_errors,
-                "in_flight": self._in_flight,
-            }
-
-    def start(self) -> "NatsTransport":
-        """Connect, subscribe, and start serving; returns once the subscription is registered.
-
-        Raises TransportError naming the URL if the server is unreachable, refuses the
-        credentials, or refuses the subscription.
-        """
-        if self._started:
-            raise RuntimeError("NatsTransport.start() called twice")
-        self._started = True
-        conn = Connection(
-            self._raw_url,
-            name=self._name,
-            connect_timeout=self._connect_timeout,
-            ping_interval=self._ping_interval,
-            max_outstanding_pings=self._max_outstanding_pings,
-            on_disconnect=self._on_disconnect,
-            logger=self._log,
-            **self._tls,
-        )
-        self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
-        if self._service is not None:
-            for subject, verb in self._service.subjects():
-                conn.subscribe(subject, callback=partial(self._on_discovery, verb))
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"{self._name}-worker")
-        self._conn = conn  # before connect(): requests may arrive as soon as the SUB is sent
-        try:
-            conn.connect()
-            conn.flush(self._connect_timeout)
-            if conn.server_errors and "subscription" in (conn.last_server_error or "").lower():
-                raise TransportError(
-                    f"{self.url} refused the subscription to {self.subject!r}: {conn.last_server_error}"
-                )
-        except BaseException as exc:
-            conn.close()
-            self._executor.shutdown()
-            self._conn = None
-            if isinstance(exc, (NATSError, OSError, TimeoutError)):
-                raise TransportError(str(exc)) from exc
-            raise
-        self._supervisor = threading.Thread(target=self._supervise, name=f"{self._name}-nats-supervisor", daemon=True)
-        self._supervisor.start()
-        self._log.info("serving %s on %s", self.subject, self.url)
-        return self
-
-    # -- message path ----------------------------------------------------------------------
-
-    def _on_message(self, msg: Msg) -> None:
-        """Reader thread: queue the request, or answer busy when the backlog is full."""
-        with self._lock:
-            self._received += 1
-            busy = self._in_flight >= self._max_pending
-            if busy:
-                self._busy += 1
-            else:
-                self._in_flight += 1
-                number = self._received
-                self._queued[number] = msg
-        if busy:
-            if self._service is not None:
-                self._service.record(0, self._busy_reply)
-            if msg.reply:
-                try:
-                    self._conn.publish(msg.reply, self._busy_reply)  # type: ignore[union-attr]
-                except NatsConnectionError:
-                    pass
-            return
-        try:
-            self._executor.submit(self._serve, number)  # type: ignore[union-attr]
-        except RuntimeError:  # executor shut down: stop() gave up waiting
-            with self._lock:
-                taken = self._queued.pop(number, None)
-            if taken is not None:
-                self._done(0, 0)
-
-    def _serve(self, number: int) -> None:
-        """Worker thread: run the handler, publish its reply now or when a DeferredReply resolves."""
-        started = perf_counter_ns()
-        with self._lock:
-            msg = self._queued.pop(number, None)
-        if msg is None:
-            return  # stop() answered it at its deadline
-        try:
-            reply = self._handler(msg.payload)
-        except Exception as exc:
-            self._log.exception("handler failed for a request on %s", msg.subject)
-            if self._service is not None:
-                self._service.stats.record(perf_counter_ns() - started, error=f"500:handler failed: {type(exc).__name__}")
-            self._done(0, 1)
-            return
-        if isinstance(reply, DeferredReply):
-            reply._then(lambda data: self._reply(msg, data, started))
-        else:
-            self._reply(msg, reply, started)
-
-    def _reply(self, msg: Msg, reply: Optional[bytes], started: int) -> None:
-        """Publish a handler's reply (from a worker, or whichever thread resolved it); the request is done."""
-        replied = failed = 0
-        try:
-            if self._service is not None:
-                self._service.record(perf_counter_ns() - started, reply)
-            if reply is not None and msg.reply:
-                try:
-                    self._conn.publish(msg.reply, reply)  # type: ignore[union-attr]
-                    replied = 1
-                except ConnectionClosedError as exc:
-                    self._log.debug("reply to %s lost: %s", msg.reply, exc)
-        except Exception:
-            failed = 1
-            self._log.exception("reply to a request on %s failed", msg.subject)
-        finally:
-            self._done(replied, failed)
-
-    def _on_discovery(self, verb: str, msg: Msg) -> None:
-        """Reader thread: answer a Services API PING, INFO or STATS request at once."""
-        if not msg.reply:
-            return
-        try:
-            self._conn.publish(msg.reply, self._service.respond(verb))  # type: ignore[union-attr]
-        except NatsConnectionError:
-            pass
-
-    def _done(self, replied: int, failed: int) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self._replied += replied
-            self._handler_errors += failed
-            if self._stopping and self._in_flight == 0:
-                self._idle.notify_all()
-
-    @property
-    def in_flight(self) -> int:
-        """Requests taken and not yet answered (read without the lock: a hint, not an exact count)."""
-        return self._in_flight
-
-    def publish(self, subject: str, payload: bytes) -> None:
-        """Publish ``payload`` to ``subject`` (thread-safe; used to deliver task messages).
-
-        Raises TransportError if not connected right now (retry later), TypeError/ValueError
-        for a bad payload.
-        """
-        conn = self._conn
-        if conn is None:
-            raise TransportError(f"transport for {self.url} is not started")
-        try:
-            conn.publish(subject, payload)
-        except ConnectionClosedError as exc:
-            raise TransportError(str(exc)) from exc
-
-    # -- reconnecting ----------------------------------------------------------------------
-
-    def _on_disconnect(self, reason: str) -> None:
-        self._wake.set()
-
-    def _delay(self, attempt: int) -> float:
-        first, cap = self._backoff
-        return min(cap, first * (2**attempt)) * random.uniform(0.5, 1.0)
-
-    def _supervise(self) -> None:
-        """Reconnect after every loss, with backoff, until stop(); log one line each way."""
-        conn = self._conn
-        assert conn is not None
-        while True:
-            self._wake.wait()
-            if self._stop_event.is_set():
-                return
-            self._wake.clear()
-            if conn.connected:
-                continue
-            lost_at = monotonic()
-            self._log.info("lost connection to %s: %s; reconnecting", self.url, conn.last_disconnect_reason)
-            attempt, warned_at = 0, lost_at
-            while True:
-                if self._stop_event.wait(self._delay(attempt)):
-                    return
-                try:
-                    conn.connect()
-                    break
-                except ConnectionClosedError:
-                    return
-                except (NATSError, OSError) as exc:
-                    attempt += 1
-                    self._log.debug("reconnect attempt %d to %s failed: %s", attempt, self.url, exc)
-                    if monotonic() - warned_at >= 30.0:
-                        warned_at = monotonic()
-                        self._log.warning("still disconnected from %s after %.0f s: %s", self.url, warned_at - lost_at, exc)
-            with self._lock:
-                self._reconnects += 1
-            self._log.info("reconnected to %s after %.1f s", self.url, monotonic() - lost_at)
-
-    # -- stopping --------------------------------------------------------------------------
-
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Stop gracefully; returns True if every in-flight request finished in time. Idempotent.
-
-        Unsubscribes first (requests the server already sent are still served), waits up to
-        ``timeout`` s for in-flight handlers and flushes their replies, then closes the
-        connection and joins the threads. Handlers still running after ``timeout`` are
-        abandoned. Requests still queued then are answered ``stop_reply`` from this thread
-        without running the handler (a few microseconds each, even if every worker is stuck),
-        so that a backlog too long for ``timeout`` ends in replies a client can act on instead
-        of silence; without a ``stop_reply`` they get no reply.
-        """
-        with self._lock:
-            if self._stopping or self._conn is None:
-                return True
-            self._stopping = True
-        deadline = monotonic() + timeout
-        conn, executor = self._conn, self._executor
-        assert executor is not None and self._sub is not None and self._supervisor is not None
-        self._stop_event.set()
-        self._wake.set()
-        self._supervisor.join(max(0.0, deadline - monotonic()))
-        conn.unsubscribe(self._sub, flush_timeout=max(0.0, deadline - monotonic()))
-        if not conn.connected:
-            self._log.warning(
-                "connection to %s lost while stopping (%s): requests it had not delivered yet get no reply from this server",
-                self.url, conn.last_disconnect_reason,
-            )  # fmt: skip
-        with self._lock:
-            drained = self._idle.wait_for(lambda: self._in_flight == 0, max(0.0, deadline - monotonic()))
-            left = self._in_flight
-            unserved = list(self._queued.values())
-            self._queued.clear()
-        if not drained:
-            for msg in unserved:
-                self._reply(msg, self._stop_reply, perf_counter_ns())
-            if unserved and self._stop_reply is not None:
-                self._log.warning("drain deadline: answered %d queued requests without serving them", len(unserved))
-        if conn.connected:
-            try:  # past the deadline too: the replies just written must leave before the close
-                conn.flush(max(0.25, deadline - monotonic()))
-            except (NATSError, TimeoutError):
-                pass
-        conn.close()
-        executor.shutdown(wait=drained, cancel_futures=True)
-        self._supervisor.join(max(0.0, deadline - monotonic()))
-        if drained:
-            self._log.info("stopped serving %s on %s (%d requests received, %d replied)", self.subject, self.url, self._received, self._replied)
-        else:
-            self._log.warning(
-                "stopped serving %s after %g s, abandoning %d requests still being handled", self.subject, timeout, left - len(unserved)
-            )
-        return drained
-
-    def __enter__(self) -> "NatsTransport":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -1,0 +1,420 @@
+"""The server side of the transport: serve one subject with a pool of workers.
+
+:class:`NatsTransport` serves one subject: the reader thread hands each request straight to
+one ``ThreadPoolExecutor`` (no second hop), bounds the backlog with a busy reply, reconnects
+and resubscribes forever with backoff, and drains gracefully on :meth:`NatsTransport.stop`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from time import monotonic, perf_counter_ns
+from typing import Callable, Dict, Optional, Tuple
+
+from resonate_sync.transport._pynats2 import NATSError, NATSSubscription
+from resonate_sync.transport.connection import Connection
+from resonate_sync.transport.errors import ConnectionClosedError, NatsConnectionError, TransportError
+from resonate_sync.transport.micro import Service
+from resonate_sync.transport.protocol import Msg, check_subject, redact_url
+
+__all__ = ["DeferredReply", "NatsTransport"]
+
+
+class DeferredReply:
+    """A reply the handler does not have yet: return one, then call :meth:`resolve` from any thread.
+
+    The request stays in flight until then (it counts against ``max_pending`` and ``stop()``
+    waits for it), but the worker thread is free: a server whose replies wait for an fsync
+    hands them to one thread that covers many requests per fsync, instead of parking a worker
+    on each.
+    """
+
+    __slots__ = ("_callback", "_value", "_lock")
+
+    def __init__(self) -> None:
+        self._callback: Optional[Callable[[bytes], None]] = None
+        self._value: Optional[bytes] = None
+        self._lock = threading.Lock()
+
+    def resolve(self, reply: bytes) -> None:
+        """Hand over the reply; the transport publishes it (once)."""
+        with self._lock:
+            self._value = reply
+            callback = self._callback
+        if callback is not None:
+            callback(reply)
+
+    def _then(self, callback: Callable[[bytes], None]) -> None:
+        with self._lock:
+            self._callback = callback
+            value = self._value
+        if value is not None:
+            callback(value)
+
+
+class NatsTransport:
+    """Serve ``handler`` on ``subject``: each request's payload in, its returned bytes out.
+
+    The reader thread submits each request straight to one ``ThreadPoolExecutor(workers)``;
+    a worker calls ``handler(payload)`` and publishes the returned bytes to the request's
+    reply subject (``None`` means no reply). At most ``max_pending`` requests are queued or
+    running; beyond that the reader answers ``busy_reply`` at once instead of queueing, so a
+    burst cannot grow memory without bound. On connection loss a supervisor thread reconnects
+    with jittered exponential backoff (``reconnect_backoff`` = first delay, cap) forever until
+    :meth:`stop`, resubscribing as it goes.
+
+    With ``service`` (an ADR-32 :class:`~resonate_sync.transport.micro.Service`) it also
+    answers the Services API discovery subjects (``$SRV.PING|INFO|STATS[.name[.id]]``) and
+    counts every request, error and nanosecond of handler time into ``service.stats``.
+    Error replies carry no ``Nats-Service-Error`` headers: the reply itself says it failed, the
+    Go server sends none either, and they would cost every client a header parse.
+    Discovery requests are answered on the reader thread itself: they are cheap, never queue
+    behind API requests, never get the busy reply, and use plain subscriptions (every instance
+    answers, which is what discovery needs) whatever ``queue`` the API subject uses.
+
+    ``tls_*`` configure ``tls://`` connections (see :class:`Connection`); unlike pynats2,
+    ``tls_verify`` defaults to True.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        subject: str,
+        handler: Callable[[bytes], Optional[bytes]],
+        *,
+        workers: int = 8,
+        max_pending: int = 1024,
+        busy_reply: bytes,
+        stop_reply: Optional[bytes] = None,
+        queue: str = "",
+        name: str = "resonate",
+        reconnect_backoff: Tuple[float, float] = (0.1, 2.0),
+        ping_interval: float = 2.0,
+        max_outstanding_pings: int = 2,
+        connect_timeout: float = 2.0,
+        logger: Optional[logging.Logger] = None,
+        service: Optional[Service] = None,
+        tls_cacert: Optional[str] = None,
+        tls_client_cert: Optional[str] = None,
+        tls_client_key: Optional[str] = None,
+        tls_verify: bool = True,
+    ) -> None:
+        if not isinstance(busy_reply, bytes) or not isinstance(stop_reply, (bytes, type(None))):
+            raise TypeError("busy_reply and stop_reply must be bytes")
+        if workers < 1 or max_pending < 1:
+            raise ValueError("workers and max_pending must be at least 1")
+        check_subject(subject)
+        self.url = redact_url(url)
+        self.subject = subject
+        self._raw_url = url
+        self._handler = handler
+        self._workers = workers
+        self._max_pending = max_pending
+        self._busy_reply = busy_reply
+        self._stop_reply = stop_reply
+        self._queue = queue
+        self._name = name
+        self._backoff = reconnect_backoff
+        self._ping_interval = ping_interval
+        self._max_outstanding_pings = max_outstanding_pings
+        self._connect_timeout = connect_timeout
+        self._tls = {
+            "tls_cacert": tls_cacert or None,
+            "tls_client_cert": tls_client_cert or None,
+            "tls_client_key": tls_client_key or None,
+            "tls_verify": tls_verify,
+        }
+        self._service = service
+        self._log = logger or logging.getLogger("resonate_sync.transport")
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
+        # Requests submitted to the executor and not yet picked up by a worker, by receive
+        # number: at stop()'s deadline they are answered from there, even if every worker is stuck.
+        self._queued: Dict[int, Msg] = {}
+        self._received = 0
+        self._replied = 0
+        self._busy = 0
+        self._handler_errors = 0
+        self._reconnects = 0
+        self._started = False
+        self._stopping = False
+        self._stop_event = threading.Event()
+        self._wake = threading.Event()
+        self._conn: Optional[Connection] = None
+        self._sub: Optional[NATSSubscription] = None
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._supervisor: Optional[threading.Thread] = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the NATS connection is up right now."""
+        return self._conn is not None and self._conn.connected
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """Counters since start: received, replied, busy_rejections, reconnects, handler_errors, in_flight."""
+        with self._lock:
+            return {
+                "received": self._received,
+                "replied": self._replied,
+                "busy_rejections": self._busy,
+                "reconnects": self._reconnects,
+                "handler_errors": self._handler_errors,
+                "in_flight": self._in_flight,
+            }
+
+    def start(self) -> "NatsTransport":
+        """Connect, subscribe, and start serving; returns once the subscription is registered.
+
+        Raises TransportError naming the URL if the server is unreachable, refuses the
+        credentials, or refuses the subscription.
+        """
+        if self._started:
+            raise RuntimeError("NatsTransport.start() called twice")
+        self._started = True
+        conn = Connection(
+            self._raw_url,
+            name=self._name,
+            connect_timeout=self._connect_timeout,
+            ping_interval=self._ping_interval,
+            max_outstanding_pings=self._max_outstanding_pings,
+            on_disconnect=self._on_disconnect,
+            logger=self._log,
+            **self._tls,
+        )
+        self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
+        if self._service is not None:
+            for subject, verb in self._service.subjects():
+                conn.subscribe(subject, callback=partial(self._on_discovery, verb))
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"{self._name}-worker")
+        self._conn = conn  # before connect(): requests may arrive as soon as the SUB is sent
+        try:
+            conn.connect()
+            conn.flush(self._connect_timeout)
+            if conn.server_errors and "subscription" in (conn.last_server_error or "").lower():
+                raise TransportError(
+                    f"{self.url} refused the subscription to {self.subject!r}: {conn.last_server_error}"
+                )
+        except BaseException as exc:
+            conn.close()
+            self._executor.shutdown()
+            self._conn = None
+            if isinstance(exc, (NATSError, OSError, TimeoutError)):
+                raise TransportError(str(exc)) from exc
+            raise
+        self._supervisor = threading.Thread(target=self._supervise, name=f"{self._name}-nats-supervisor", daemon=True)
+        self._supervisor.start()
+        self._log.info("serving %s on %s", self.subject, self.url)
+        return self
+
+    # -- message path ----------------------------------------------------------------------
+
+    def _on_message(self, msg: Msg) -> None:
+        """Reader thread: queue the request, or answer busy when the backlog is full."""
+        with self._lock:
+            self._received += 1
+            busy = self._in_flight >= self._max_pending
+            if busy:
+                self._busy += 1
+            else:
+                self._in_flight += 1
+                number = self._received
+                self._queued[number] = msg
+        if busy:
+            if self._service is not None:
+                self._service.record(0, self._busy_reply)
+            if msg.reply:
+                try:
+                    self._conn.publish(msg.reply, self._busy_reply)  # type: ignore[union-attr]
+                except NatsConnectionError:
+                    pass
+            return
+        try:
+            self._executor.submit(self._serve, number)  # type: ignore[union-attr]
+        except RuntimeError:  # executor shut down: stop() gave up waiting
+            with self._lock:
+                taken = self._queued.pop(number, None)
+            if taken is not None:
+                self._done(0, 0)
+
+    def _serve(self, number: int) -> None:
+        """Worker thread: run the handler, publish its reply now or when a DeferredReply resolves."""
+        started = perf_counter_ns()
+        with self._lock:
+            msg = self._queued.pop(number, None)
+        if msg is None:
+            return  # stop() answered it at its deadline
+        try:
+            reply = self._handler(msg.payload)
+        except Exception as exc:
+            self._log.exception("handler failed for a request on %s", msg.subject)
+            if self._service is not None:
+                self._service.stats.record(perf_counter_ns() - started, error=f"500:handler failed: {type(exc).__name__}")
+            self._done(0, 1)
+            return
+        if isinstance(reply, DeferredReply):
+            reply._then(lambda data: self._reply(msg, data, started))
+        else:
+            self._reply(msg, reply, started)
+
+    def _reply(self, msg: Msg, reply: Optional[bytes], started: int) -> None:
+        """Publish a handler's reply (from a worker, or whichever thread resolved it); the request is done."""
+        replied = failed = 0
+        try:
+            if self._service is not None:
+                self._service.record(perf_counter_ns() - started, reply)
+            if reply is not None and msg.reply:
+                try:
+                    self._conn.publish(msg.reply, reply)  # type: ignore[union-attr]
+                    replied = 1
+                except ConnectionClosedError as exc:
+                    self._log.debug("reply to %s lost: %s", msg.reply, exc)
+        except Exception:
+            failed = 1
+            self._log.exception("reply to a request on %s failed", msg.subject)
+        finally:
+            self._done(replied, failed)
+
+    def _on_discovery(self, verb: str, msg: Msg) -> None:
+        """Reader thread: answer a Services API PING, INFO or STATS request at once."""
+        if not msg.reply:
+            return
+        try:
+            self._conn.publish(msg.reply, self._service.respond(verb))  # type: ignore[union-attr]
+        except NatsConnectionError:
+            pass
+
+    def _done(self, replied: int, failed: int) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._replied += replied
+            self._handler_errors += failed
+            if self._stopping and self._in_flight == 0:
+                self._idle.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests taken and not yet answered (read without the lock: a hint, not an exact count)."""
+        return self._in_flight
+
+    def publish(self, subject: str, payload: bytes) -> None:
+        """Publish ``payload`` to ``subject`` (thread-safe; used to deliver task messages).
+
+        Raises TransportError if not connected right now (retry later), TypeError/ValueError
+        for a bad payload.
+        """
+        conn = self._conn
+        if conn is None:
+            raise TransportError(f"transport for {self.url} is not started")
+        try:
+            conn.publish(subject, payload)
+        except ConnectionClosedError as exc:
+            raise TransportError(str(exc)) from exc
+
+    # -- reconnecting ----------------------------------------------------------------------
+
+    def _on_disconnect(self, reason: str) -> None:
+        self._wake.set()
+
+    def _delay(self, attempt: int) -> float:
+        first, cap = self._backoff
+        return min(cap, first * (2**attempt)) * random.uniform(0.5, 1.0)
+
+    def _supervise(self) -> None:
+        """Reconnect after every loss, with backoff, until stop(); log one line each way."""
+        conn = self._conn
+        assert conn is not None
+        while True:
+            self._wake.wait()
+            if self._stop_event.is_set():
+                return
+            self._wake.clear()
+            if conn.connected:
+                continue
+            lost_at = monotonic()
+            self._log.info("lost connection to %s: %s; reconnecting", self.url, conn.last_disconnect_reason)
+            attempt, warned_at = 0, lost_at
+            while True:
+                if self._stop_event.wait(self._delay(attempt)):
+                    return
+                try:
+                    conn.connect()
+                    break
+                except ConnectionClosedError:
+                    return
+                except (NATSError, OSError) as exc:
+                    attempt += 1
+                    self._log.debug("reconnect attempt %d to %s failed: %s", attempt, self.url, exc)
+                    if monotonic() - warned_at >= 30.0:
+                        warned_at = monotonic()
+                        self._log.warning("still disconnected from %s after %.0f s: %s", self.url, warned_at - lost_at, exc)
+            with self._lock:
+                self._reconnects += 1
+            self._log.info("reconnected to %s after %.1f s", self.url, monotonic() - lost_at)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop gracefully; returns True if every in-flight request finished in time. Idempotent.
+
+        Unsubscribes first (requests the server already sent are still served), waits up to
+        ``timeout`` s for in-flight handlers and flushes their replies, then closes the
+        connection and joins the threads. Handlers still running after ``timeout`` are
+        abandoned. Requests still queued then are answered ``stop_reply`` from this thread
+        without running the handler (a few microseconds each, even if every worker is stuck),
+        so that a backlog too long for ``timeout`` ends in replies a client can act on instead
+        of silence; without a ``stop_reply`` they get no reply.
+        """
+        with self._lock:
+            if self._stopping or self._conn is None:
+                return True
+            self._stopping = True
+        deadline = monotonic() + timeout
+        conn, executor = self._conn, self._executor
+        assert executor is not None and self._sub is not None and self._supervisor is not None
+        self._stop_event.set()
+        self._wake.set()
+        self._supervisor.join(max(0.0, deadline - monotonic()))
+        conn.unsubscribe(self._sub, flush_timeout=max(0.0, deadline - monotonic()))
+        if not conn.connected:
+            self._log.warning(
+                "connection to %s lost while stopping (%s): requests it had not delivered yet get no reply from this server",
+                self.url, conn.last_disconnect_reason,
+            )  # fmt: skip
+        with self._lock:
+            drained = self._idle.wait_for(lambda: self._in_flight == 0, max(0.0, deadline - monotonic()))
+            left = self._in_flight
+            unserved = list(self._queued.values())
+            self._queued.clear()
+        if not drained:
+            for msg in unserved:
+                self._reply(msg, self._stop_reply, perf_counter_ns())
+            if unserved and self._stop_reply is not None:
+                self._log.warning("drain deadline: answered %d queued requests without serving them", len(unserved))
+        if conn.connected:
+            try:  # past the deadline too: the replies just written must leave before the close
+                conn.flush(max(0.25, deadline - monotonic()))
+            except (NATSError, TimeoutError):
+                pass
+        conn.close()
+        executor.shutdown(wait=drained, cancel_futures=True)
+        self._supervisor.join(max(0.0, deadline - monotonic()))
+        if drained:
+            self._log.info("stopped serving %s on %s (%d requests received, %d replied)", self.subject, self.url, self._received, self._replied)
+        else:
+            self._log.warning(
+                "stopped serving %s after %g s, abandoning %d requests still being handled", self.subject, timeout, left - len(unserved)
+            )
+        return drained
+
+    def __enter__(self) -> "NatsTransport":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
