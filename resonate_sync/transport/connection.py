@@ -9,7 +9,6 @@ headers (``HMSG``/``HPUB``) and no-responders.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import ssl
@@ -29,14 +28,26 @@ from resonate_sync.transport.errors import (
     RequestTimeoutError,
 )
 from resonate_sync.transport.protocol import (
-    CRLF,
     DEFAULT_MAX_PAYLOAD,
-    PING,
-    PONG,
+    Err,
+    HMsg,
+    Info,
+    Message,
     Msg,
+    Ok,
+    ParseError,
+    Parser,
+    Ping,
+    Pong,
     check_subject,
-    decode_headers,
+    encode_connect,
     encode_headers,
+    encode_hpub,
+    encode_ping,
+    encode_pong,
+    encode_pub,
+    encode_sub,
+    encode_unsub,
     redact_url,
 )
 
@@ -60,17 +71,17 @@ class _Waiter:
 
 
 class _Epoch:
-    """One TCP connection's life: its socket, read buffer, threads and liveness counters.
+    """One TCP connection's life: its socket, parser, threads and liveness counters.
 
     A reconnect makes a new epoch; threads hold their own epoch, so a late error from an old
     socket can never tear down the new one.
     """
 
-    __slots__ = ("sock", "buf", "lost", "reason", "stop", "pongs", "pings_outstanding", "last_err", "threads")
+    __slots__ = ("sock", "parser", "lost", "reason", "stop", "pongs", "pings_outstanding", "last_err", "threads")
 
-    def __init__(self, sock: socket.socket, buf: bytearray) -> None:
+    def __init__(self, sock: socket.socket, parser: Parser) -> None:
         self.sock = sock
-        self.buf = buf
+        self.parser = parser
         self.lost = False
         self.reason: Optional[str] = None
         self.stop = threading.Event()
@@ -81,10 +92,6 @@ class _Epoch:
 
 
 class _ServerClosed(Exception):
-    pass
-
-
-class _ProtocolError(Exception):
     pass
 
 
@@ -188,8 +195,8 @@ class Connection(NATSClient):
                 raise ConnectionClosedError(f"connection to {self.url} was closed")
             if self._connected:
                 return
-            sock, buf = self._handshake()
-            epoch = _Epoch(sock, buf)
+            sock, parser = self._handshake()
+            epoch = _Epoch(sock, parser)
             with self._state_lock, self._wlock:
                 if self._closed:
                     sock.close()
@@ -212,7 +219,7 @@ class Connection(NATSClient):
                 self._threads.append(thread)
                 thread.start()
 
-    def _handshake(self) -> Tuple[socket.socket, bytearray]:
+    def _handshake(self) -> Tuple[socket.socket, Parser]:
         opts = self._conn_options
         host, port = opts["hostname"] or "127.0.0.1", opts["port"] or 4222
         deadline = monotonic() + self._connect_timeout
@@ -220,13 +227,16 @@ class Connection(NATSClient):
             sock = socket.create_connection((host, port), timeout=self._connect_timeout)
         except OSError as exc:
             raise NatsConnectionError(f"cannot connect to {self.url}: {exc}") from None
-        buf = bytearray()
+        parser = Parser()
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            line = self._handshake_line(sock, buf, deadline)
-            if not line.startswith(b"INFO "):
-                raise NatsConnectionError(f"{self.url} is not a NATS server: it sent {line[:80]!r}")
-            self._update_info(line)
+            try:
+                first = self._handshake_message(sock, parser, deadline)
+            except ParseError as exc:
+                raise NatsConnectionError(f"{self.url} is not a NATS server: {exc}") from None
+            if type(first) is not Info:
+                raise NatsConnectionError(f"{self.url} is not a NATS server: it sent {type(first).__name__.upper()}")
+            self._update_info(first.info)
             if bool(self.server_info.get("tls_required")) != opts["tls"]:
                 need = "TLS (use tls://)" if self.server_info.get("tls_required") else "plain TCP (use nats://)"
                 raise NatsConnectionError(f"cannot connect to {self.url}: server requires {need}")
@@ -234,21 +244,25 @@ class Connection(NATSClient):
                 self._socket = sock
                 self._connect_tls()
                 sock = self._socket
-            sock.sendall(b"CONNECT " + json.dumps(self._connect_options()).encode() + CRLF + PING)
+            sock.sendall(encode_connect(self._connect_options()) + encode_ping())
             while True:
-                line = self._handshake_line(sock, buf, deadline)
-                if line == b"PONG":
+                try:
+                    message = self._handshake_message(sock, parser, deadline)
+                except ParseError as exc:
+                    raise NatsConnectionError(f"{self.url}: {exc} during connect") from None
+                kind = type(message)
+                if kind is Pong:
                     break
-                if line == b"PING":
-                    sock.sendall(PONG)
-                elif line.startswith(b"-ERR"):
-                    self._handshake_error(line)
-                elif line.startswith(b"INFO "):
-                    self._update_info(line)
-                elif not line.startswith(b"+OK"):
-                    raise NatsConnectionError(f"{self.url}: unexpected {line[:80]!r} during connect")
+                if kind is Ping:
+                    sock.sendall(encode_pong())
+                elif kind is Err:
+                    self._handshake_error(message.message)  # type: ignore[union-attr]
+                elif kind is Info:
+                    self._update_info(message.info)  # type: ignore[union-attr]
+                elif kind is not Ok:
+                    raise NatsConnectionError(f"{self.url}: unexpected {kind.__name__.upper()} during connect")
             sock.settimeout(None)  # blocking from now on: a frame is written whole or the socket dies
-            return sock, buf
+            return sock, parser
         except socket.timeout:
             sock.close()
             raise NatsConnectionError(
@@ -307,13 +321,11 @@ class Connection(NATSClient):
         self._socket = context.wrap_socket(self._socket, server_hostname=str(self._conn_options["hostname"]))
 
     @staticmethod
-    def _handshake_line(sock: socket.socket, buf: bytearray, deadline: float) -> bytes:
+    def _handshake_message(sock: socket.socket, parser: Parser, deadline: float) -> Message:
         while True:
-            end = buf.find(CRLF)
-            if end >= 0:
-                line = bytes(buf[:end])
-                del buf[: end + 2]
-                return line
+            message = parser.next()
+            if message is not None:
+                return message
             remaining = deadline - monotonic()
             if remaining <= 0:
                 raise socket.timeout
@@ -321,10 +333,10 @@ class Connection(NATSClient):
             data = sock.recv(_RECV_SIZE)
             if not data:
                 raise _ServerClosed
-            buf += data
+            parser.feed(data)
 
-    def _handshake_error(self, line: bytes) -> None:
-        text = self._server_error(line)
+    def _handshake_error(self, message: str) -> None:
+        text = self._server_error(message)
         lowered = text.lower()
         if "authoriz" in lowered or "authentica" in lowered:
             raise AuthorizationError(f"cannot connect to {self.url}: server refused the credentials: {text}")
@@ -351,21 +363,16 @@ class Connection(NATSClient):
             options["auth_token"] = opts["username"]
         return options
 
-    def _update_info(self, line: bytes) -> None:
-        try:
-            info = json.loads(line[5:])
-        except ValueError:
-            raise NatsConnectionError(f"{self.url}: unreadable INFO {line[:80]!r}") from None
+    def _update_info(self, info: Dict[str, object]) -> None:
         self.server_info.update(info)
         self.max_payload = int(self.server_info.get("max_payload", DEFAULT_MAX_PAYLOAD))  # type: ignore[arg-type]
         if info.get("ldm"):
             self._log.info("%s is entering lame duck mode (it will shut down soon)", self.url)
 
-    def _server_error(self, line: bytes) -> str:
-        text = line[4:].strip().decode("utf-8", "replace").strip("'")
-        self.last_server_error = text
+    def _server_error(self, message: str) -> str:
+        self.last_server_error = message
         self.server_errors += 1
-        return text
+        return message
 
     def reconnect(self) -> None:
         """Drop the current connection (if any) and connect again."""
@@ -431,72 +438,50 @@ class Connection(NATSClient):
 
     def _read_loop(self, epoch: _Epoch) -> None:
         """Parse the server's stream and dispatch messages until the connection dies."""
-        sock, buf, subs, log = epoch.sock, epoch.buf, self._subs, self._log
-        recv = sock.recv
+        sock, parser, subs, log = epoch.sock, epoch.parser, self._subs, self._log
+        recv, feed, parse = sock.recv, parser.feed, parser.next
         reason: Optional[str] = "reader stopped"
         try:
             while True:
-                end = buf.find(CRLF)
-                while end < 0:
-                    data = recv(_RECV_SIZE)
+                message = parse()
+                if message is None:
+                    data = recv(min(max(_RECV_SIZE, parser.missing), _MAX_RECV))
                     if not data:
                         raise _ServerClosed
-                    scan_from = len(buf) - 1 if buf else 0
-                    buf += data
-                    end = buf.find(CRLF, scan_from)
-                line = bytes(buf[:end])
-                del buf[: end + 2]
-                op = line[:4]
-                if op == b"MSG ":
-                    args = line.split()
-                    payload = self._take(buf, recv, int(args[-1]))
-                    headers = None
-                elif op == b"HMSG":
-                    args = line.split()
-                    header_size = int(args[-2])
-                    raw = self._take(buf, recv, int(args[-1]))
-                    headers = decode_headers(raw[:header_size])
-                    payload = raw[header_size:]
-                    del args[-1]
-                elif op == b"PING":
-                    self._write(epoch, PONG)
+                    feed(data)
                     continue
-                elif op == b"PONG":
+                kind = type(message)
+                if kind is Msg or kind is HMsg:
+                    sid = message.sid  # type: ignore[union-attr]
+                    sub = subs.get(sid)
+                    if sub is None:
+                        continue  # unsubscribed while the message was on its way
+                    try:
+                        sub.callback(message)
+                    except Exception:
+                        log.exception("subscription callback failed for %s", message.subject)  # type: ignore[union-attr]
+                    if sub.max_messages is not None:
+                        sub.received_messages += 1
+                        if sub.received_messages >= sub.max_messages:
+                            subs.pop(sid, None)
+                elif kind is Ping:
+                    self._write(epoch, encode_pong())
+                elif kind is Pong:
                     epoch.pings_outstanding = 0
                     if epoch.pongs:
                         waiter = epoch.pongs.popleft()
                         if waiter is not None:
                             waiter.event.set()
-                    continue
-                elif op == b"-ERR":
-                    epoch.last_err = self._server_error(line)
+                elif kind is Err:
+                    epoch.last_err = self._server_error(message.message)  # type: ignore[union-attr]
                     log.warning("%s: server error: %s", self.url, epoch.last_err)
-                    continue
-                elif op == b"INFO":
-                    self._update_info(line)
-                    continue
-                elif line.startswith(b"+OK"):
-                    continue
-                else:
-                    raise _ProtocolError(f"unexpected {line[:80]!r}")
-                sid = int(args[2])
-                sub = subs.get(sid)
-                if sub is None:
-                    continue  # unsubscribed while the message was on its way
-                msg = Msg(args[1].decode(), args[3].decode() if len(args) == 5 else "", payload, headers, sid)
-                try:
-                    sub.callback(msg)
-                except Exception:
-                    log.exception("subscription callback failed for %s", msg.subject)
-                if sub.max_messages is not None:
-                    sub.received_messages += 1
-                    if sub.received_messages >= sub.max_messages:
-                        subs.pop(sid, None)
+                elif kind is Info:
+                    self._update_info(message.info)  # type: ignore[union-attr]
         except _ServerClosed:
             reason = "server closed the connection"
             if epoch.last_err:
                 reason += f" after -ERR '{epoch.last_err}'"
-        except _ProtocolError as exc:
+        except ParseError as exc:
             reason = f"protocol error: {exc}"
         except OSError as exc:
             reason = f"read failed: {exc}"
@@ -509,21 +494,6 @@ class Connection(NATSClient):
             self._connection_lost(epoch, reason)
             with self._wlock:  # no writer is inside sendall on this socket once we hold the lock
                 sock.close()
-
-    @staticmethod
-    def _take(buf: bytearray, recv: Callable[[int], bytes], size: int) -> bytes:
-        """Remove and return ``size`` payload bytes plus CRLF, waiting however long they take."""
-        need = size + 2
-        while len(buf) < need:
-            data = recv(min(max(_RECV_SIZE, need - len(buf)), _MAX_RECV))
-            if not data:
-                raise _ServerClosed
-            buf += data
-        if buf[size:need] != CRLF:
-            raise _ProtocolError(f"payload of {size} bytes not followed by CRLF")
-        payload = bytes(buf[:size])
-        del buf[:need]
-        return payload
 
     def _ping_loop(self, epoch: _Epoch) -> None:
         """Send a PING every ``ping_interval``; declare the server dead when PONGs stop coming."""
@@ -544,7 +514,7 @@ class Connection(NATSClient):
                 if epoch.lost:
                     return
                 epoch.pongs.append(None)
-                epoch.sock.sendall(PING)
+                epoch.sock.sendall(encode_ping())
             except OSError as exc:
                 error = exc
             finally:
@@ -599,19 +569,15 @@ class Connection(NATSClient):
         """
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        subj = check_subject(subject)
-        reply_part = b" " + check_subject(reply, "reply subject") if reply else b""
-        size = len(payload)
         if headers:
             if not self.server_info.get("headers", True):
                 raise ValueError(f"{self.url} does not support headers")
             head = encode_headers(headers)
-            total = len(head) + size
-            self._check_size(total, subject)
-            frame = b"HPUB %s%s %d %d\r\n%s%s\r\n" % (subj, reply_part, len(head), total, head, payload)
+            self._check_size(len(head) + len(payload), subject)
+            frame = encode_hpub(subject, head, payload, reply)
         else:
-            self._check_size(size, subject)
-            frame = b"PUB %s%s %d\r\n%s\r\n" % (subj, reply_part, size, payload)
+            self._check_size(len(payload), subject)
+            frame = encode_pub(subject, payload, reply)
         self._send_frame(frame)
 
     def _check_size(self, size: int, subject: str) -> None:
@@ -626,7 +592,7 @@ class Connection(NATSClient):
         Raises TimeoutError if no PONG within ``timeout`` s, ConnectionClosedError if not connected.
         """
         waiter = _Waiter()
-        self._send_frame(PING, waiter)
+        self._send_frame(encode_ping(), waiter)
         if not waiter.event.wait(timeout):
             raise TimeoutError(f"{self.url}: no PONG within {timeout:g} s")
         if waiter.error is not None:
@@ -634,15 +600,15 @@ class Connection(NATSClient):
 
     def ping(self) -> None:
         """Send a PING without waiting (pynats2 API); prefer :meth:`flush`."""
-        self._send_frame(PING, _Waiter())
+        self._send_frame(encode_ping(), _Waiter())
 
     # -- subscribing -----------------------------------------------------------------------
 
     @staticmethod
     def _sub_frame(sub: NATSSubscription) -> bytes:
-        frame = b"SUB %s %s%d\r\n" % (sub.subject.encode(), sub.queue.encode() + b" " if sub.queue else b"", sub.sid)
+        frame = encode_sub(sub.subject, sub.sid, sub.queue)
         if sub.max_messages is not None:
-            frame += b"UNSUB %d %d\r\n" % (sub.sid, sub.max_messages - sub.received_messages)
+            frame += encode_unsub(sub.sid, sub.max_messages - sub.received_messages)
         return frame
 
     def subscribe(  # type: ignore[override]
@@ -686,10 +652,10 @@ class Connection(NATSClient):
         try:
             if flush_timeout is not None:
                 waiter = _Waiter()
-                self._send_frame(b"UNSUB %d\r\n" % sub.sid + PING, waiter)
+                self._send_frame(encode_unsub(sub.sid) + encode_ping(), waiter)
                 waiter.event.wait(flush_timeout)
             else:
-                self._send_frame(b"UNSUB %d\r\n" % sub.sid)
+                self._send_frame(encode_unsub(sub.sid))
         except ConnectionClosedError:
             pass  # not connected: forgetting it below means it is not resent on reconnect
         finally:
@@ -698,7 +664,7 @@ class Connection(NATSClient):
     def auto_unsubscribe(self, sub: NATSSubscription) -> None:
         """Tell the server to drop ``sub`` after ``sub.max_messages`` messages (pynats2 API)."""
         if sub.max_messages is not None:
-            self._send_frame(b"UNSUB %d %d\r\n" % (sub.sid, sub.max_messages))
+            self._send_frame(encode_unsub(sub.sid, sub.max_messages))
 
     # -- requests --------------------------------------------------------------------------
 
