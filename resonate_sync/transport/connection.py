@@ -17,9 +17,8 @@ from collections import deque
 from itertools import count
 from time import monotonic
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Tuple
-from urllib.parse import unquote
 
-from resonate_sync.transport._pynats2 import NATSClient, NATSSubscription
+from resonate_sync.transport._pynats2 import ClientBase, Subscription
 from resonate_sync.transport.errors import (
     AuthorizationError,
     ConnectionClosedError,
@@ -51,7 +50,7 @@ from resonate_sync.transport.protocol import (
     redact_url,
 )
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "Subscription"]
 
 LOG = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ class _ServerClosed(Exception):
     pass
 
 
-class Connection(NATSClient):
+class Connection(ClientBase):
     """A pynats2 client that survives a long life: reconnectable, liveness-checked, thread-safe.
 
     ``connect()`` fails (AuthorizationError) when the server refuses the credentials: after
@@ -135,21 +134,16 @@ class Connection(NATSClient):
         super().__init__(
             url,
             name=name,
+            connect_timeout=connect_timeout,
             tls_cacert=tls_cacert,
             tls_client_cert=tls_client_cert,
             tls_client_key=tls_client_key,
             tls_verify=tls_verify,
-            socket_timeout=connect_timeout,
-            ping_interval=ping_interval,
         )
-        if self._vhost_name:
-            raise ValueError(f"URL paths (pynats2 virtual hosts) are not supported: {redact_url(url)}")
-        for key in ("username", "password"):
-            if self._conn_options[key]:
-                self._conn_options[key] = unquote(self._conn_options[key])
         self.url = redact_url(url)
-        self._ssl_context = self._tls_context() if self._conn_options["tls"] else None
+        self._ssl_context = self._tls_context() if self.options.tls else None
         self._connect_timeout = connect_timeout
+        self._ping_interval_s = ping_interval
         self._max_outstanding_pings = max_outstanding_pings
         self._on_disconnect = on_disconnect
         self._log = logger or LOG
@@ -160,7 +154,8 @@ class Connection(NATSClient):
         self._connected = False
         self._closed = False
         self._threads: List[threading.Thread] = []
-        self._ssid = 1
+        self._subscriptions: Dict[int, Subscription] = {}
+        self._next_sid = 1
         self.server_info: Dict[str, object] = {}
         self.max_payload = DEFAULT_MAX_PAYLOAD
         self.last_disconnect_reason: Optional[str] = None
@@ -170,6 +165,12 @@ class Connection(NATSClient):
         self._resp_prefix: Optional[str] = None
         self._resp_map: Dict[str, _Waiter] = {}
         self._resp_ids = count(1)
+
+    @property
+    def socket(self) -> Optional[socket.socket]:
+        """The socket of the current connection (None before the first connect)."""
+        epoch = self._epoch
+        return epoch.sock if epoch is not None else None
 
     @property
     def connected(self) -> bool:
@@ -201,7 +202,7 @@ class Connection(NATSClient):
                 if self._closed:
                     sock.close()
                     raise ConnectionClosedError(f"connection to {self.url} was closed")
-                frames = [self._sub_frame(sub) for sub in list(self._subs.values())]
+                frames = [self._sub_frame(sub) for sub in list(self._subscriptions.values())]
                 try:
                     if frames:
                         sock.sendall(b"".join(frames))
@@ -213,18 +214,17 @@ class Connection(NATSClient):
             self._threads = [t for t in self._threads if t.is_alive()]
             for target, role in ((self._read_loop, "reader"), (self._ping_loop, "pinger")):
                 thread = threading.Thread(
-                    target=target, args=(epoch,), name=f"nats-{role}-{self._conn_options['name']}", daemon=True
+                    target=target, args=(epoch,), name=f"nats-{role}-{self.options.name}", daemon=True
                 )
                 epoch.threads.append(thread)
                 self._threads.append(thread)
                 thread.start()
 
     def _handshake(self) -> Tuple[socket.socket, Parser]:
-        opts = self._conn_options
-        host, port = opts["hostname"] or "127.0.0.1", opts["port"] or 4222
+        opts = self.options
         deadline = monotonic() + self._connect_timeout
         try:
-            sock = socket.create_connection((host, port), timeout=self._connect_timeout)
+            sock = socket.create_connection((opts.host, opts.port), timeout=self._connect_timeout)
         except OSError as exc:
             raise NatsConnectionError(f"cannot connect to {self.url}: {exc}") from None
         parser = Parser()
@@ -237,13 +237,11 @@ class Connection(NATSClient):
             if type(first) is not Info:
                 raise NatsConnectionError(f"{self.url} is not a NATS server: it sent {type(first).__name__.upper()}")
             self._update_info(first.info)
-            if bool(self.server_info.get("tls_required")) != opts["tls"]:
+            if bool(self.server_info.get("tls_required")) != opts.tls:
                 need = "TLS (use tls://)" if self.server_info.get("tls_required") else "plain TCP (use nats://)"
                 raise NatsConnectionError(f"cannot connect to {self.url}: server requires {need}")
-            if opts["tls"]:
-                self._socket = sock
-                self._connect_tls()
-                sock = self._socket
+            if self._ssl_context is not None:
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=opts.host)
             sock.sendall(encode_connect(self._connect_options()) + encode_ping())
             while True:
                 try:
@@ -292,8 +290,8 @@ class Connection(NATSClient):
             raise
 
     def _tls_context(self) -> ssl.SSLContext:
-        opts = self._conn_options
-        ca, cert, key = opts["tls_cacert"], opts["tls_client_cert"], opts["tls_client_key"]
+        opts = self.options
+        ca, cert, key = opts.tls_cacert, opts.tls_client_cert, opts.tls_client_key
         context = ssl.create_default_context(purpose=ssl.Purpose.SERVER_AUTH)
         if ca:
             try:
@@ -311,14 +309,10 @@ class Connection(NATSClient):
                     + (f" with key {str(key)!r}" if key else "")
                     + f" for {self.url}: {exc}"
                 ) from None
-        if not opts["tls_verify"]:
+        if not opts.tls_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
-
-    def _connect_tls(self) -> None:
-        context = self._ssl_context or self._tls_context()
-        self._socket = context.wrap_socket(self._socket, server_hostname=str(self._conn_options["hostname"]))
 
     @staticmethod
     def _handshake_message(sock: socket.socket, parser: Parser, deadline: float) -> Message:
@@ -343,24 +337,24 @@ class Connection(NATSClient):
         raise NatsConnectionError(f"cannot connect to {self.url}: server error: {text}")
 
     def _connect_options(self) -> Dict[str, object]:
-        opts = self._conn_options
+        opts = self.options
         headers = bool(self.server_info.get("headers"))
         options: Dict[str, object] = {
             "verbose": False,
             "pedantic": False,
-            "tls_required": opts["tls"],
-            "name": opts["name"],
+            "tls_required": opts.tls,
+            "name": opts.name,
             "lang": "python",
-            "version": opts["version"],
+            "version": opts.version,
             "protocol": 1,
             "headers": headers,
             "no_responders": headers,
         }
-        if opts["username"] and opts["password"]:
-            options["user"] = opts["username"]
-            options["pass"] = opts["password"]
-        elif opts["username"]:
-            options["auth_token"] = opts["username"]
+        if opts.username and opts.password:
+            options["user"] = opts.username
+            options["pass"] = opts.password
+        elif opts.username:
+            options["auth_token"] = opts.username
         return options
 
     def _update_info(self, info: Dict[str, object]) -> None:
@@ -438,7 +432,7 @@ class Connection(NATSClient):
 
     def _read_loop(self, epoch: _Epoch) -> None:
         """Parse the server's stream and dispatch messages until the connection dies."""
-        sock, parser, subs, log = epoch.sock, epoch.parser, self._subs, self._log
+        sock, parser, subs, log = epoch.sock, epoch.parser, self._subscriptions, self._log
         recv, feed, parse = sock.recv, parser.feed, parser.next
         reason: Optional[str] = "reader stopped"
         try:
@@ -497,7 +491,7 @@ class Connection(NATSClient):
 
     def _ping_loop(self, epoch: _Epoch) -> None:
         """Send a PING every ``ping_interval``; declare the server dead when PONGs stop coming."""
-        interval = self._ping_interval
+        interval = self._ping_interval_s
         while not epoch.stop.wait(interval):
             if epoch.pings_outstanding >= self._max_outstanding_pings:
                 self._connection_lost(
@@ -605,7 +599,7 @@ class Connection(NATSClient):
     # -- subscribing -----------------------------------------------------------------------
 
     @staticmethod
-    def _sub_frame(sub: NATSSubscription) -> bytes:
+    def _sub_frame(sub: Subscription) -> bytes:
         frame = encode_sub(sub.subject, sub.sid, sub.queue)
         if sub.max_messages is not None:
             frame += encode_unsub(sub.sid, sub.max_messages - sub.received_messages)
@@ -618,7 +612,7 @@ class Connection(NATSClient):
         callback: Callable[[Msg], None],
         queue: str = "",
         max_messages: Optional[int] = None,
-    ) -> NATSSubscription:
+    ) -> Subscription:
         """Subscribe (in queue group ``queue`` if given); ``callback(msg)`` runs on the reader thread.
 
         Allowed before :meth:`connect` and while disconnected: the subscription is sent when the
@@ -628,11 +622,11 @@ class Connection(NATSClient):
         if queue:
             check_subject(queue, "queue group")
         with self._wlock:
-            sub = NATSSubscription(
-                sid=self._ssid, subject=subject, queue=queue, callback=callback, max_messages=max_messages
+            sub = Subscription(
+                sid=self._next_sid, subject=subject, queue=queue, callback=callback, max_messages=max_messages
             )
-            self._ssid += 1
-            self._subs[sub.sid] = sub
+            self._next_sid += 1
+            self._subscriptions[sub.sid] = sub
             epoch = self._epoch
             if self._connected and epoch is not None:
                 try:
@@ -641,13 +635,13 @@ class Connection(NATSClient):
                     self._log.debug("SUB %s not sent (%s); it is resent on reconnect", subject, exc)
         return sub
 
-    def unsubscribe(self, sub: NATSSubscription, *, flush_timeout: Optional[float] = None) -> None:
+    def unsubscribe(self, sub: Subscription, *, flush_timeout: Optional[float] = None) -> None:
         """Stop a subscription.
 
         With ``flush_timeout``, messages the server sent before it processed the UNSUB are still
         delivered: the callback stays registered until the PONG that follows the UNSUB.
         """
-        if sub.sid not in self._subs:
+        if sub.sid not in self._subscriptions:
             return
         try:
             if flush_timeout is not None:
@@ -659,9 +653,9 @@ class Connection(NATSClient):
         except ConnectionClosedError:
             pass  # not connected: forgetting it below means it is not resent on reconnect
         finally:
-            self._subs.pop(sub.sid, None)
+            self._subscriptions.pop(sub.sid, None)
 
-    def auto_unsubscribe(self, sub: NATSSubscription) -> None:
+    def auto_unsubscribe(self, sub: Subscription) -> None:
         """Tell the server to drop ``sub`` after ``sub.max_messages`` messages (pynats2 API)."""
         if sub.max_messages is not None:
             self._send_frame(encode_unsub(sub.sid, sub.max_messages))
@@ -683,7 +677,7 @@ class Connection(NATSClient):
         """
         with self._resp_lock:
             if self._resp_prefix is None:
-                self._resp_prefix = "_INBOX." + self._nuid.next_().decode() + "."
+                self._resp_prefix = self.new_inbox() + "."
                 self.subscribe(self._resp_prefix + "*", callback=self._on_response)
             token = str(next(self._resp_ids))
             waiter = _Waiter()

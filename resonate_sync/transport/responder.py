@@ -15,8 +15,7 @@ from functools import partial
 from time import monotonic, perf_counter_ns
 from typing import Callable, Dict, Optional, Tuple
 
-from resonate_sync.transport._pynats2 import NATSError, NATSSubscription
-from resonate_sync.transport.connection import Connection
+from resonate_sync.transport.connection import Connection, Subscription
 from resonate_sync.transport.errors import ConnectionClosedError, NatsConnectionError, TransportError
 from resonate_sync.transport.micro import Service
 from resonate_sync.transport.protocol import Msg, check_subject, redact_url
@@ -146,7 +145,7 @@ class NatsTransport:
         self._stop_event = threading.Event()
         self._wake = threading.Event()
         self._conn: Optional[Connection] = None
-        self._sub: Optional[NATSSubscription] = None
+        self._sub: Optional[Subscription] = None
         self._executor: Optional[ThreadPoolExecutor] = None
         self._supervisor: Optional[threading.Thread] = None
 
@@ -204,7 +203,7 @@ class NatsTransport:
             conn.close()
             self._executor.shutdown()
             self._conn = None
-            if isinstance(exc, (NATSError, OSError, TimeoutError)):
+            if isinstance(exc, (NatsConnectionError, OSError, TimeoutError)):
                 raise TransportError(str(exc)) from exc
             raise
         self._supervisor = threading.Thread(target=self._supervise, name=f"{self._name}-nats-supervisor", daemon=True)
@@ -347,7 +346,7 @@ class NatsTransport:
                     break
                 except ConnectionClosedError:
                     return
-                except (NATSError, OSError) as exc:
+                except (NatsConnectionError, OSError) as exc:
                     attempt += 1
                     self._log.debug("reconnect attempt %d to %s failed: %s", attempt, self.url, exc)
                     if monotonic() - warned_at >= 30.0:
@@ -399,7 +398,7 @@ class NatsTransport:
         if conn.connected:
             try:  # past the deadline too: the replies just written must leave before the close
                 conn.flush(max(0.25, deadline - monotonic()))
-            except (NATSError, TimeoutError):
+            except (NatsConnectionError, TimeoutError):
                 pass
         conn.close()
         executor.shutdown(wait=drained, cancel_futures=True)
