@@ -71,6 +71,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .subjects import parse_patterns
+from .urls import redact_url
 
 __all__ = [
     "Config",
@@ -332,7 +333,7 @@ def _nats_url_rule(value: str) -> None:
         port = -1
     if parts.scheme not in ("nats", "tls") or not parts.hostname or port == -1:
         raise ValueError(
-            f"{_show(value)} is not a NATS URL (examples: nats://localhost:4222,"
+            f"{_show(redact_url(value))} is not a NATS URL (examples: nats://localhost:4222,"
             f" nats://user:pass@host:4222, tls://host:4222)"
         )
 

@@ -43,6 +43,7 @@ from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
 from .errors import ResonateError
 from .subjects import parse_patterns
+from .urls import redact_url
 
 __all__ = ["Server", "ServerError"]
 
@@ -143,7 +144,7 @@ class Server:
         try:
             self.transport.start()
         except Exception as exc:
-            raise ServerError(f"cannot serve on {_redact(self.url)}: {exc}") from exc
+            raise ServerError(f"cannot serve on {redact_url(self.url)}: {exc}") from exc
         self.ticker = Ticker(self.core, self.transport.publish, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot)
         self.ticker.start()
         store = config.store_path or "memory (nothing survives a restart)"
@@ -152,7 +153,7 @@ class Server:
             __version__,
             self.mode,
             config.nats_subject,
-            _redact(self.url),
+            redact_url(self.url),
             " (embedded nats-server)" if self.embedded is not None else "",
             store,
             f", fsync {config.fsync}" if config.store_path else "",
@@ -213,14 +214,14 @@ class Server:
         if mode == "auto":
             if parsed.hostname not in _LOOPBACK or is_reachable(url):
                 return url
-            log.info("no NATS server answers at %s: starting an embedded nats-server", _redact(url))
+            log.info("no NATS server answers at %s: starting an embedded nats-server", redact_url(url))
         host = parsed.hostname or "127.0.0.1"
         if host == "localhost":
             host = "127.0.0.1"
         try:
             self.embedded = EmbeddedNatsServer(host=host, port=parsed.port or 4222).start()
         except RuntimeError as exc:  # port taken by something that is not NATS, binary missing, ...
-            raise ServerError(f"cannot start an embedded nats-server for {_redact(url)}: {exc}") from exc
+            raise ServerError(f"cannot start an embedded nats-server for {redact_url(url)}: {exc}") from exc
         return self.embedded.url
 
     def _handle(self, raw: bytes):
@@ -354,17 +355,6 @@ def _snapshot_failed(what: str, exc: Exception) -> None:
 
     expected = isinstance(exc, (JournalError, ResonateError))
     log.error("%s failed: %s; the journal segments still hold every acknowledged change", what, exc, exc_info=not expected)
-
-
-def _redact(url: str) -> str:
-    """The URL without a password or token, for logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 class DurableReplies:

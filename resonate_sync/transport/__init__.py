@@ -14,7 +14,8 @@ from resonate_sync.transport.errors import (
     RequestTimeoutError,
     TransportError,
 )
-from resonate_sync.transport.protocol import Msg, redact_url
+from resonate_sync.transport.protocol import Msg
+from resonate_sync.urls import redact_url
 from resonate_sync.transport.responder import NatsTransport
 
 __all__ = [

@@ -45,7 +45,7 @@ import pynats2  # noqa: E402
 from pynats2 import NATSConnectionError, NATSError, NATSRequestTimeoutError  # noqa: E402
 from pynats2 import NATSSubscription as Subscription  # noqa: E402
 
-from resonate_sync.transport.protocol import redact_url  # noqa: E402
+from resonate_sync.urls import redact_url  # noqa: E402
 
 __all__ = ["ClientBase", "ClientOptions", "NATSConnectionError", "NATSError", "NATSRequestTimeoutError", "Subscription"]
 

@@ -47,8 +47,8 @@ from resonate_sync.transport.protocol import (
     encode_pub,
     encode_sub,
     encode_unsub,
-    redact_url,
 )
+from resonate_sync.urls import redact_url
 
 __all__ = ["Connection", "Subscription"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Dict, Mapping, Optional, Union
-from urllib.parse import urlparse, urlunparse
 
 __all__ = [
     "Err",
@@ -35,7 +34,6 @@ __all__ = [
     "encode_pub",
     "encode_sub",
     "encode_unsub",
-    "redact_url",
 ]
 
 CRLF = b"\r\n"
@@ -315,15 +313,3 @@ def encode_ping() -> bytes:
 def encode_pong() -> bytes:
     """``PONG``: the answer to the server's ``PING``."""
     return _PONG
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password or token replaced by ``***``, for logs and error messages."""
-    parsed = urlparse(url)
-    if not parsed.username:
-        return url
-    host = parsed.hostname or ""
-    if parsed.port:
-        host = f"{host}:{parsed.port}"
-    auth = f"{parsed.username}:***" if parsed.password else "***"
-    return urlunparse(parsed._replace(netloc=f"{auth}@{host}"))

@@ -18,7 +18,8 @@ from typing import Callable, Dict, Optional, Tuple
 from resonate_sync.transport.connection import Connection, Subscription
 from resonate_sync.transport.errors import ConnectionClosedError, NatsConnectionError, TransportError
 from resonate_sync.transport.micro import Service
-from resonate_sync.transport.protocol import Msg, check_subject, redact_url
+from resonate_sync.transport.protocol import Msg, check_subject
+from resonate_sync.urls import redact_url
 
 __all__ = ["DeferredReply", "NatsTransport"]
 

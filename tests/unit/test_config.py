@@ -383,6 +383,12 @@ class TestConfigFileErrors:
         assert message.startswith(f"{path}: {key}: ")
         assert rule in message
 
+    def test_bad_nats_url_hides_its_password(self, tmp_path):
+        """A NATS URL that breaks the rule is echoed with its password hidden: errors reach terminals and logs."""
+        path = write_yaml(tmp_path / "c.yaml", {"api.subsystems.nats.addr": "nats://svc:s3cret@host:99999"})
+        message = config_error(config_file=path)
+        assert '"nats://svc:***@host:99999" is not a NATS URL' in message and "s3cret" not in message
+
     def test_zero_duration_may_be_a_number(self, tmp_path):
         """A plain 0 is a duration in YAML too (Go accepts "0" without a unit)."""
         path = write_yaml(tmp_path / "c.yaml", {"api.subsystems.nats.timeout": 0})
