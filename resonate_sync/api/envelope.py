@@ -15,10 +15,11 @@ from random import getrandbits
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .. import limits
-from ..core import OPERATIONS, Resonate
+from ..core import Resonate
 from ..errors import BadRequest, ResonateError, Status
 from ..jsonenc import compact_encoder
 from ..models import structure_request, unstructure
+from .operations import ROUTES
 
 __all__ = [
     "handle",
@@ -177,18 +178,19 @@ def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int]:
     try:
         envelope = _decode_envelope(raw)
         operation = envelope.get("operation") or ""
-        op = OPERATIONS.get(operation)
-        if op is None:
+        route = ROUTES.get(operation)
+        if route is None:
             raise BadRequest(f"unknown operation: {operation}")
         if "payload" not in envelope:
             raise BadRequest("invalid payload: payload is required (an object)")
         payload = envelope["payload"]
-        if op.aliases and type(payload) is dict:
-            for name, alias in op.aliases:
+        if route.aliases and type(payload) is dict:
+            for name, alias in route.aliases:
                 if name not in payload and alias in payload:
                     payload = {**payload, name: payload[alias]}
+        op = route.operation
         request = structure_request(payload, op.request_type)
-        metadata = _metadata(envelope, op.kernel_name)
+        metadata = _metadata(envelope, route.kernel_name)
         pending = core.execute_nowait(op, request, metadata)
         ticket = pending.ticket
         if pending.error is not None:

@@ -75,91 +75,47 @@ def _nothing(_: Any, __: CoreSettings) -> None:
 
 @attrs.frozen
 class Operation:
-    """One entry of the operation registry.
+    """What the core runs for one operation; :data:`OPERATIONS` holds one per operation name.
 
     Attributes:
-        name: the envelope's ``operation`` (``promises.create``).
-        kernel_name: ``Metadata.name`` in replies (``CreatePromise``).
-        request_type: the payload model.
+        name: the operation's name (``promises.create``); methods of :class:`Resonate` are
+            named after it (``promises_create``).
+        request_type: the request model.
         validate: ``(request, settings)``: field rules checked before the lock (400).
         handler: ``(tx, request) -> Result`` run under the lock.
-        aliases: wire name → older name accepted when the wire name is absent.
     """
 
     name: str
-    kernel_name: str
     request_type: type
     validate: Callable[[Any, CoreSettings], None]
     handler: Callable[[Tx, Any], Result]
-    aliases: Tuple[Tuple[str, str], ...] = ()
 
 
 OPERATIONS: Mapping[str, Operation] = {
     op.name: op
     for op in (
-        Operation("promises.read", "ReadPromise", ReadPromiseRequest, _nothing, promises.read),
-        Operation("promises.search", "SearchPromises", SearchPromisesRequest, promises.validate_search, promises.search),
-        Operation("promises.create", "CreatePromise", CreatePromiseRequest, promises.validate_create, promises.create),
-        Operation(
-            "promises.createtask",
-            "CreatePromiseAndTask",
-            CreatePromiseAndTaskRequest,
-            promises.validate_createtask,
-            promises.createtask,
-        ),
-        Operation(
-            "promises.complete",
-            "CompletePromise",
-            CompletePromiseRequest,
-            promises.validate_complete,
-            promises.complete_op,
-        ),
-        Operation(
-            "promises.callback", "CreateCallback", CreateCallbackRequest, promises.validate_callback, promises.callback
-        ),
-        Operation(
-            "promises.subscribe",
-            "CreateCallback",
-            CreateSubscriptionRequest,
-            promises.validate_subscribe,
-            promises.subscribe,
-        ),
-        Operation("schedules.read", "ReadSchedule", ReadScheduleRequest, _nothing, schedules.read),
-        Operation(
-            "schedules.search", "SearchSchedules", SearchSchedulesRequest, schedules.validate_search, schedules.search
-        ),
-        Operation(
-            "schedules.create",
-            "CreateSchedule",
-            CreateScheduleRequest,
-            schedules.validate_create,
-            schedules.create,
-            aliases=(("description", "desc"),),
-        ),
-        Operation("schedules.delete", "DeleteSchedule", DeleteScheduleRequest, _nothing, schedules.delete),
-        Operation(
-            "locks.acquire",
-            "AcquireLock",
-            AcquireLockRequest,
-            locks.validate_acquire,
-            locks.acquire,
-            aliases=(("ttl", "expiryInMilliseconds"),),
-        ),
-        Operation("locks.release", "ReleaseLock", ReleaseLockRequest, locks.validate_release, locks.release),
-        Operation("locks.heartbeat", "HeartbeatLocks", HeartbeatLocksRequest, locks.validate_heartbeat, locks.heartbeat),
-        Operation(
-            "tasks.claim",
-            "ClaimTask",
-            ClaimTaskRequest,
-            tasks.validate_claim,
-            tasks.claim,
-            aliases=(("ttl", "frequency"),),
-        ),
-        Operation("tasks.complete", "CompleteTask", CompleteTaskRequest, tasks.validate_complete, tasks.complete),
-        Operation("tasks.drop", "DropTask", DropTaskRequest, tasks.validate_drop, tasks.drop),
-        Operation("tasks.heartbeat", "HeartbeatTasks", HeartbeatTasksRequest, tasks.validate_heartbeat, tasks.heartbeat),
+        Operation("promises.read", ReadPromiseRequest, _nothing, promises.read),
+        Operation("promises.search", SearchPromisesRequest, promises.validate_search, promises.search),
+        Operation("promises.create", CreatePromiseRequest, promises.validate_create, promises.create),
+        Operation("promises.createtask", CreatePromiseAndTaskRequest, promises.validate_createtask, promises.createtask),
+        Operation("promises.complete", CompletePromiseRequest, promises.validate_complete, promises.complete_op),
+        Operation("promises.callback", CreateCallbackRequest, promises.validate_callback, promises.callback),
+        Operation("promises.subscribe", CreateSubscriptionRequest, promises.validate_subscribe, promises.subscribe),
+        Operation("schedules.read", ReadScheduleRequest, _nothing, schedules.read),
+        Operation("schedules.search", SearchSchedulesRequest, schedules.validate_search, schedules.search),
+        Operation("schedules.create", CreateScheduleRequest, schedules.validate_create, schedules.create),
+        Operation("schedules.delete", DeleteScheduleRequest, _nothing, schedules.delete),
+        Operation("locks.acquire", AcquireLockRequest, locks.validate_acquire, locks.acquire),
+        Operation("locks.release", ReleaseLockRequest, locks.validate_release, locks.release),
+        Operation("locks.heartbeat", HeartbeatLocksRequest, locks.validate_heartbeat, locks.heartbeat),
+        Operation("tasks.claim", ClaimTaskRequest, tasks.validate_claim, tasks.claim),
+        Operation("tasks.complete", CompleteTaskRequest, tasks.validate_complete, tasks.complete),
+        Operation("tasks.drop", DropTaskRequest, tasks.validate_drop, tasks.drop),
+        Operation("tasks.heartbeat", HeartbeatTasksRequest, tasks.validate_heartbeat, tasks.heartbeat),
     )
 }
+"""Every operation by name: the in-process API (the methods of :class:`Resonate`) and the
+wire API (``resonate_sync.api.operations``) are both built from it."""
 
 
 def _method(name: str) -> Callable[..., Result]:
