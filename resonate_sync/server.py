@@ -8,10 +8,10 @@ answer the rest 503 (the transport answers any still queued at the deadline), st
 ticker, wait for a background snapshot still being written, write a final snapshot, close the
 journal, stop the embedded nats-server.
 
-Replies: a worker runs the handler and hands (journal ticket, reply) to one reply thread
-(:class:`DurableReplies`), which waits for the fsync covering the newest ticket and sends every
-reply it covers, so one fsync serves every request handled meanwhile, not one per worker.
-Under light load a worker whose reply shows only durable state sends it itself.
+Requests: the transport hands each one to the api's :class:`~resonate_sync.api.RequestHandler`,
+which answers it once what the reply shows is durable (``resonate_sync.api.replies``). Nothing
+on the request path reads this class's attributes: each component is given what it needs when
+:meth:`Server.start` builds it.
 
 Snapshots every ``snapshot_every`` records are written on a thread of their own, one at a
 time: the ticker only starts it, so task deliveries and timeouts go on while it writes.
@@ -27,23 +27,22 @@ import signal
 import threading
 import time
 import urllib.parse
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from . import __version__
-from .api import (
-    BUSY_REPLY,
-    ERROR_REPLY_PREFIX,
-    SHUTTING_DOWN_REPLY,
-    STORE_ERROR_REPLY,
-    handle_nowait,
-    reply_error,
-)
+from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, RequestHandler
 from .config import Config
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
 from .errors import ResonateError
 from .subjects import parse_patterns
 from .urls import redact_url
+
+if TYPE_CHECKING:  # imported when used: importing pynats2 is slow, and the core needs none of it
+    from .journal import Journal
+    from .ticker import Ticker
+    from .transport import EmbeddedNatsServer, NatsTransport
+    from .transport.micro import Service
 
 __all__ = ["Server", "ServerError"]
 
@@ -63,6 +62,11 @@ class Server:
         config: what to serve and where.
         mode: ``"dev"`` or ``"serve"``; only changes the start-up line (defaults live in Config).
         clock: the core's clock (tests inject a fake one).
+
+    Attributes (None until :meth:`start` built them): ``core``, ``journal`` (None without a
+    ``store_path``), ``embedded`` (the embedded nats-server, if one was started), ``service``
+    (the Services API identity and stats), ``transport``, ``ticker``. ``url`` is the NATS URL
+    served (the embedded server's, when there is one).
     """
 
     def __init__(self, config: Config, *, mode: str = "serve", clock: Optional[Clock] = None) -> None:
@@ -70,15 +74,13 @@ class Server:
         self.mode = mode
         self._clock = clock
         self.core: Optional[Resonate] = None
-        self.journal = None
-        self.transport = None
-        self.service = None
-        self.ticker = None
-        self.embedded = None
+        self.journal: Optional["Journal"] = None
+        self.embedded: Optional["EmbeddedNatsServer"] = None
+        self.service: Optional["Service"] = None
+        self.transport: Optional["NatsTransport"] = None
+        self.ticker: Optional["Ticker"] = None
         self.url = config.nats_addr
-        self._stopping = False
-        self._drain_until = 0.0
-        self._replies: Optional["DurableReplies"] = None
+        self._handler: Optional[RequestHandler] = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._snapshot_lock = threading.Lock()  # one snapshot written at a time
@@ -98,9 +100,11 @@ class Server:
         return self
 
     def _start(self) -> None:
+        """Build and start each component, handing it the ones it uses; each is kept as soon as
+        it exists, so that a failure further on stops what was started."""
         from .ticker import Ticker
+        from .transport import NatsTransport
         from .transport.micro import Service
-        from .transport.responder import NatsTransport
 
         config = self.config
         settings = CoreSettings(
@@ -111,41 +115,40 @@ class Server:
             delivery_allow=parse_patterns(config.delivery_allow),
             reserved_subjects=(config.nats_subject,),
         )
-        self.core = self._open_core(settings)
-        self._replies = DurableReplies(self.core.wait_durable)
-        self.url = self._ensure_nats()
+        self.core = core = self._open_core(settings)
+        self._handler = handler = RequestHandler(core, workers=config.workers)
+        self.url = url = self._ensure_nats()
         # ADR-32 discovery: `nats micro ls/info/stats` find every server as service "resonate".
-        self.service = Service(
+        self.service = service = Service(
             "resonate",
             __version__,
             config.nats_subject,
             queue_group=config.nats_queue,
             description="Resonate durable promises over NATS request-reply (resonate_sync)",
             endpoint="api",
-            error_prefix=ERROR_REPLY_PREFIX,
-            describe_error=reply_error,
         )
-        self.transport = NatsTransport(
-            self.url,
+        self.transport = transport = NatsTransport(
+            url,
             config.nats_subject,
-            self._handle,
+            handler,
             workers=config.workers,
             max_pending=config.max_pending,
-            busy_reply=BUSY_REPLY,
-            stop_reply=SHUTTING_DOWN_REPLY,
+            busy_reply=BUSY,
+            stop_reply=SHUTTING_DOWN,
+            failure_reply=INTERNAL_ERROR,
             queue=config.nats_queue,
             name=f"resonate-{__version__}",
-            service=self.service,
+            service=service,
             tls_cacert=config.nats_tls_ca,
             tls_client_cert=config.nats_tls_cert,
             tls_client_key=config.nats_tls_key,
             tls_verify=config.nats_tls_verify,
         )
         try:
-            self.transport.start()
+            transport.start()
         except Exception as exc:
-            raise ServerError(f"cannot serve on {redact_url(self.url)}: {exc}") from exc
-        self.ticker = Ticker(self.core, self.transport.publish, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot)
+            raise ServerError(f"cannot serve on {redact_url(url)}: {exc}") from exc
+        self.ticker = Ticker(core, transport.publish, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot)
         self.ticker.start()
         store = config.store_path or "memory (nothing survives a restart)"
         log.info(
@@ -153,7 +156,7 @@ class Server:
             __version__,
             self.mode,
             config.nats_subject,
-            redact_url(self.url),
+            redact_url(url),
             " (embedded nats-server)" if self.embedded is not None else "",
             store,
             f", fsync {config.fsync}" if config.store_path else "",
@@ -224,17 +227,6 @@ class Server:
             raise ServerError(f"cannot start an embedded nats-server for {redact_url(url)}: {exc}") from exc
         return self.embedded.url
 
-    def _handle(self, raw: bytes):
-        """The transport's handler: reply bytes now, or a DeferredReply sent once durable."""
-        if self._stopping or (self._drain_until and time.monotonic() > self._drain_until):
-            return SHUTTING_DOWN_REPLY
-        reply, ticket = handle_nowait(self.core, raw)
-        if self.transport.in_flight <= self.config.workers and self.core.is_durable(ticket):
-            return reply  # light load, nothing to wait for (a read of durable state): no thread hop
-        # Under load, one thread publishing every reply beats workers contending for the
-        # connection's write lock (dev, N=64: 0.57x -> 0.87x of the bare responder).
-        return self._replies.after_durable(ticket, reply)
-
     def _maybe_snapshot(self) -> None:
         """After each ticker pass: start a background snapshot when one is due and none is running."""
         if self.journal is None or not self.journal.should_snapshot():
@@ -286,16 +278,17 @@ class Server:
                 return
             # Draining: the transport unsubscribes first, then the requests it already took
             # (running or queued) are served. Without a drain, queued ones get 503 "shutting down".
-            self._stopping = not drain
             timeout = self.config.nats_timeout_ms / 1000
-            # Serve what was taken for half the drain time, then answer the rest of the queue
-            # 503 at once: a backlog that cannot finish in time must not end in silence.
-            self._drain_until = time.monotonic() + timeout / 2
+            if self._handler is not None:
+                # Serve what was taken for half the drain time, then answer the rest of the queue
+                # 503 at once: a backlog that cannot finish in time must not end in silence.
+                self._handler.refuse_after(time.monotonic() + timeout / 2)
+                if not drain:
+                    self._handler.refuse()
             if self.transport is not None:
                 self.transport.stop(timeout if drain else 0)
-            self._stopping = True
-            if self._replies is not None:
-                self._replies.stop()
+            if self._handler is not None:
+                self._handler.stop()
             if self.ticker is not None:
                 self.ticker.stop()
             # Before the final snapshot and the close: neither may overlap a snapshot being written.
@@ -355,57 +348,3 @@ def _snapshot_failed(what: str, exc: Exception) -> None:
 
     expected = isinstance(exc, (JournalError, ResonateError))
     log.error("%s failed: %s; the journal segments still hold every acknowledged change", what, exc, exc_info=not expected)
-
-
-class DurableReplies:
-    """One thread that sends replies once the journal made what they show durable.
-
-    Workers hand over (ticket, reply) and go back to decoding requests; this thread waits for
-    the highest ticket handed over so far, which is one group-committed fsync covering all of
-    them, then releases every reply it covers. With a worker waiting per request instead, one
-    fsync covered at most ``workers`` requests (3.7 on average with 8, measured by bench/).
-    If the journal cannot make a change durable, its reply becomes a 500 store error.
-    """
-
-    def __init__(self, wait_durable) -> None:
-        from .transport.responder import DeferredReply
-
-        self._deferred = DeferredReply
-        self._wait_durable = wait_durable
-        self._pending: list = []
-        self._cv = threading.Condition()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="resonate-replies", daemon=True)
-        self._thread.start()
-
-    def after_durable(self, ticket: int, reply: bytes):
-        deferred = self._deferred()
-        with self._cv:
-            if self._stopped:
-                raise RuntimeError("replies are no longer sent")
-            self._pending.append((ticket, reply, deferred))
-            self._cv.notify()
-        return deferred
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._pending and not self._stopped:
-                    self._cv.wait()
-                if not self._pending:
-                    return
-                batch, self._pending = self._pending, []
-            try:
-                self._wait_durable(max(ticket for ticket, _, _ in batch))
-                durable = True
-            except Exception:  # logged by the core, once
-                durable = False
-            for _, reply, deferred in batch:
-                deferred.resolve(reply if durable else STORE_ERROR_REPLY)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Send what is pending, then end the thread."""
-        with self._cv:
-            self._stopped = True
-            self._cv.notify()
-        self._thread.join(timeout)

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from random import getrandbits
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from .. import limits
 from ..core import Resonate
@@ -26,9 +26,14 @@ __all__ = [
     "handle_nowait",
     "error_reply",
     "reply_error",
+    "ErrorReply",
     "ERROR_REPLY_PREFIX",
+    "BUSY",
     "BUSY_REPLY",
+    "INTERNAL_ERROR",
+    "SHUTTING_DOWN",
     "SHUTTING_DOWN_REPLY",
+    "STORE_ERROR",
     "STORE_ERROR_REPLY",
 ]
 
@@ -136,13 +141,12 @@ def error_reply(code: int, message: str) -> bytes:
     return _encode({"success": False, "error": {"code": code, "message": message}}).encode()
 
 
-# Every reply is encoded here, compact, with "success" first: a prefix test tells errors apart
-# without decoding anything (it runs once per request, for the Services API stats).
+# Every reply is encoded here, compact, with "success" first: what an error reply starts with.
 ERROR_REPLY_PREFIX = b'{"success":false,'
 
 
 def reply_error(reply: bytes) -> Optional[str]:
-    """``"code:message"`` if ``reply`` is an error reply of this module, else None."""
+    """``"code:message"`` if ``reply`` is an error reply of this module, else None (for clients and tests)."""
     if not reply.startswith(ERROR_REPLY_PREFIX):
         return None
     try:
@@ -152,14 +156,28 @@ def reply_error(reply: bytes) -> Optional[str]:
         return "500:unreadable error reply"
 
 
-BUSY_REPLY = error_reply(503, Status.API_SUBMISSION_QUEUE_FULL.text)
-SHUTTING_DOWN_REPLY = error_reply(503, Status.SYSTEM_SHUTTING_DOWN.text)
-STORE_ERROR_REPLY = error_reply(500, Status.STORE_ERROR.text)
+class ErrorReply(NamedTuple):
+    """An error reply: its ``code`` and ``message``, and ``data``, the envelope that carries them."""
+
+    code: int
+    message: str
+    data: bytes
+
+
+def _error(status: Status, code: int) -> ErrorReply:
+    return ErrorReply(code, status.text, error_reply(code, status.text))
+
+
+BUSY = _error(Status.API_SUBMISSION_QUEUE_FULL, 503)
+SHUTTING_DOWN = _error(Status.SYSTEM_SHUTTING_DOWN, 503)
+STORE_ERROR = _error(Status.STORE_ERROR, 500)
+INTERNAL_ERROR = _error(Status.INTERNAL_SERVER_ERROR, 500)
+BUSY_REPLY, SHUTTING_DOWN_REPLY, STORE_ERROR_REPLY = BUSY.data, SHUTTING_DOWN.data, STORE_ERROR.data
 
 
 def handle(core: Resonate, raw: bytes) -> bytes:
     """Answer one request envelope with one reply envelope, once what it shows is durable."""
-    reply, ticket = handle_nowait(core, raw)
+    reply, ticket, _ = handle_nowait(core, raw)
     try:
         core.wait_durable(ticket)
     except ResonateError as exc:
@@ -167,11 +185,12 @@ def handle(core: Resonate, raw: bytes) -> bytes:
     return reply
 
 
-def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int]:
-    """The reply to one request envelope and the journal ticket it must wait for (0: none).
+def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int, Optional[Tuple[int, str]]]:
+    """The reply to one request envelope, the journal ticket it must wait for (0: none), and
+    the reply's (code, message) when it is an error reply (None for a success).
 
     The reply must not be sent before ``core.wait_durable(ticket)`` returned; if that fails,
-    send :data:`STORE_ERROR_REPLY` instead.
+    send :data:`STORE_ERROR` instead.
     """
     operation: Optional[str] = None
     ticket = 0
@@ -204,12 +223,16 @@ def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int]:
             log.debug("%s -> %d %s", operation or "request", exc.code, exc.message)
         if exc.code >= 500:
             _failures.failed(operation or "request", exc)
-        return error_reply(exc.code, exc.message), ticket
+        return _failed(exc.code, exc.message, ticket)
     except Exception as exc:  # a bug: answer 500 and keep serving
         log.exception("%s failed unexpectedly", operation or "request")
-        return error_reply(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}"), ticket
+        return _failed(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}", ticket)
     try:
-        return _encode({"success": True, "response": response}).encode(), ticket
+        return _encode({"success": True, "response": response}).encode(), ticket, None
     except (TypeError, ValueError) as exc:
         log.exception("%s: failed to encode response", operation)
-        return error_reply(500, f"failed to encode response: {exc}"), ticket
+        return _failed(500, f"failed to encode response: {exc}", ticket)
+
+
+def _failed(code: int, message: str, ticket: int) -> Tuple[bytes, int, Tuple[int, str]]:
+    return error_reply(code, message), ticket, (code, message)

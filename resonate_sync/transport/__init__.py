@@ -1,7 +1,8 @@
 """NATS transport: serve one request subject over a real NATS connection.
 
-``NatsTransport`` is what the server uses; ``Connection`` is the repaired pynats2 client
-(also usable by a synchronous client); ``EmbeddedNatsServer`` runs a local nats-server.
+``NatsTransport`` is what the server uses (its handler answers each ``Request``);
+``Connection`` is the repaired pynats2 client (also usable by a synchronous client);
+``EmbeddedNatsServer`` runs a local nats-server.
 """
 
 from resonate_sync.transport.connection import Connection
@@ -15,8 +16,8 @@ from resonate_sync.transport.errors import (
     TransportError,
 )
 from resonate_sync.transport.protocol import Msg
+from resonate_sync.transport.responder import NatsTransport, Request
 from resonate_sync.urls import redact_url
-from resonate_sync.transport.responder import NatsTransport
 
 __all__ = [
     "AuthorizationError",
@@ -27,6 +28,7 @@ __all__ = [
     "NatsConnectionError",
     "NatsTransport",
     "NoRespondersError",
+    "Request",
     "RequestTimeoutError",
     "TransportError",
     "is_reachable",

@@ -3,6 +3,7 @@
 :class:`NatsTransport` serves one subject: the reader thread hands each request straight to
 one ``ThreadPoolExecutor`` (no second hop), bounds the backlog with a busy reply, reconnects
 and resubscribes forever with backoff, and drains gracefully on :meth:`NatsTransport.stop`.
+The handler gets a :class:`Request` and answers it once, from whichever thread has the answer.
 """
 
 from __future__ import annotations
@@ -21,55 +22,109 @@ from resonate_sync.transport.micro import Service
 from resonate_sync.transport.protocol import Msg, check_subject
 from resonate_sync.urls import redact_url
 
-__all__ = ["DeferredReply", "NatsTransport"]
+__all__ = ["ErrorReply", "NatsTransport", "Request"]
+
+LOG = logging.getLogger("resonate_sync.transport")
+
+ErrorReply = Tuple[int, str, bytes]
+"""An error reply the transport sends on its own: (code, message, data). ``data`` is the
+reply's body, in whatever format the service speaks; ``code`` and ``message`` are what the
+Services API stats show (``last_error`` is ``"code:message"``)."""
 
 
-class DeferredReply:
-    """A reply the handler does not have yet: return one, then call :meth:`resolve` from any thread.
+class Request:
+    """One request taken from the subject, and the one answer it gets.
 
-    The request stays in flight until then (it counts against ``max_pending`` and ``stop()``
-    waits for it), but the worker thread is free: a server whose replies wait for an fsync
-    hands them to one thread that covers many requests per fsync, instead of parking a worker
-    on each.
+    The handler, or any thread it hands the request to, answers it exactly once with
+    :meth:`respond` or :meth:`respond_error`. Until then the request counts against
+    ``max_pending`` and ``stop()`` waits for it. A second answer is a bug: it is logged, not sent.
+
+    Attributes:
+        data: the request's payload.
+        in_flight: requests taken and not yet answered when this one reached its handler,
+            itself included: how busy the transport is.
     """
 
-    __slots__ = ("_callback", "_value", "_lock")
+    __slots__ = ("data", "in_flight", "_msg", "_started_ns", "_answer", "_once")
 
-    def __init__(self) -> None:
-        self._callback: Optional[Callable[[bytes], None]] = None
-        self._value: Optional[bytes] = None
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        msg: Msg,
+        in_flight: int,
+        started_ns: int,
+        answer: Callable[["Request", Optional[bytes], Optional[str]], None],
+    ) -> None:
+        self.data = msg.payload
+        self.in_flight = in_flight
+        self._msg = msg
+        self._started_ns = started_ns  # perf_counter_ns() when a worker took it
+        self._answer = answer
+        self._once = threading.Lock()  # taken by the first answer, never released
 
-    def resolve(self, reply: bytes) -> None:
-        """Hand over the reply; the transport publishes it (once)."""
-        with self._lock:
-            self._value = reply
-            callback = self._callback
-        if callback is not None:
-            callback(reply)
+    @property
+    def subject(self) -> str:
+        """The subject the request was sent to."""
+        return self._msg.subject
 
-    def _then(self, callback: Callable[[bytes], None]) -> None:
-        with self._lock:
-            self._callback = callback
-            value = self._value
-        if value is not None:
-            callback(value)
+    @property
+    def reply(self) -> str:
+        """Where the answer goes ("" when nobody waits for one)."""
+        return self._msg.reply
+
+    @property
+    def headers(self) -> Optional[Dict[str, str]]:
+        """The request's NATS headers, or None."""
+        return self._msg.headers
+
+    def respond(self, data: bytes) -> None:
+        """Answer with ``data`` (sent if the request has a reply subject); the request is done."""
+        if not self._settle(data, None):
+            self._answered_twice()
+
+    def respond_error(self, code: int, message: str, data: bytes) -> None:
+        """Answer with the error reply ``data``, counted as an error ``"code:message"``; the request is done."""
+        if not self._settle(data, f"{code}:{message}"):
+            self._answered_twice()
+
+    def _settle(self, data: Optional[bytes], error: Optional[str]) -> bool:
+        """Answer (``data`` None: without a reply) unless answered already; whether this call did."""
+        if not self._once.acquire(False):
+            return False
+        self._answer(self, data, error)
+        return True
+
+    def _answered_twice(self) -> None:
+        LOG.error("a request on %s was answered twice; the second answer is not sent", self.subject, stack_info=True)
+
+
+def _check_error_reply(name: str, value: object) -> None:
+    if not (
+        isinstance(value, tuple)
+        and len(value) == 3
+        and isinstance(value[0], int)
+        and isinstance(value[1], str)
+        and isinstance(value[2], bytes)
+    ):
+        raise TypeError(f"{name} must be (code, message, data bytes), not {value!r}")
 
 
 class NatsTransport:
-    """Serve ``handler`` on ``subject``: each request's payload in, its returned bytes out.
+    """Serve ``handler`` on ``subject``: ``handler(request)`` answers each :class:`Request` once.
 
     The reader thread submits each request straight to one ``ThreadPoolExecutor(workers)``;
-    a worker calls ``handler(payload)`` and publishes the returned bytes to the request's
-    reply subject (``None`` means no reply). At most ``max_pending`` requests are queued or
-    running; beyond that the reader answers ``busy_reply`` at once instead of queueing, so a
-    burst cannot grow memory without bound. On connection loss a supervisor thread reconnects
+    a worker calls ``handler(request)``, which answers with ``request.respond(data)`` or
+    ``request.respond_error(code, message, data)``, then or later from any thread. A handler
+    that raises before answering is logged and its request answered ``failure_reply`` (no reply
+    without one). At most ``max_pending`` requests are queued or running; beyond that the reader
+    answers ``busy_reply`` at once instead of queueing, so a burst cannot grow memory without
+    bound. The three fixed replies are :data:`ErrorReply` triples. On connection loss a supervisor thread reconnects
     with jittered exponential backoff (``reconnect_backoff`` = first delay, cap) forever until
     :meth:`stop`, resubscribing as it goes.
 
     With ``service`` (an ADR-32 :class:`~resonate_sync.transport.micro.Service`) it also
     answers the Services API discovery subjects (``$SRV.PING|INFO|STATS[.name[.id]]``) and
-    counts every request, error and nanosecond of handler time into ``service.stats``.
+    counts into ``service.stats`` every request, each error answer (as the handler reported
+    it), and the nanoseconds from a worker taking the request to its answer.
     Error replies carry no ``Nats-Service-Error`` headers: the reply itself says it failed, the
     Go server sends none either, and they would cost every client a header parse.
     Discovery requests are answered on the reader thread itself: they are cheap, never queue
@@ -84,12 +139,13 @@ class NatsTransport:
         self,
         url: str,
         subject: str,
-        handler: Callable[[bytes], Optional[bytes]],
+        handler: Callable[[Request], None],
         *,
         workers: int = 8,
         max_pending: int = 1024,
-        busy_reply: bytes,
-        stop_reply: Optional[bytes] = None,
+        busy_reply: ErrorReply,
+        stop_reply: Optional[ErrorReply] = None,
+        failure_reply: Optional[ErrorReply] = None,
         queue: str = "",
         name: str = "resonate",
         reconnect_backoff: Tuple[float, float] = (0.1, 2.0),
@@ -103,8 +159,9 @@ class NatsTransport:
         tls_client_key: Optional[str] = None,
         tls_verify: bool = True,
     ) -> None:
-        if not isinstance(busy_reply, bytes) or not isinstance(stop_reply, (bytes, type(None))):
-            raise TypeError("busy_reply and stop_reply must be bytes")
+        for name, value in (("busy_reply", busy_reply), ("stop_reply", stop_reply), ("failure_reply", failure_reply)):
+            if value is not None or name == "busy_reply":
+                _check_error_reply(name, value)
         if workers < 1 or max_pending < 1:
             raise ValueError("workers and max_pending must be at least 1")
         check_subject(subject)
@@ -114,8 +171,10 @@ class NatsTransport:
         self._handler = handler
         self._workers = workers
         self._max_pending = max_pending
-        self._busy_reply = busy_reply
+        self._busy_data = busy_reply[2]
+        self._busy_error = f"{busy_reply[0]}:{busy_reply[1]}"
         self._stop_reply = stop_reply
+        self._failure_reply = failure_reply
         self._queue = queue
         self._name = name
         self._backoff = reconnect_backoff
@@ -129,7 +188,8 @@ class NatsTransport:
             "tls_verify": tls_verify,
         }
         self._service = service
-        self._log = logger or logging.getLogger("resonate_sync.transport")
+        self._log = logger or LOG
+        self._answer = self._publish_answer  # bound once: every Request carries it
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
@@ -227,10 +287,10 @@ class NatsTransport:
                 self._queued[number] = msg
         if busy:
             if self._service is not None:
-                self._service.record(0, self._busy_reply)
+                self._service.record(0, self._busy_error)
             if msg.reply:
                 try:
-                    self._conn.publish(msg.reply, self._busy_reply)  # type: ignore[union-attr]
+                    self._conn.publish(msg.reply, self._busy_data)  # type: ignore[union-attr]
                 except NatsConnectionError:
                     pass
             return
@@ -243,40 +303,40 @@ class NatsTransport:
                 self._done(0, 0)
 
     def _serve(self, number: int) -> None:
-        """Worker thread: run the handler, publish its reply now or when a DeferredReply resolves."""
+        """Worker thread: hand the request to the handler, which answers it now or later."""
         started = perf_counter_ns()
         with self._lock:
             msg = self._queued.pop(number, None)
         if msg is None:
             return  # stop() answered it at its deadline
+        request = Request(msg, self._in_flight, started, self._answer)
         try:
-            reply = self._handler(msg.payload)
+            self._handler(request)
         except Exception as exc:
             self._log.exception("handler failed for a request on %s", msg.subject)
-            if self._service is not None:
-                self._service.stats.record(perf_counter_ns() - started, error=f"500:handler failed: {type(exc).__name__}")
-            self._done(0, 1)
-            return
-        if isinstance(reply, DeferredReply):
-            reply._then(lambda data: self._reply(msg, data, started))
-        else:
-            self._reply(msg, reply, started)
+            with self._lock:
+                self._handler_errors += 1
+            data = self._failure_reply[2] if self._failure_reply is not None else None
+            # An answer given before the raise (or handed to another thread) stands.
+            request._settle(data, f"500:handler failed: {type(exc).__name__}")
 
-    def _reply(self, msg: Msg, reply: Optional[bytes], started: int) -> None:
-        """Publish a handler's reply (from a worker, or whichever thread resolved it); the request is done."""
+    def _publish_answer(self, request: Request, data: Optional[bytes], error: Optional[str]) -> None:
+        """Count a request's answer and publish it (``data`` None: no reply), from whichever thread
+        has it; the request is done."""
         replied = failed = 0
         try:
             if self._service is not None:
-                self._service.record(perf_counter_ns() - started, reply)
-            if reply is not None and msg.reply:
+                self._service.record(perf_counter_ns() - request._started_ns, error)
+            reply = request.reply
+            if data is not None and reply:
                 try:
-                    self._conn.publish(msg.reply, reply)  # type: ignore[union-attr]
+                    self._conn.publish(reply, data)  # type: ignore[union-attr]
                     replied = 1
                 except ConnectionClosedError as exc:
-                    self._log.debug("reply to %s lost: %s", msg.reply, exc)
+                    self._log.debug("reply to %s lost: %s", reply, exc)
         except Exception:
             failed = 1
-            self._log.exception("reply to a request on %s failed", msg.subject)
+            self._log.exception("reply to a request on %s failed", request.subject)
         finally:
             self._done(replied, failed)
 
@@ -296,11 +356,6 @@ class NatsTransport:
             self._handler_errors += failed
             if self._stopping and self._in_flight == 0:
                 self._idle.notify_all()
-
-    @property
-    def in_flight(self) -> int:
-        """Requests taken and not yet answered (read without the lock: a hint, not an exact count)."""
-        return self._in_flight
 
     def publish(self, subject: str, payload: bytes) -> None:
         """Publish ``payload`` to ``subject`` (thread-safe; used to deliver task messages).
@@ -393,7 +448,11 @@ class NatsTransport:
             self._queued.clear()
         if not drained:
             for msg in unserved:
-                self._reply(msg, self._stop_reply, perf_counter_ns())
+                request = Request(msg, left, perf_counter_ns(), self._answer)
+                if self._stop_reply is not None:
+                    request.respond_error(*self._stop_reply)
+                else:
+                    request._settle(None, None)
             if unserved and self._stop_reply is not None:
                 self._log.warning("drain deadline: answered %d queued requests without serving them", len(unserved))
         if conn.connected:
