@@ -1,12 +1,18 @@
-"""Answers from any thread: the transport's Request (answered exactly once) and the DurableReplies thread."""
+"""Answers from any thread: the transport's Request (answered exactly once), the DurableReplies
+thread, and the api's RequestHandler that chooses between them."""
 
+import json
 import threading
+import time
 from typing import List, Optional, Tuple
 
-from resonate_sync.api import STORE_ERROR_REPLY
-from resonate_sync.api.replies import DurableReplies
+from resonate_sync.api import SHUTTING_DOWN_REPLY, STORE_ERROR_REPLY
+from resonate_sync.api.replies import DurableReplies, RequestHandler
+from resonate_sync.core import Resonate
 from resonate_sync.transport import Request
 from resonate_sync.transport.protocol import Msg
+
+FAR = 4_102_444_800_000
 
 
 def request_answering_into(got: List[Tuple[Optional[bytes], Optional[str]]]) -> Request:
@@ -15,18 +21,34 @@ def request_answering_into(got: List[Tuple[Optional[bytes], Optional[str]]]) -> 
 
 
 class FakeRequest:
-    """What the api sees of a request: ``got`` collects the data of every answer."""
+    """What the api sees of a request: ``got`` collects the data of every answer, ``errors`` the
+    (code, message) of error answers, ``threads`` the thread that gave each answer."""
 
-    def __init__(self, in_flight: int = 1) -> None:
-        self.data = b"{}"
+    def __init__(self, data: bytes = b"{}", in_flight: int = 1) -> None:
+        self.data = data
         self.in_flight = in_flight
         self.got: List[bytes] = []
+        self.errors: List[Tuple[int, str]] = []
+        self.threads: List[str] = []
 
     def respond(self, data: bytes) -> None:
         self.got.append(data)
+        self.threads.append(threading.current_thread().name)
 
     def respond_error(self, code: int, message: str, data: bytes) -> None:
-        self.got.append(data)
+        self.errors.append((code, message))
+        self.respond(data)
+
+
+def create(promise_id: str) -> bytes:
+    return json.dumps({"operation": "promises.create", "payload": {"id": promise_id, "timeout": FAR}}).encode()
+
+
+def wait_for_answer(request: FakeRequest) -> None:
+    deadline = time.monotonic() + 5
+    while not request.got:
+        assert time.monotonic() < deadline, "no answer"
+        time.sleep(0.001)
 
 
 class TestRequest:
@@ -138,3 +160,51 @@ class TestDurableReplies:
         request = FakeRequest()
         replies.after_durable(9, request, b"late")
         assert calls == [9] and request.got == [b"late"]
+
+
+class TestRequestHandler:
+    def test_light_load_is_answered_by_the_worker(self):
+        """With no more requests in flight than workers and nothing to wait for, the worker's own thread answers."""
+        handler = RequestHandler(Resonate(), workers=2)
+        try:
+            request = FakeRequest(create("p1"), in_flight=2)
+            handler(request)
+            assert request.threads == [threading.current_thread().name]
+            assert json.loads(request.got[0])["response"]["Status"] == 20100
+        finally:
+            handler.stop()
+
+    def test_under_load_the_reply_thread_answers(self):
+        """With more requests in flight than workers, the reply goes through the reply thread."""
+        handler = RequestHandler(Resonate(), workers=2)
+        try:
+            request = FakeRequest(create("p1"), in_flight=3)
+            handler(request)
+            wait_for_answer(request)
+            assert request.threads == ["resonate-replies"]
+        finally:
+            handler.stop()
+
+    def test_error_replies_report_their_outcome(self):
+        """An error reply is answered with respond_error, carrying its code and message for the stats."""
+        handler = RequestHandler(Resonate(), workers=2)
+        try:
+            request = FakeRequest(json.dumps({"operation": "promises.nope", "payload": {}}).encode())
+            handler(request)
+            assert request.errors == [(400, "unknown operation: promises.nope")]
+            assert json.loads(request.got[0])["error"] == {"code": 400, "message": "unknown operation: promises.nope"}
+        finally:
+            handler.stop()
+
+    def test_requests_after_the_drain_deadline_are_refused(self):
+        """Past refuse_after's deadline a request is answered 503 shutting down and never executed."""
+        core = Resonate()
+        handler = RequestHandler(core, workers=2)
+        try:
+            handler.refuse_after(time.monotonic() - 1)
+            request = FakeRequest(create("p1"))
+            handler(request)
+            assert request.got == [SHUTTING_DOWN_REPLY] and request.errors[0][0] == 503
+            assert "p1" not in core.state.promises
+        finally:
+            handler.stop()
