@@ -53,6 +53,7 @@ from resonate_sync.config import (
     load_config,
     mode_defaults,
 )
+from resonate_sync.urls import redact_url
 
 __all__ = ["app", "configure_logging", "main", "normalise_go_flags"]
 
@@ -227,8 +228,6 @@ def _show(mode: str, config_file: Optional[str], flags: dict[str, Optional[str]]
         config, sources = explain_config(mode=mode, config_file=path, env=os.environ, overrides=flags)
     except ConfigError as error:
         raise _fail(str(error)) from None
-    from resonate_sync.transport import redact_url  # the server's own: logs show URLs the same way
-
     typer.echo(
         f"# The configuration 'resonate {mode}' would run with in {Path.cwd()}.\n"
         "# Layers, lowest first: default < config file < env RESONATE_… < flag; the comment after each\n"
