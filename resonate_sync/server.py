@@ -208,7 +208,7 @@ class Server:
 
     def _ensure_nats(self) -> str:
         """The URL to connect to, after starting an embedded nats-server if configured."""
-        from .transport.embedded import EmbeddedNatsServer, is_reachable
+        from .transport.embedded import EmbeddedNatsError, EmbeddedNatsServer, is_reachable
 
         mode, url = self.config.embedded_nats, self.config.nats_addr
         parsed = urllib.parse.urlsplit(url)
@@ -221,10 +221,18 @@ class Server:
         host = parsed.hostname or "127.0.0.1"
         if host == "localhost":
             host = "127.0.0.1"
+        port = parsed.port or 4222
+        failed = f"cannot start an embedded nats-server for {redact_url(url)}"
         try:
-            self.embedded = EmbeddedNatsServer(host=host, port=parsed.port or 4222).start()
-        except RuntimeError as exc:  # port taken by something that is not NATS, binary missing, ...
-            raise ServerError(f"cannot start an embedded nats-server for {redact_url(url)}: {exc}") from exc
+            self.embedded = EmbeddedNatsServer(host=host, port=port).start()
+        except EmbeddedNatsError as exc:
+            log.debug("%s\n%s", exc.command, exc.output)
+            hint = "" if log.isEnabledFor(logging.DEBUG) else "; run with --log-level debug for nats-server's log"
+            if "address already in use" in str(exc):
+                hint = f"; something else listens on {host}:{port}: stop it, or give --api-nats-addr another port{hint}"
+            raise ServerError(f"{failed}: {exc}{hint}") from exc
+        except RuntimeError as exc:  # the nats-server binary is missing
+            raise ServerError(f"{failed}: {exc}") from exc
         return self.embedded.url
 
     def _maybe_snapshot(self) -> None:

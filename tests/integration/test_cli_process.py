@@ -141,6 +141,15 @@ def resonate(tmp_path) -> Iterator[Callable[..., Resonate]]:
         process.kill()
 
 
+@pytest.fixture
+def squatted_port() -> Iterator[int]:
+    """A loopback port on which something that is not NATS listens."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        yield squatter.getsockname()[1]
+
+
 def run_to_exit(launch: Callable[..., Resonate], *args: str, timeout: float = 20.0, **kwargs) -> Resonate:
     process = launch(*args, **kwargs)
     process.wait(timeout)
@@ -184,16 +193,23 @@ class TestDev:
         finally:
             kill_nats_server_on(port)
 
-    def test_port_taken_by_something_else_is_a_clear_error(self, resonate):
-        """When something that is not NATS holds the port, resonate dev exits 1 naming the URL and the cause, without a traceback."""
-        with socket.socket() as squatter:
-            squatter.bind(("127.0.0.1", 0))
-            squatter.listen()
-            url = f"nats://127.0.0.1:{squatter.getsockname()[1]}"
-            process = run_to_exit(resonate, "dev", "--api-nats-addr", url)
+    def test_port_taken_by_something_else_is_one_line_naming_the_cause(self, resonate, squatted_port):
+        """When something that is not NATS holds the port, resonate dev exits 1 with one error line naming the URL and
+        the cause; nats-server's own log is not shown."""
+        url = f"nats://127.0.0.1:{squatted_port}"
+        process = run_to_exit(resonate, "dev", "--api-nats-addr", url)
         assert process.proc.returncode == 1, process.output
-        assert url in process.output and "address already in use" in process.output, process.output
-        assert "Traceback" not in process.output, process.output
+        errors = [line for line in process.lines if " ERROR " in line]
+        assert len(errors) == 1 and url in errors[0] and "address already in use" in errors[0], process.output
+        assert "--api-nats-addr another port" in errors[0] and "--log-level debug" in errors[0], errors[0]
+        assert len(process.lines) == 2 and "Traceback" not in process.output, process.output
+
+    def test_port_taken_shows_nats_server_log_at_debug(self, resonate, squatted_port):
+        """At --log-level debug the failed nats-server's command line and log are shown too."""
+        url = f"nats://127.0.0.1:{squatted_port}"
+        process = run_to_exit(resonate, "dev", "--api-nats-addr", url, "--log-level", "debug")
+        assert process.proc.returncode == 1, process.output
+        assert process.line_with("[FTL] Error listening on port") and process.line_with("Starting nats-server"), process.output
 
 
 class TestServe:
