@@ -1,8 +1,9 @@
 """``Server``: wires config → journal → core → NATS transport → ticker, and stops them in order.
 
-Start: open and recover the journal (``store_path``), build the core, start an embedded
-nats-server if the configuration asks for one, connect and subscribe, start the ticker, log
-one line saying where it serves. Stop (SIGINT/SIGTERM or :meth:`stop`): unsubscribe so no
+Start: start an embedded nats-server if the configuration asks for one, connect to NATS, and
+only then open and recover the journal (``store_path``: a start that fails for want of NATS
+leaves nothing on disk), build the core, subscribe, start the ticker, log one line saying
+where it serves. Stop (SIGINT/SIGTERM or :meth:`stop`): unsubscribe so no
 new request is taken, serve the requests already taken for half of ``nats_timeout_ms`` and
 answer the rest 503 (the transport answers any still queued at the deadline), stop the
 ticker, wait for a background snapshot still being written, write a final snapshot, close the
@@ -115,8 +116,6 @@ class Server:
             delivery_allow=parse_patterns(config.delivery_allow),
             reserved_subjects=(config.nats_subject,),
         )
-        self.core = core = self._open_core(settings)
-        self._handler = handler = RequestHandler(core, workers=config.workers)
         self.url = url = self._ensure_nats()
         # ADR-32 discovery: `nats micro ls/info/stats` find every server as service "resonate".
         self.service = service = Service(
@@ -130,7 +129,6 @@ class Server:
         self.transport = transport = NatsTransport(
             url,
             config.nats_subject,
-            handler,
             workers=config.workers,
             max_pending=config.max_pending,
             busy_reply=BUSY,
@@ -144,10 +142,17 @@ class Server:
             tls_client_key=config.nats_tls_key,
             tls_verify=config.nats_tls_verify,
         )
+        # Before the store: a start that fails for want of NATS leaves no directory or LOCK behind.
         try:
-            transport.start()
+            transport.connect()
         except Exception as exc:
-            raise ServerError(f"cannot serve on {redact_url(url)}: {exc}") from exc
+            raise ServerError(_cannot_serve(url, exc)) from exc
+        self.core = core = self._open_core(settings)
+        self._handler = handler = RequestHandler(core, workers=config.workers)
+        try:
+            transport.start(handler)
+        except Exception as exc:
+            raise ServerError(_cannot_serve(url, exc)) from exc
         self.ticker = Ticker(core, transport.publish, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot)
         self.ticker.start()
         store = config.store_path or "memory (nothing survives a restart)"
@@ -348,6 +353,19 @@ class Server:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _cannot_serve(url: str, exc: Exception) -> str:
+    """Why the server cannot serve on ``url``, and how to get a NATS server when none answers there."""
+    from .transport.embedded import is_reachable
+
+    message = f"cannot serve on {redact_url(url)}: {exc}"
+    if is_reachable(url):
+        return message
+    return (
+        f"{message}; no NATS server answers there. Start one, point --api-nats-addr at a running one,"
+        " or let resonate start one: `resonate dev` (for development) or `resonate serve --embedded-nats`"
+    )
 
 
 def _snapshot_failed(what: str, exc: Exception) -> None:

@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from time import monotonic, perf_counter_ns
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, NoReturn, Optional, Tuple
 
 from resonate_sync.transport.connection import Connection, Subscription
 from resonate_sync.transport.errors import ConnectionClosedError, NatsConnectionError, TransportError
@@ -108,6 +108,13 @@ def _check_error_reply(name: str, value: object) -> None:
         raise TypeError(f"{name} must be (code, message, data bytes), not {value!r}")
 
 
+def _raise_transport_error(exc: BaseException) -> NoReturn:
+    """Raise a failure to connect or subscribe as TransportError (anything else as it is)."""
+    if isinstance(exc, (NatsConnectionError, OSError, TimeoutError)):
+        raise TransportError(str(exc)) from exc
+    raise exc
+
+
 class NatsTransport:
     """Serve ``handler`` on ``subject``: ``handler(request)`` answers each :class:`Request` once.
 
@@ -139,7 +146,7 @@ class NatsTransport:
         self,
         url: str,
         subject: str,
-        handler: Callable[[Request], None],
+        handler: Optional[Callable[[Request], None]] = None,
         *,
         workers: int = 8,
         max_pending: int = 1024,
@@ -228,15 +235,15 @@ class NatsTransport:
                 "in_flight": self._in_flight,
             }
 
-    def start(self) -> "NatsTransport":
-        """Connect, subscribe, and start serving; returns once the subscription is registered.
+    def connect(self) -> "NatsTransport":
+        """Connect without serving anything yet (:meth:`start` subscribes); a no-op once connected.
 
-        Raises TransportError naming the URL if the server is unreachable, refuses the
-        credentials, or refuses the subscription.
+        For a caller that must know NATS accepts it before it builds what serves (the server
+        touches its store only then). Raises TransportError naming the URL if the server is
+        unreachable or refuses the credentials.
         """
-        if self._started:
-            raise RuntimeError("NatsTransport.start() called twice")
-        self._started = True
+        if self._conn is not None:
+            return self
         conn = Connection(
             self._raw_url,
             name=self._name,
@@ -247,14 +254,36 @@ class NatsTransport:
             logger=self._log,
             **self._tls,
         )
-        self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
-        if self._service is not None:
-            for subject, verb in self._service.subjects():
-                conn.subscribe(subject, callback=partial(self._on_discovery, verb))
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"{self._name}-worker")
-        self._conn = conn  # before connect(): requests may arrive as soon as the SUB is sent
         try:
             conn.connect()
+        except BaseException as exc:
+            conn.close()
+            _raise_transport_error(exc)
+        self._conn = conn
+        return self
+
+    def start(self, handler: Optional[Callable[[Request], None]] = None) -> "NatsTransport":
+        """Connect (unless :meth:`connect` did), subscribe, and serve ``handler`` (else the one given
+        at construction); returns once the subscription is registered.
+
+        Raises TransportError naming the URL if the server is unreachable, refuses the
+        credentials, or refuses the subscription.
+        """
+        if self._started:
+            raise RuntimeError("NatsTransport.start() called twice")
+        self._handler = handler or self._handler
+        if self._handler is None:
+            raise TypeError("NatsTransport.start() needs a handler")
+        self._started = True
+        conn = self.connect()._conn
+        assert conn is not None
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"{self._name}-worker")
+        try:
+            self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
+            if self._service is not None:
+                for subject, verb in self._service.subjects():
+                    conn.subscribe(subject, callback=partial(self._on_discovery, verb))
+            conn.connect()  # again if lost since connect(): the subscriptions go with it
             conn.flush(self._connect_timeout)
             if conn.server_errors and "subscription" in (conn.last_server_error or "").lower():
                 raise TransportError(
@@ -264,9 +293,7 @@ class NatsTransport:
             conn.close()
             self._executor.shutdown()
             self._conn = None
-            if isinstance(exc, (NatsConnectionError, OSError, TimeoutError)):
-                raise TransportError(str(exc)) from exc
-            raise
+            _raise_transport_error(exc)
         self._supervisor = threading.Thread(target=self._supervise, name=f"{self._name}-nats-supervisor", daemon=True)
         self._supervisor.start()
         self._log.info("serving %s on %s", self.subject, self.url)
@@ -429,6 +456,9 @@ class NatsTransport:
             if self._stopping or self._conn is None:
                 return True
             self._stopping = True
+            if not self._started:  # connected only
+                self._conn.close()
+                return True
         deadline = monotonic() + timeout
         conn, executor = self._conn, self._executor
         assert executor is not None and self._sub is not None and self._supervisor is not None

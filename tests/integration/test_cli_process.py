@@ -311,13 +311,18 @@ class TestStartFailures:
         assert process.proc.returncode == 2
         assert "nothing to serve" in process.output and "Traceback" not in process.output
 
-    def test_nothing_listening_fails_fast_naming_the_url(self, resonate, tmp_path):
-        """resonate serve with no NATS at the address exits non-zero within seconds, naming the URL, without a traceback."""
-        url = f"nats://127.0.0.1:{free_port()}"
-        process = run_to_exit(resonate, "serve", "--store-path", str(tmp_path / "j"), "--api-nats-addr", url)
-        assert process.proc.returncode != 0
+    def test_nothing_listening_fails_fast_saying_how_to_get_a_nats_server(self, resonate, tmp_path):
+        """resonate serve with no NATS at the address exits 1 within seconds with one line naming the URL and the ways
+        to get a NATS server, and leaves no store directory behind."""
+        url, store = f"nats://127.0.0.1:{free_port()}", tmp_path / "data" / "j"
+        process = run_to_exit(resonate, "serve", "--store-path", str(store), "--api-nats-addr", url)
+        assert process.proc.returncode == 1
         assert time.monotonic() - process.started_at < 10
-        assert url in process.output and "Traceback" not in process.output, process.output
+        [error] = process.lines
+        assert url in error and "Connection refused" in error, process.output
+        for remedy in ("resonate dev", "--embedded-nats", "--api-nats-addr"):
+            assert remedy in error, error
+        assert not (tmp_path / "data").exists(), list((tmp_path / "data").rglob("*"))
 
     @pytest.mark.parametrize(
         "args, env, yaml, named",
@@ -352,6 +357,8 @@ class TestStartFailures:
         refused = run_to_exit(resonate, "serve", "--store-path", str(tmp_path / "k"), "--api-nats-addr", bad)
         assert refused.proc.returncode != 0
         assert "Authorization Violation" in refused.output and "refused the credentials" in refused.output, refused.output
+        assert "resonate dev" not in refused.output, "NATS answered: no advice to start one"
+        assert not (tmp_path / "k").exists(), "the store was created although NATS refused the server"
         assert "wrong-pw" not in refused.output and "Traceback" not in refused.output, refused.output
 
 
