@@ -47,8 +47,9 @@ the wire; a smaller number is surely a duration and is refused, naming the 1970 
 have been (`resonate_sync.times` has the rules). A receiver (``--recv``) is a string, such as
 ``nats://<subject>``, or a JSON object ``{"type": …, "data": {…}}`` (PROTOCOL.md 2.8).
 
-Exit codes: 0 on success; 1 when the server answers an error or cannot be reached (the message
-on stderr: ``Error 404: The specified promise was not found``); 2 for usage and configuration
+Exit codes: 0 on success; 1 when the server answers an error (on stderr: ``Error 404: The
+specified promise was not found``) or cannot be reached (``Error: NATS is not reachable at URL
+…``, without a code: no server answered, and with what to do); 2 for usage and configuration
 errors.
 """
 
@@ -59,6 +60,7 @@ import inspect
 import json
 import os
 import time
+import urllib.parse
 from typing import Annotated, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import typer
@@ -124,6 +126,24 @@ def client_options() -> List[inspect.Parameter]:
 # The session every command shares
 
 
+def _cannot_connect(url: str, message: str) -> str:
+    """Why the client could not connect to NATS at ``url``, and, when nothing answers there, what to do."""
+    from resonate_sync.transport import is_reachable, redact_url
+
+    if is_reachable(url):  # NATS is there and refused us: credentials, TLS
+        return message
+    where = redact_url(url)
+    reason = message.split(f"{where}: ", 1)[-1]
+    if urllib.parse.urlsplit(url).hostname in ("localhost", "127.0.0.1", "::1"):
+        remedy = (
+            "Is `resonate dev` running? Start it (it brings its own NATS), or give --addr (or"
+            " RESONATE_API_NATS_ADDR) the NATS address your resonate server uses."
+        )
+    else:
+        remedy = "Check the address (--addr or RESONATE_API_NATS_ADDR) and that the NATS server there is up."
+    return f"NATS is not reachable at {where} ({reason}), so no resonate server answers there. {remedy}"
+
+
 class _Session:
     """Where to connect, how long to wait and how to print, for one command."""
 
@@ -159,7 +179,8 @@ class _Session:
     @property
     def client(self):
         if self._client is None:
-            from resonate_sync.client import Client  # the transport is imported only by commands that talk
+            # the transport is imported only by commands that talk
+            from resonate_sync.client import Client, ConnectionFailed
 
             config = self.config
             try:
@@ -176,11 +197,19 @@ class _Session:
             except ValueError as error:  # an unreadable TLS file: a configuration error
                 typer.echo(f"Error: {error}", err=True)
                 raise typer.Exit(2) from None
+            except ConnectionFailed as error:
+                typer.echo(f"Error: {_cannot_connect(config.nats_addr, error.message)}", err=True)
+                raise typer.Exit(1) from None
         return self._client
 
     def run(self, command: Callable[..., None], arguments: Dict[str, Any]) -> None:
+        from resonate_sync.client import ConnectionFailed
+
         try:
             command(self, **arguments)
+        except ConnectionFailed as error:  # no server answered: a code would look like its answer
+            typer.echo(f"Error: {error.message}", err=True)
+            raise typer.Exit(1) from None
         except ResonateError as error:
             typer.echo(f"Error {error.code}: {error.message}", err=True)
             raise typer.Exit(1) from None
