@@ -126,7 +126,8 @@ class NatsTransport:
     answers ``busy_reply`` at once instead of queueing, so a burst cannot grow memory without
     bound. The three fixed replies are :data:`ErrorReply` triples. On connection loss a supervisor thread reconnects
     with jittered exponential backoff (``reconnect_backoff`` = first delay, cap) forever until
-    :meth:`stop`, resubscribing as it goes.
+    :meth:`stop`, resubscribing as it goes. Nothing is served meanwhile, so it logs a warning at
+    the loss and again every ``disconnected_warning_every`` seconds until it is back.
 
     With ``service`` (an ADR-32 :class:`~resonate_sync.transport.micro.Service`) it also
     answers the Services API discovery subjects (``$SRV.PING|INFO|STATS[.name[.id]]``) and
@@ -159,6 +160,7 @@ class NatsTransport:
         ping_interval: float = 2.0,
         max_outstanding_pings: int = 2,
         connect_timeout: float = 2.0,
+        disconnected_warning_every: float = 5.0,
         logger: Optional[logging.Logger] = None,
         service: Optional[Service] = None,
         tls_cacert: Optional[str] = None,
@@ -188,6 +190,7 @@ class NatsTransport:
         self._ping_interval = ping_interval
         self._max_outstanding_pings = max_outstanding_pings
         self._connect_timeout = connect_timeout
+        self._warn_every = disconnected_warning_every
         self._tls = {
             "tls_cacert": tls_cacert or None,
             "tls_client_cert": tls_client_cert or None,
@@ -419,7 +422,10 @@ class NatsTransport:
             if conn.connected:
                 continue
             lost_at = monotonic()
-            self._log.info("lost connection to %s: %s; reconnecting", self.url, conn.last_disconnect_reason)
+            self._log.warning(
+                "lost connection to %s: %s; %s is not served until it is back (reconnecting)",
+                self.url, conn.last_disconnect_reason, self.subject,
+            )  # fmt: skip
             attempt, warned_at = 0, lost_at
             while True:
                 if self._stop_event.wait(self._delay(attempt)):
@@ -432,12 +438,15 @@ class NatsTransport:
                 except (NatsConnectionError, OSError) as exc:
                     attempt += 1
                     self._log.debug("reconnect attempt %d to %s failed: %s", attempt, self.url, exc)
-                    if monotonic() - warned_at >= 30.0:
+                    if monotonic() - warned_at >= self._warn_every:
                         warned_at = monotonic()
-                        self._log.warning("still disconnected from %s after %.0f s: %s", self.url, warned_at - lost_at, exc)
+                        self._log.warning(
+                            "still disconnected from %s after %.0f s (%s); %s is not served",
+                            self.url, warned_at - lost_at, exc, self.subject,
+                        )  # fmt: skip
             with self._lock:
                 self._reconnects += 1
-            self._log.info("reconnected to %s after %.1f s", self.url, monotonic() - lost_at)
+            self._log.info("reconnected to %s after %.1f s; serving %s again", self.url, monotonic() - lost_at, self.subject)
 
     # -- stopping --------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import socket
 import threading
 import time
@@ -265,8 +266,38 @@ class TestReconnect:
         nats_server.restart()
         wait_until(lambda: transport.stats["reconnects"] == 1, timeout=5, what="reconnect")
         assert nats_client(nats_server.url).request(subject, b"back").data == b"back"
-        assert f"lost connection to {nats_server.url}: server closed the connection; reconnecting" in caplog.text
+        [lost] = [r for r in caplog.records if r.getMessage().startswith("lost connection")]
+        assert lost.levelno == logging.WARNING, lost
+        assert lost.getMessage() == (
+            f"lost connection to {nats_server.url}: server closed the connection;"
+            f" {subject} is not served until it is back (reconnecting)"
+        )
         assert f"reconnected to {nats_server.url} after" in caplog.text
+
+    def test_an_outage_is_warned_about_until_it_ends(self, nats_server, serve, subject, caplog):
+        """While NATS is away the transport warns at the loss and again every disconnected_warning_every seconds,
+        naming the last error; once back it logs how long the outage lasted."""
+        caplog.set_level(logging.INFO, logger="resonate_sync.transport")
+        serve(nats_server.url, reconnect_backoff=(0.01, 0.02), disconnected_warning_every=0.1)
+        nats_server.stop()
+
+        def still_disconnected():
+            return [r for r in caplog.records if r.getMessage().startswith("still disconnected")]
+
+        wait_until(lambda: len(still_disconnected()) >= 3, timeout=5, what="three warnings during the outage")
+        nats_server.start()
+        wait_until(lambda: "reconnected to" in caplog.text, timeout=5, what="the reconnect")
+
+        messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "resonate_sync.transport"]
+        lost = next(i for i, (_, m) in enumerate(messages) if m.startswith("lost connection"))
+        back = next(i for i, (_, m) in enumerate(messages) if m.startswith("reconnected"))
+        during = [entry for entry in messages[lost + 1:back] if entry[0] >= logging.INFO]
+        assert messages[lost][0] == logging.WARNING and len(during) >= 3, messages
+        for level, message in during:
+            assert level == logging.WARNING and message.startswith(f"still disconnected from {nats_server.url} after "), message
+            assert "Connection refused" in message and message.endswith(f"{subject} is not served"), message
+        assert messages[back][0] == logging.INFO
+        assert re.fullmatch(rf"reconnected to {re.escape(nats_server.url)} after \d+\.\d s; serving {subject} again", messages[back][1])
 
     def test_silent_server_is_detected_by_ping_timeout(self, nats_server, serve, subject, nats_client, caplog):
         """A server that stops answering (SIGSTOP) is declared lost after unanswered PINGs, then rejoined."""
