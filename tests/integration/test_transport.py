@@ -175,6 +175,26 @@ class TestRequestReply:
         assert failures == []
 
 
+class TestConnectFirst:
+    def test_connect_then_start_with_the_handler(self, shared_nats_server, subject, nats_client):
+        """connect() opens the connection without serving (no responders yet); start(handler) then serves it."""
+        transport = NatsTransport(shared_nats_server.url, subject, busy_reply=BUSY_REPLY).connect()
+        try:
+            assert transport.connected
+            with pytest.raises(nats.errors.NoRespondersError):
+                nats_client(shared_nats_server.url).request(subject, b"too early")
+            transport.start(echo)
+            assert nats_client(shared_nats_server.url).request(subject, b"now").data == b"now"
+        finally:
+            transport.stop(timeout=2)
+
+    def test_stop_after_connect_only_closes(self, shared_nats_server, subject):
+        """A transport that connected and never started closes its connection on stop()."""
+        transport = NatsTransport(shared_nats_server.url, subject, busy_reply=BUSY_REPLY).connect()
+        assert transport.stop(timeout=2) is True
+        assert not transport.connected
+
+
 class TestPublish:
     def test_sixteen_threads_publish_intact(self, shared_nats_server, serve, subject, nats_client):
         """Concurrent publishes never interleave: every message from 16 threads arrives whole."""
