@@ -304,6 +304,20 @@ class TestServe:
         assert " DEBUG resonate_sync" in process.wait_for(" DEBUG ", timeout=10)
 
 
+    def test_nats_outage_is_a_warning_until_it_is_back(self, resonate, nats_server, nats_client, tmp_path):
+        """When its NATS goes away, resonate serve logs a WARNING that it is not serving; once NATS is back it logs
+        how long the outage lasted and answers again."""
+        url, subj = nats_server.url, subject()
+        process = resonate("serve", "--store-path", str(tmp_path / "j"), "--api-nats-addr", url, "--api-nats-subject", subj)
+        process.wait_for(STARTED)
+        nats_server.stop()
+        lost = process.wait_for("lost connection")
+        assert " WARNING " in lost and f"{subj} is not served until it is back" in lost, lost
+        nats_server.start()
+        assert " INFO " in process.wait_for("reconnected to", timeout=10)
+        created(nats_client(url).call(subj, "promises.create", {"id": "after-outage", "timeout": FAR}))
+
+
 class TestStartFailures:
     def test_nats_disabled_is_nothing_to_serve(self, resonate):
         """--api-nats-enable=false exits 2 saying there is nothing to serve."""
