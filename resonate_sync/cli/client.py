@@ -63,7 +63,7 @@ from typing import Annotated, Any, Callable, Dict, List, Mapping, Optional, Sequ
 
 import typer
 
-from resonate_sync.cli_help import Command, Group
+from resonate_sync.cli.help import Command, Group
 from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_file, load_config
 from resonate_sync.errors import ResonateError
 from resonate_sync.models import Value, unstructure

@@ -18,7 +18,7 @@ Exit codes: 0 after a graceful stop; 2 for usage and configuration errors (messa
 no traceback) and when NATS is disabled (nothing to serve); otherwise what `Server.run` returns.
 
 The client sub-commands (``resonate promises|schedules|tasks|locks …``) are in
-`resonate_sync.cli_client`. Their connection and output options (``--addr``, ``--subject``,
+`resonate_sync.cli.client`. Their connection and output options (``--addr``, ``--subject``,
 ``--request-timeout``, ``--json``) may also come before the command (``resonate --addr URL
 promises get x``); before any other command they are refused rather than ignored.
 
@@ -37,8 +37,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from resonate_sync import __version__
-from resonate_sync.cli_client import CLIENT_COMMANDS, CLIENT_FLAGS, add_client_commands, client_options
-from resonate_sync.cli_help import Command, Group
+from resonate_sync.cli.client import CLIENT_COMMANDS, CLIENT_FLAGS, add_client_commands, client_options
+from resonate_sync.cli.help import Command, Group
 from resonate_sync.config import (
     DEFAULT_CONFIG_FILE,
     SETTINGS,
