@@ -5,6 +5,10 @@ format``), route on ``operation`` (400 ``unknown operation``), decode the payloa
 model (400 ``invalid payload``), validate fields (400), execute (the kernel status's code),
 encode (500). Whatever happens, exactly one reply document comes back and the server keeps
 serving.
+
+Both ends use this one codec: a client encodes with :func:`encode_request` what :func:`handle`
+decodes, and decodes with :func:`decode_reply` what :func:`handle` encodes
+(:func:`encode_reply`, :func:`error_reply`).
 """
 
 import json
@@ -12,18 +16,24 @@ import logging
 import threading
 import time
 from random import getrandbits
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+
+import cattrs
 
 from .. import limits
 from ..core import Resonate
-from ..errors import BadRequest, ResonateError, Status
+from ..errors import BadRequest, InternalError, ResonateError, Status
 from ..jsonenc import compact_encoder
-from ..models import structure_request, unstructure
+from ..models import WIRE, structure_request, unstructure
 from .operations import ROUTES
 
 __all__ = [
     "handle",
     "handle_nowait",
+    "encode_request",
+    "encode_reply",
+    "decode_reply",
+    "Reply",
     "error_reply",
     "reply_error",
     "ErrorReply",
@@ -137,6 +147,77 @@ def _metadata(envelope: Mapping[str, Any], kernel_name: str) -> Dict[str, str]:
     return metadata
 
 
+def encode_request(
+    operation: str, request: Any, request_id: str, metadata: Optional[Mapping[str, str]] = None
+) -> bytes:
+    """The request envelope of ``operation`` carrying the request model ``request``.
+
+    ``request_id`` comes back in the reply's ``Metadata.id``; ``metadata`` (trace context, say)
+    is passed through to the reply's ``Metadata``.
+    """
+    envelope: Dict[str, Any] = {"operation": operation, "requestId": request_id, "payload": unstructure(request)}
+    if metadata:
+        envelope["metadata"] = dict(metadata)
+    return _encode(envelope).encode()
+
+
+def encode_reply(status: int, metadata: Mapping[str, str], payload: Any) -> bytes:
+    """The success reply: the kernel ``status``, the request's ``metadata`` and the response model ``payload``."""
+    response = {"Status": int(status), "Metadata": metadata, "Payload": unstructure(payload)}
+    return _encode({"success": True, "response": response}).encode()
+
+
+class Reply(NamedTuple):
+    """A success reply, decoded.
+
+    Attributes:
+        status: the kernel status (a :class:`Status`; a plain int if this version knows no such status).
+        metadata: the request's metadata as the server echoed it (``id``, ``name``, …).
+        payload: the response model.
+    """
+
+    status: Union[Status, int]
+    metadata: Mapping[str, Any]
+    payload: Any
+
+
+def decode_reply(raw: bytes, response_type: type) -> Reply:
+    """The reply envelope ``raw``, its payload structured as ``response_type``.
+
+    An error reply raises the :class:`ResonateError` subclass of its code, with its message;
+    anything that is not a reply envelope raises :class:`InternalError`.
+    """
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        raise InternalError(f"unreadable reply from the server: {raw[:80]!r}") from None
+    if type(reply) is not dict:
+        raise InternalError(f"unexpected reply from the server: {raw[:80]!r}")
+    if reply.get("success") is not True:
+        error = reply.get("error")
+        code = error.get("code") if type(error) is dict else None
+        if type(code) is not int:
+            raise InternalError(f"unexpected error reply from the server: {raw[:80]!r}")
+        message = error.get("message")
+        raise ResonateError.from_code(code, message if type(message) is str and message else f"error {code}")
+    response = reply.get("response")
+    if type(response) is not dict:
+        raise InternalError(f"unexpected reply from the server: {raw[:80]!r}")
+    try:
+        payload = WIRE.structure(response.get("Payload") or {}, response_type)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        raise InternalError(f"unexpected reply payload from the server: {exc}") from None
+    metadata = response.get("Metadata")
+    return Reply(_status(response.get("Status")), metadata if type(metadata) is dict else {}, payload)
+
+
+def _status(value: Any) -> Union[Status, int]:
+    try:
+        return Status(value)
+    except ValueError:
+        return value
+
+
 def error_reply(code: int, message: str) -> bytes:
     return _encode({"success": False, "error": {"code": code, "message": message}}).encode()
 
@@ -215,7 +296,6 @@ def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int, Optional[Tupl
         if pending.error is not None:
             raise pending.error
         result = pending.result
-        response = {"Status": int(result.status), "Metadata": metadata, "Payload": unstructure(result.payload)}
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %d", operation, metadata["id"], int(result.status))
     except ResonateError as exc:
@@ -228,8 +308,8 @@ def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int, Optional[Tupl
         log.exception("%s failed unexpectedly", operation or "request")
         return _failed(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}", ticket)
     try:
-        return _encode({"success": True, "response": response}).encode(), ticket, None
-    except (TypeError, ValueError) as exc:
+        return encode_reply(result.status, metadata, result.payload), ticket, None
+    except Exception as exc:  # a bug: answer 500 and keep serving
         log.exception("%s: failed to encode response", operation)
         return _failed(500, f"failed to encode response: {exc}", ticket)
 
