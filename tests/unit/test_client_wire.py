@@ -4,10 +4,12 @@ import json
 
 import pytest
 
-from resonate_sync import NotFound
+from resonate_sync import Client, NotFound
 from resonate_sync.api.envelope import BUSY, Reply, decode_reply, encode_reply, encode_request, error_reply, handle
+from resonate_sync.client import LocalTransport
 from resonate_sync.core import FakeClock, Resonate
 from resonate_sync.errors import AlreadyExists, InternalError, ResonateError, Status, Unavailable
+from resonate_sync.journal import Journal
 from resonate_sync.models import (
     WIRE,
     AcquireLockRequest,
@@ -157,3 +159,46 @@ class TestCodec:
         with pytest.raises(InternalError):
             decode_reply(raw, PromiseResponse)
 
+
+class TestLocalTransport:
+    """``Client(transport=LocalTransport(core))``: the client's API on a core in this process."""
+
+    def test_client_and_core_share_the_state(self):
+        """What a client creates the core reads, and the other way round."""
+        core = Resonate(FakeClock())
+        with Client(transport=LocalTransport(core)) as client:
+            assert client.promises_create("p", FAR, b"x").created
+            assert core.promises_read(id="p").payload.promise.param.raw == b"x"
+            core.promises_complete(id="p", state="RESOLVED")
+            assert client.promises_read("p").state == "RESOLVED"
+
+    def test_closing_a_client_leaves_the_core_to_others(self):
+        """A closed client refuses calls; another client of the same core goes on."""
+        core = Resonate(FakeClock())
+        first = Client(transport=LocalTransport(core))
+        first.promises_create("p", FAR)
+        first.close()
+        assert not first.connected
+        with Client(transport=LocalTransport(core)) as second:
+            assert second.connected and second.promises_read("p").id == "p"
+
+    def test_a_reply_is_durable_when_the_call_returns(self, tmp_path):
+        """On a journaled core, what a call returned survives a restart from the journal."""
+        journal = Journal(str(tmp_path / "journal"))
+        recovery = journal.open()
+        core = Resonate.recover(recovery.snapshot, recovery.records, journal=journal)
+        with Client(transport=LocalTransport(core)) as client:
+            client.promises_create("p", FAR, b"kept")
+        journal.close()
+        reopened = Journal(str(tmp_path / "journal"))
+        recovery = reopened.open()
+        try:
+            recovered = Resonate.recover(recovery.snapshot, recovery.records)
+            assert recovered.promises_read(id="p").payload.promise.param.raw == b"kept"
+        finally:
+            reopened.close()
+
+    def test_nats_options_do_not_go_with_a_transport(self):
+        """A URL, subject or other NATS option beside transport= is refused, naming them."""
+        with pytest.raises(TypeError, match="^url, subject: options of the NATS transport"):
+            Client("nats://localhost:4222", "s", transport=LocalTransport(Resonate()))
