@@ -148,6 +148,7 @@ __all__ = [
     "ClaimTaskResponse",
     "RequestTimeout",
     "ConnectionFailed",
+    "Retryable",
     "Deadline",
     "Duration",
     "Value",
