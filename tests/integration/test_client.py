@@ -1,6 +1,7 @@
 """``resonate_sync.Client`` over both transports: a real Server over a real nats-server, and a
-core in this process (``LocalTransport``, no network). Tests that take ``connect``, ``client``,
-``clocked`` or ``fake`` run once per transport, with the same assertions."""
+core in this process (``LocalTransport``, no network). Tests that take ``connect``, ``client`` or
+``clocked`` run once per transport, with the same assertions; those that take ``fake`` run against a
+scripted responder over NATS and a scripted transport (no network)."""
 
 import json
 import threading
@@ -397,14 +398,14 @@ def promise_reply(envelope, status=20000):
     return {"success": True, "response": response}
 
 
-@pytest.fixture(params=["nats", "local"])
+@pytest.fixture(params=["nats", "mock"])
 def fake(request):
     """``fake(reply)``: a responder answering ``reply(n, envelope)`` and a Client of it, over NATS or in process."""
     fakes = []
     options = {"timeout": 0.3, "retries": 2, "backoff": 0.01}
 
     def start(reply):
-        if request.param == "local":
+        if request.param == "mock":
             fakes.append(_FakeTransport(reply))
             return fakes[-1], Client(transport=fakes[-1], **options)
         url, subject = request.getfixturevalue("shared_nats_server").url, uid("resonate.fake")
