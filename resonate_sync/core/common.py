@@ -33,6 +33,10 @@ class CoreSettings:
         task_retry_timeout_ms: delay before a failed delivery is retried.
         batch_size: how many items each background job handles per pass.
         cursor_secret: key that signs search cursors.
+        max_promise_bytes: the most bytes of JSON a promise may take in replies (see
+            :mod:`.sizes`): larger creates and completions are a 400. 0 = no limit (the
+            in-process core); a server sets it from the NATS ``max_payload`` with
+            ``sizes.promise_limit``.
     """
 
     href_base: str = "http://localhost:8001"
@@ -40,6 +44,7 @@ class CoreSettings:
     task_retry_timeout_ms: int = 15_000
     batch_size: int = 100
     cursor_secret: bytes = attrs.field(factory=lambda: os.urandom(32))
+    max_promise_bytes: int = 0
 
 
 def clamp_add(a: int, b: int) -> int:

@@ -39,7 +39,7 @@ from ..models import (
     TaskState,
     Value,
 )
-from . import tasks
+from . import sizes, tasks
 from .common import Result, clamp_add, invoke_recv, require, require_non_negative, tags_match, take_page
 from .cursor import decode_cursor, encode_cursor
 from .state import Tx
@@ -75,12 +75,16 @@ def expire_if_due(tx: Tx, promise: Promise) -> Promise:
 
 
 def complete(
-    tx: Tx, promise: Promise, state: str, value: Value, key: Optional[str], completed_on: int
+    tx: Tx, promise: Promise, state: str, value: Value, key: Optional[str], completed_on: int, max_bytes: int = 0
 ) -> Promise:
-    """Move a PENDING promise to ``state`` with the section-5 side effects, in this one step."""
+    """Move a PENDING promise to ``state`` with the section-5 side effects, in this one step.
+
+    400, changing nothing, if the completed promise would take more than ``max_bytes`` in replies.
+    """
     done = attrs.evolve(
         promise, state=state, value=value, idempotency_key_for_complete=key, completed_on=completed_on
     )
+    sizes.check_promise(done, max_bytes, lambda: {"value": value, "idempotencyKey": key})
     tx.put(PutPromise(done))
     for task in tx.state.open_tasks_of_root(promise.id):
         tasks.apply(tx, task, TaskAction.ROOT_COMPLETED)
@@ -118,10 +122,12 @@ def insert(
     tags: dict,
     key: Optional[str],
     claim_for: Optional[CreatePromiseAndTaskRequest] = None,
+    max_bytes: int = 0,
 ) -> "tuple[Promise, Optional[Task]]":
     """Create a new PENDING promise and, if tagged ``resonate:invoke``, its invoke task (3.3, 3.4).
 
     ``claim_for`` (promises.createtask) makes the task CLAIMED by the caller instead of INIT.
+    400, storing nothing, if the promise would take more than ``max_bytes`` in replies.
     """
     promise = Promise(
         id=id,
@@ -133,6 +139,9 @@ def insert(
         tags=tags,
         created_on=tx.now,
         sort_id=tx.next_promise_sort_id(),
+    )
+    sizes.check_promise(
+        promise, max_bytes, lambda: {"id": id, "param": param, "tags": tags, "idempotencyKey": key}
     )
     tx.put(PutPromise(promise))
     recv = invoke_recv(tags)
@@ -269,6 +278,7 @@ def _create(tx: Tx, req, claim_for) -> "tuple[tuple[Promise, Status], Optional[T
             tags=req.tags,
             key=_key(req.idempotency_key),
             claim_for=claim_for,
+            max_bytes=tx.config.max_promise_bytes,
         )
         return (promise, outcome.status), task
     stored = expire_if_due(tx, stored)
@@ -306,7 +316,15 @@ def complete_op(tx: Tx, req: CompletePromiseRequest) -> Result:
         action = PromiseAction.COMPLETE_KEY_MATCH_STRICT_OTHER
     outcome = promise_transition(stored.state, action)
     if outcome.to == REQUESTED:
-        stored = complete(tx, stored, req.state, req.value, _key(req.idempotency_key), completed_on=tx.now)
+        stored = complete(
+            tx,
+            stored,
+            req.state,
+            req.value,
+            _key(req.idempotency_key),
+            completed_on=tx.now,
+            max_bytes=tx.config.max_promise_bytes,
+        )
     return Result(outcome.status, PromiseResponse(stored))
 
 

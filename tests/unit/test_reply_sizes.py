@@ -1,0 +1,220 @@
+"""Replies fit in one NATS message: promise sizes and the write-time limit (13.7)."""
+
+import base64
+import json
+from json.encoder import encode_basestring_ascii
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core_situations import FAR, NOW, error_of, new_core
+from resonate_sync.core.sizes import (
+    ENVELOPE_BYTES,
+    ID_COPIES,
+    json_bytes,
+    promise_bound,
+    promise_bytes,
+    promise_limit,
+    text_bound,
+)
+from resonate_sync.models import INT64_MAX, INT64_MIN, Promise, Value, unstructure
+from resonate_sync.models import PromiseState as PS
+
+# Every kind of character JSON escapes differently: plain, quote/backslash, control, DEL,
+# other BMP, lone surrogates, and above U+FFFF (a surrogate pair on the wire).
+TRICKY = ["a", '"', "\\", "\n", "\x01", "\x7f", "é", "\u2028", "\ud800", "\udfff", "😀"]
+chars = st.one_of(st.sampled_from(TRICKY), st.characters(exclude_categories=()))
+texts = st.text(chars, max_size=20)
+maps = st.dictionaries(texts, texts, max_size=3)
+values = st.builds(
+    Value, headers=maps, data=st.one_of(st.none(), st.binary(min_size=1, max_size=30).map(lambda b: base64.b64encode(b).decode()))
+)
+ints = st.integers(INT64_MIN, INT64_MAX)
+promises = st.builds(
+    Promise,
+    id=texts,
+    state=st.sampled_from(PS.ALL),
+    param=values,
+    value=values,
+    timeout=ints,
+    idempotency_key_for_create=st.one_of(st.none(), texts),
+    idempotency_key_for_complete=st.one_of(st.none(), texts),
+    tags=maps,
+    created_on=st.one_of(st.none(), ints),
+    completed_on=st.one_of(st.none(), ints),
+)
+
+
+def data(size: int) -> str:
+    return base64.b64encode(b"x" * size).decode()
+
+
+def pending(promise_id: str, param: Value = Value(), tags=None, key=None) -> Promise:
+    """The promise promises.create builds first in a new core, at NOW with timeout FAR."""
+    return Promise(
+        id=promise_id,
+        state=PS.PENDING,
+        param=param,
+        timeout=FAR,
+        idempotency_key_for_create=key,
+        tags=tags or {},
+        created_on=NOW,
+        sort_id=1,
+    )
+
+
+class TestSizes:
+    def test_limit_is_half_of_max_payload_less_the_envelope(self):
+        """A claim reply's two promises and the envelope fit in max_payload."""
+        assert promise_limit(65536) == (65536 - ENVELOPE_BYTES) // 2
+        assert 2 * promise_limit(1048576) + ENVELOPE_BYTES <= 1048576
+        assert promise_limit(100) == 0
+
+    @pytest.mark.parametrize("char, escaped", [("a", 1), ('"', 2), ("\x01", 6), ("\x7f", 6), ("é", 6), ("\ud800", 6), ("😀", 12)])
+    def test_text_bound_covers_each_kind_of_character(self, char, escaped):
+        """ASCII escapes to at most 6 bytes a character, anything else to at most 12 (a surrogate pair)."""
+        assert len(encode_basestring_ascii(char)) - 2 == escaped
+        assert text_bound(char) >= escaped
+
+    @given(texts)
+    def test_text_bound_never_underestimates(self, text):
+        """The bound from the length alone is at least the escaped length."""
+        assert text_bound(text) >= len(encode_basestring_ascii(text)) - 2
+
+    @given(promises)
+    def test_promise_bound_never_underestimates(self, promise):
+        """The fast bound is at least what the promise counts, which is at least its JSON."""
+        assert promise_bound(promise) >= promise_bytes(promise) >= json_bytes(promise)
+
+    def test_promise_counts_its_json_and_its_id_again(self):
+        """A completed promise counts its JSON plus ID_COPIES escaped ids."""
+        promise = attrs.evolve(pending("é"), state=PS.RESOLVED, completed_on=NOW)
+        assert promise_bytes(promise) == len(json.dumps(unstructure(promise), separators=(",", ":"))) + ID_COPIES * 6
+
+    def test_pending_promise_counts_as_timed_out(self):
+        """A pending promise is measured in its largest form without a value: REJECTED_TIMEDOUT with completedOn."""
+        promise = pending("p")
+        timed_out = attrs.evolve(promise, state=PS.REJECTED_TIMEDOUT, completed_on=FAR)
+        assert promise_bytes(promise) == json_bytes(timed_out) + ID_COPIES * 1
+
+
+class TestCreateLimit:
+    @pytest.mark.parametrize(
+        "promise_id, tags, headers",
+        [
+            ("plain", {}, {}),
+            ("é😀\ud800", {"k\udfff": "v\x01"}, {}),
+            ("p", {"tag": "😀" * 3}, {"h\u2028": '"\\'}),
+        ],
+    )
+    def test_exactly_at_the_limit_is_created_and_one_byte_past_is_400(self, promise_id, tags, headers):
+        """The limit is exact, whatever characters the id, tags and headers use."""
+        param = Value(headers=headers, data=data(300))
+        size = promise_bytes(pending(promise_id, param, tags))
+        at_limit = new_core(max_promise_bytes=size)
+        created = at_limit.r.promises_create(id=promise_id, timeout=FAR, param=param, tags=tags)
+        assert created.payload.promise == pending(promise_id, param, tags)
+        past = new_core(max_promise_bytes=size - 1)
+        err = error_of(past.r.promises_create, id=promise_id, timeout=FAR, param=param, tags=tags)
+        assert err.code == 400
+        assert f"the promise would take {size} bytes of JSON in replies; at most {size - 1} fit" in err.message
+
+    def test_refused_create_stores_nothing(self):
+        """A 400 for size leaves no promise and no task behind: a read is 404."""
+        core = new_core(max_promise_bytes=promise_limit(65536))
+        err = error_of(
+            core.r.promises_create, id="big", timeout=FAR, param=Value(data=data(40_000)), tags={"resonate:invoke": "nats://w"}
+        )
+        assert err.code == 400 and err.message.startswith("validation error: payload.param: ")
+        assert error_of(core.r.promises_read, id="big").code == 404
+        assert core.r.state.tasks == {}
+
+    @pytest.mark.parametrize(
+        "fields, named",
+        [
+            ({"id": "i" * 7_000}, "id"),
+            ({"id": "p", "tags": {"t": "😀" * 3_000}}, "tags"),
+            ({"id": "p", "idempotency_key": "k" * 31_000}, "idempotencyKey"),
+            ({"id": "p", "param": Value(headers={"h": "v" * 31_000})}, "param"),
+        ],
+    )
+    def test_error_names_the_largest_field(self, fields, named):
+        """The message names the field taking the most bytes; an id counts with its copies."""
+        core = new_core(max_promise_bytes=30_000)
+        err = error_of(core.r.promises_create, timeout=FAR, **fields)
+        assert err.message.startswith(f"validation error: payload.{named}: the promise would take ")
+
+    def test_createtask_is_held_to_the_same_limit(self):
+        """promises.createtask refuses the same promise, and claims no task."""
+        core = new_core(max_promise_bytes=promise_limit(65536))
+        err = error_of(
+            core.r.promises_createtask,
+            id="big",
+            timeout=FAR,
+            param=Value(data=data(40_000)),
+            tags={"resonate:invoke": "nats://w"},
+            task_process_id="worker",
+            task_ttl=1_000,
+        )
+        assert err.code == 400 and "payload.param" in err.message
+        assert core.r.state.promises == {} and core.r.state.tasks == {}
+
+    def test_no_limit_without_a_setting(self):
+        """The in-process core (max_promise_bytes 0) stores a promise of any size."""
+        core = new_core()
+        assert core.r.promises_create(id="big", timeout=FAR, param=Value(data=data(2_000_000))).status == 20100
+
+
+class TestCompleteLimit:
+    def test_completion_counts_param_and_value(self):
+        """The completed promise holds param and value: exactly at the limit is fine, one byte more is 400."""
+        param, value = Value(data=data(3_000)), Value(headers={"v": "x" * 100}, data=data(3_000))
+        done = attrs.evolve(pending("p", param), state=PS.RESOLVED, value=value, completed_on=NOW)
+        size = promise_bytes(done)
+        core = new_core(max_promise_bytes=size)
+        core.r.promises_create(id="p", timeout=FAR, param=param)
+        assert core.r.promises_complete(id="p", state=PS.RESOLVED, value=value).payload.promise == done
+
+        core = new_core(max_promise_bytes=size - 1)
+        core.r.promises_create(id="p", timeout=FAR, param=param)
+        err = error_of(core.r.promises_complete, id="p", state=PS.RESOLVED, value=value)
+        assert err.code == 400 and err.message.startswith("validation error: payload.value: ")
+        assert core.promise("p").state == PS.PENDING
+
+    def test_refused_completion_leaves_callbacks_waiting(self):
+        """Nothing of the completion happens: the callback stays and no resume task is made."""
+        core = new_core(max_promise_bytes=promise_limit(65536))
+        core.r.promises_create(id="root", timeout=FAR)
+        core.r.promises_create(id="leaf", timeout=FAR)
+        core.r.promises_callback(promise_id="leaf", root_promise_id="root", recv="nats://w", timeout=FAR)
+        err = error_of(core.r.promises_complete, id="leaf", state=PS.RESOLVED, value=Value(data=data(40_000)))
+        assert err.code == 400
+        assert core.r.state.tasks == {} and core.r.state.callbacks["leaf"]
+
+
+class TestScheduleLimit:
+    def test_schedule_over_the_limit_is_400(self):
+        """A schedule whose own JSON is over the limit is refused, naming its largest field."""
+        core = new_core(max_promise_bytes=promise_limit(65536))
+        err = error_of(core.r.schedules_create, id="s", cron="* * * * *", promise_id="p", description="d" * 40_000)
+        assert err.message.startswith("validation error: payload.description: the schedule would take ")
+        assert core.r.state.schedules == {}
+
+    def test_promise_the_schedule_would_create_is_checked(self):
+        """promiseId templates repeat the schedule id in each fired promise's id: measured as expanded."""
+        core = new_core(max_promise_bytes=promise_limit(65536))
+        err = error_of(core.r.schedules_create, id="s" * 1_000, cron="* * * * *", promise_id="{{.id}}" * 8)
+        assert err.message.startswith("validation error: payload.promiseId: the promise would take ")
+
+    def test_fired_promise_at_the_limit_is_created(self):
+        """A schedule accepted at the limit fires promises that fit it."""
+        limit = promise_limit(65536)
+        core = new_core(max_promise_bytes=limit)
+        param = Value(data=data(limit // 2))
+        core.r.schedules_create(id="s", cron="* * * * *", promise_id="p-{{.timestamp}}", promise_param=param)
+        core.advance(60_000)
+        core.tick()
+        (fired,) = core.r.state.promises.values()
+        assert fired.param == param and promise_bytes(fired) <= limit
