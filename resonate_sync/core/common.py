@@ -34,9 +34,9 @@ class CoreSettings:
         batch_size: how many items each background job handles per pass.
         cursor_secret: key that signs search cursors.
         max_promise_bytes: the most bytes of JSON a promise may take in replies (see
-            :mod:`.sizes`): larger creates and completions are a 400. 0 = no limit (the
-            in-process core); a server sets it from the NATS ``max_payload`` with
-            ``sizes.promise_limit``.
+            :mod:`.sizes`): larger creates and completions are a 400, and a search page holds at
+            most twice this. 0 = no limit (the in-process core); a server sets it from the NATS
+            ``max_payload`` with ``sizes.promise_limit``.
     """
 
     href_base: str = "http://localhost:8001"
@@ -108,12 +108,19 @@ def tags_match(tags: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
     return all(tags.get(k) == v for k, v in wanted.items())
 
 
-def take_page(items: Iterable[T], keep: Callable[[T], Optional[T]], limit: int) -> List[T]:
-    """The first ``limit`` items that ``keep`` maps to something other than None."""
+def take_page(
+    items: Iterable[T], keep: Callable[[T], Optional[T]], limit: int, admit: Optional[Callable[[T], bool]] = None
+) -> List[T]:
+    """The first ``limit`` items that ``keep`` maps to something other than None.
+
+    The page ends early before the first kept item that ``admit`` (if given) refuses.
+    """
     page: List[T] = []
     for item in items:
         kept = keep(item)
         if kept is not None:
+            if admit is not None and not admit(kept):
+                break
             page.append(kept)
             if len(page) == limit:
                 break

@@ -223,6 +223,14 @@ def validate_limit(limit: int) -> None:
 
 
 def search(tx: Tx, req: SearchPromisesRequest) -> Result:
+    """Matching promises, newest first, ``limit`` to a page (PROTOCOL.md 3.2).
+
+    With ``max_promise_bytes`` set, a page also ends before the first promise that would take
+    the page's JSON and cursor past twice that (so the reply fits in the NATS max_payload): it
+    then holds fewer than ``limit`` promises and a cursor that continues after the last one
+    returned, with the requested ``limit`` kept. The page is cut here while it is built, from
+    exact sizes (:class:`.sizes.PageBudget`), in one pass; the first match is always returned.
+    """
     secret = tx.config.cursor_secret
     if req.cursor:
         query = decode_cursor(secret, "promises", req.cursor)
@@ -238,11 +246,17 @@ def search(tx: Tx, req: SearchPromisesRequest) -> Result:
             return None
         return promise
 
-    found = take_page(tx.state.search_promises(pattern, before), keep, limit)
+    query = {"id": pattern, "states": states, "tags": tags, "limit": limit}
+    budget = sizes.page_budget(
+        tx.config.max_promise_bytes,
+        lambda: len(encode_cursor(secret, "promises", {**query, "before": INT64_MAX})),
+        sizes.json_bytes,
+        sizes.promise_bound,
+    )
+    found = take_page(tx.state.search_promises(pattern, before), keep, limit, budget and budget.admit)
     cursor = None
-    if len(found) == limit:
-        query = {"id": pattern, "states": states, "tags": tags, "limit": limit, "before": found[-1].sort_id}
-        cursor = encode_cursor(secret, "promises", query)
+    if len(found) == limit or (budget and budget.cut):
+        cursor = encode_cursor(secret, "promises", {**query, "before": found[-1].sort_id})
     return Result(Status.OK, SearchPromisesResponse(found, cursor))
 
 

@@ -117,19 +117,28 @@ def validate_search(req: SearchSchedulesRequest) -> None:
 
 
 def search(tx: Tx, req: SearchSchedulesRequest) -> Result:
+    """Matching schedules, newest first; pages are cut by size as in ``promises.search``."""
     secret = tx.config.cursor_secret
     if req.cursor:
         query = decode_cursor(secret, "schedules", req.cursor)
         pattern, tags, limit, before = query["id"], query["tags"], query["limit"], query["before"]
     else:
         pattern, tags, limit, before = req.id, req.tags, req.limit or 100, None
+    query = {"id": pattern, "tags": tags, "limit": limit}
+    budget = sizes.page_budget(
+        tx.config.max_promise_bytes,
+        lambda: len(encode_cursor(secret, "schedules", {**query, "before": INT64_MAX})),
+        sizes.json_bytes,
+    )
     found = take_page(
-        tx.state.search_schedules(pattern, before), lambda s: s if tags_match(s.tags, tags) else None, limit
+        tx.state.search_schedules(pattern, before),
+        lambda s: s if tags_match(s.tags, tags) else None,
+        limit,
+        budget and budget.admit,
     )
     cursor = None
-    if len(found) == limit:
-        query = {"id": pattern, "tags": tags, "limit": limit, "before": found[-1].sort_id}
-        cursor = encode_cursor(secret, "schedules", query)
+    if len(found) == limit or (budget and budget.cut):
+        cursor = encode_cursor(secret, "schedules", {**query, "before": found[-1].sort_id})
     return Result(Status.OK, SearchSchedulesResponse(found, cursor))
 
 

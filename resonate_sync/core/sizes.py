@@ -8,7 +8,8 @@ promise: a claim reply repeats a root id three more times (task id, ``rootPromis
 and a task message five times (task id, three hrefs, ``rootPromiseId``), a leaf id two and
 four times. So a promise counts as its JSON plus :data:`ID_COPIES` more copies of its escaped
 id: with that, an id takes at most a fifth of the limit, and the worst message, a resume task's
-(5 root ids + 4 leaf ids), stays under twice the limit.
+(5 root ids + 4 leaf ids), stays under twice the limit. A search page may hold twice the limit
+(:class:`PageBudget`).
 
 Sizes are of the compact ASCII JSON every reply is encoded as (``jsonenc.compact_encoder``).
 Encoding to measure costs as much as the reply itself, so a check first adds up an upper bound
@@ -23,7 +24,7 @@ from string lengths, and encodes only when that bound is over the limit:
 """
 
 from json.encoder import encode_basestring_ascii
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Generic, List, Mapping, Optional, TypeVar
 
 import attrs
 
@@ -41,7 +42,11 @@ __all__ = [
     "json_bytes",
     "check_promise",
     "check_schedule",
+    "PageBudget",
+    "page_budget",
 ]
+
+T = TypeVar("T")
 
 ENVELOPE_BYTES = 4096
 """Room left in every reply for what is not a promise: envelope, metadata, task, hrefs."""
@@ -165,3 +170,50 @@ def _largest(fields: Mapping[str, Any], id_field: Optional[str]) -> str:
         return json_bytes(value) if value is not None else 0
 
     return max(fields, key=weight)
+
+
+class PageBudget(Generic[T]):
+    """Admits search results while their JSON, a comma each, fits in ``budget`` bytes.
+
+    Sizes come from ``bound`` (a fast upper bound) until the admitted ones could exceed the
+    budget; from then on every admitted item is measured exactly with ``exact``, so a page is
+    cut only where the exact sizes no longer fit. The first item is always admitted: a page
+    must move the search forward (an item too large for any reply fails at send time, loudly).
+    ``cut`` tells whether an item was refused.
+    """
+
+    def __init__(self, budget: int, exact: Callable[[T], int], bound: Optional[Callable[[T], int]] = None) -> None:
+        self.budget = budget
+        self.cut = False
+        self._exact = exact
+        self._bound = bound
+        self._used = 0
+        self._admitted: Optional[List[T]] = [] if bound is not None else None
+
+    def admit(self, item: T) -> bool:
+        if self._admitted is not None:
+            size = self._bound(item) + 1  # type: ignore[misc]
+            if self._used + size <= self.budget:
+                self._used += size
+                self._admitted.append(item)
+                return True
+            self._used = sum(self._exact(i) + 1 for i in self._admitted)
+            self._admitted = None
+        size = self._exact(item) + 1
+        if self._used and self._used + size > self.budget:
+            self.cut = True
+            return False
+        self._used += size
+        return True
+
+
+def page_budget(
+    max_promise_bytes: int, cursor_bytes: Callable[[], int], exact: Callable[[T], int], bound: Optional[Callable[[T], int]] = None
+) -> Optional[PageBudget[T]]:
+    """The budget of a search page: twice ``max_promise_bytes`` less its cursor; None without a limit.
+
+    ``cursor_bytes()`` is the length of the page's cursor at its widest position.
+    """
+    if not max_promise_bytes:
+        return None
+    return PageBudget(2 * max_promise_bytes - cursor_bytes(), exact, bound)

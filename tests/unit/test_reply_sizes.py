@@ -1,4 +1,4 @@
-"""Replies fit in one NATS message: promise sizes and the write-time limit (13.7)."""
+"""Replies fit in one NATS message: promise sizes, the write-time limit, search pages cut by size (13.7)."""
 
 import base64
 import json
@@ -13,6 +13,7 @@ from core_situations import FAR, NOW, error_of, new_core
 from resonate_sync.core.sizes import (
     ENVELOPE_BYTES,
     ID_COPIES,
+    PageBudget,
     json_bytes,
     promise_bound,
     promise_bytes,
@@ -218,3 +219,83 @@ class TestScheduleLimit:
         core.tick()
         (fired,) = core.r.state.promises.values()
         assert fired.param == param and promise_bytes(fired) <= limit
+
+
+class TestSearchPages:
+    def test_pages_are_cut_to_fit_and_every_promise_comes_once(self):
+        """Big promises come a few per page; following the cursors yields each exactly once, newest first."""
+        limit = promise_limit(65536)
+        core = new_core(max_promise_bytes=limit)
+        sizes = [10_000, 22_000, 3_000, 100, 22_000, 12_000, 7_000, 22_000, 0, 18_000]
+        for i, size in enumerate(sizes):
+            core.r.promises_create(id=f"p{i}", timeout=FAR, param=Value(data=data(size)) if size else Value())
+        pages = self.all_pages(core, lambda **q: core.r.promises_search(**q).payload, "promises", id="p*", limit=100)
+        seen = [p.id for page in pages for p in page.promises]
+        assert seen == [f"p{i}" for i in reversed(range(len(sizes)))]
+        assert len(pages) > 2
+        for page in pages:
+            assert self.used(page.promises, page.cursor) <= 2 * limit
+
+    def test_a_cut_page_is_as_full_as_fits(self):
+        """A page ends only where the next item would not fit; the cursor keeps the requested limit."""
+        limit = promise_limit(65536)
+        core = new_core(max_promise_bytes=limit)
+        for i in range(5):
+            core.r.promises_create(id=f"small{i}", timeout=FAR)
+        for i in range(3):
+            core.r.promises_create(id=f"big{i}", timeout=FAR, param=Value(data=data(20_000)))
+        first = core.r.promises_search(id="*", limit=5).payload
+        assert [p.id for p in first.promises] == ["big2", "big1"] and first.cursor
+        big0 = core.promise("big0")
+        assert self.used(first.promises + [big0], first.cursor) > 2 * limit
+        second = core.r.promises_search(cursor=first.cursor).payload
+        assert [p.id for p in second.promises] == ["big0", "small4", "small3", "small2", "small1"]
+        assert second.cursor  # a full page: the requested limit of 5 still holds
+        assert [p.id for p in core.r.promises_search(cursor=second.cursor).payload.promises] == ["small0"]
+
+    def test_schedule_pages_are_cut_too(self):
+        """schedules.search cuts its pages the same way."""
+        limit = promise_limit(65536)
+        core = new_core(max_promise_bytes=limit)
+        for i in range(6):
+            core.r.schedules_create(id=f"s{i}", cron="* * * * *", promise_id="p", promise_param=Value(data=data(20_000)))
+        pages = self.all_pages(core, lambda **q: core.r.schedules_search(**q).payload, "schedules", id="s*")
+        assert [s.id for page in pages for s in page.schedules] == [f"s{i}" for i in reversed(range(6))]
+        assert len(pages) == 3
+        for page in pages:
+            assert self.used(page.schedules, page.cursor) <= 2 * limit
+
+    def test_without_a_limit_pages_go_by_count(self):
+        """With no limit, a page holds `limit` items however large."""
+        core = new_core()
+        for i in range(3):
+            core.r.promises_create(id=f"p{i}", timeout=FAR, param=Value(data=data(600_000)))
+        assert len(core.r.promises_search(id="*", limit=3).payload.promises) == 3
+
+    @staticmethod
+    def all_pages(core, search, items, **query):
+        pages = [search(**query)]
+        while pages[-1].cursor:
+            pages.append(search(cursor=pages[-1].cursor))
+        assert all(getattr(page, items) for page in pages)
+        return pages
+
+    @staticmethod
+    def used(items, cursor) -> int:
+        return sum(json_bytes(item) + 1 for item in items) + len(cursor or "")
+
+
+class TestPageBudget:
+    def test_first_item_is_always_admitted(self):
+        """A page always moves the search on, even past an item larger than the budget."""
+        budget = PageBudget(10, exact=len, bound=len)
+        assert budget.admit("x" * 50) and not budget.admit("y")
+        assert budget.cut
+
+    def test_bound_is_replaced_by_exact_sizes_near_the_budget(self):
+        """Items are counted by the bound while it fits, then by exact sizes: nothing is refused that fits."""
+        budget = PageBudget(20, exact=len, bound=lambda s: 3 * len(s))
+        assert budget.admit("aaaa") and budget.admit("bbbb")  # bounds 13 + 13 > 20: measured, 5 + 5
+        assert budget.admit("cccc") and budget.admit("dd") and budget.admit("e")  # 15 + 3 + 2: exactly 20
+        assert not budget.admit("f")
+        assert budget.cut
