@@ -4,7 +4,7 @@ Processing order, stopping at the first failure: decode the envelope (400 ``inva
 format``), route on ``operation`` (400 ``unknown operation``), decode the payload into its
 model (400 ``invalid payload``), validate fields (400), execute (the kernel status's code),
 encode (500). Whatever happens, exactly one reply document comes back and the server keeps
-serving.
+serving: a reply too large for NATS becomes a 500 error reply (:func:`too_large_reply`).
 """
 
 import json
@@ -21,6 +21,7 @@ __all__ = [
     "handle",
     "handle_nowait",
     "error_reply",
+    "too_large_reply",
     "reply_error",
     "ERROR_REPLY_PREFIX",
     "BUSY_REPLY",
@@ -82,6 +83,11 @@ def error_reply(code: int, message: str) -> bytes:
     return _encode({"success": False, "error": {"code": code, "message": message}}).encode()
 
 
+def too_large_reply(size: int, max_payload: int) -> bytes:
+    """The error sent instead of a reply of ``size`` bytes that NATS would not carry."""
+    return error_reply(500, f"the reply of {size} bytes exceeds the NATS max_payload of {max_payload} bytes")
+
+
 # Every reply is encoded here, compact, with "success" first: a prefix test tells errors apart
 # without decoding anything (it runs once per request, for the Services API stats).
 ERROR_REPLY_PREFIX = b'{"success":false,'
@@ -103,9 +109,9 @@ SHUTTING_DOWN_REPLY = error_reply(503, Status.SYSTEM_SHUTTING_DOWN.text)
 STORE_ERROR_REPLY = error_reply(500, Status.STORE_ERROR.text)
 
 
-def handle(core: Resonate, raw: bytes) -> bytes:
+def handle(core: Resonate, raw: bytes, max_payload: int = 0) -> bytes:
     """Answer one request envelope with one reply envelope, once what it shows is durable."""
-    reply, ticket = handle_nowait(core, raw)
+    reply, ticket = handle_nowait(core, raw, max_payload)
     try:
         core.wait_durable(ticket)
     except ResonateError as exc:
@@ -113,11 +119,14 @@ def handle(core: Resonate, raw: bytes) -> bytes:
     return reply
 
 
-def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int]:
+def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Tuple[bytes, int]:
     """The reply to one request envelope and the journal ticket it must wait for (0: none).
 
     The reply must not be sent before ``core.wait_durable(ticket)`` returned; if that fails,
-    send :data:`STORE_ERROR_REPLY` instead.
+    send :data:`STORE_ERROR_REPLY` instead. A reply over ``max_payload`` bytes (0: no limit)
+    is replaced by :func:`too_large_reply`. The core keeps replies under it, so this means a
+    promise stored before the limit existed or under a larger ``max_payload``, or request
+    metadata too large to echo.
     """
     operation: Optional[str] = None
     ticket = 0
@@ -154,7 +163,17 @@ def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int]:
         log.exception("%s failed unexpectedly", operation or "request")
         return error_reply(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}"), ticket
     try:
-        return _encode({"success": True, "response": response}).encode(), ticket
+        reply = _encode({"success": True, "response": response}).encode()
     except (TypeError, ValueError) as exc:
         log.exception("%s: failed to encode response", operation)
         return error_reply(500, f"failed to encode response: {exc}"), ticket
+    if max_payload and len(reply) > max_payload:
+        log.warning(
+            "%s %s: the reply of %d bytes exceeds the NATS max_payload of %d bytes; answering 500 instead",
+            operation,
+            metadata["id"],
+            len(reply),
+            max_payload,
+        )
+        return too_large_reply(len(reply), max_payload), ticket
+    return reply, ticket

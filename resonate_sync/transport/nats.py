@@ -952,6 +952,10 @@ class NatsTransport:
     behind API requests, never get the busy reply, and use plain subscriptions (every instance
     answers, which is what discovery needs) whatever ``queue`` the API subject uses.
 
+    A reply larger than the server's ``max_payload`` is never published (NATS would drop the
+    connection): the request is answered ``too_large_reply(size, max_payload)`` instead, with a
+    warning.
+
     ``tls_*`` configure ``tls://`` connections (see :class:`Connection`); unlike pynats2,
     ``tls_verify`` defaults to True.
     """
@@ -974,6 +978,7 @@ class NatsTransport:
         connect_timeout: float = 2.0,
         logger: Optional[logging.Logger] = None,
         service: Optional[Service] = None,
+        too_large_reply: Optional[Callable[[int, int], bytes]] = None,
         tls_cacert: Optional[str] = None,
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
@@ -1005,6 +1010,7 @@ class NatsTransport:
             "tls_verify": tls_verify,
         }
         self._service = service
+        self._too_large_reply = too_large_reply
         self._log = logger or logging.getLogger("resonate_sync.transport")
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -1142,6 +1148,15 @@ class NatsTransport:
         """Publish a handler's reply (from a worker, or whichever thread resolved it); the request is done."""
         replied = failed = 0
         try:
+            if reply is not None and self._too_large_reply is not None:
+                max_payload = self._conn.max_payload  # type: ignore[union-attr]
+                if len(reply) > max_payload:
+                    self._log.warning(
+                        "the reply of %d bytes to a request on %s exceeds the NATS max_payload of %d bytes; "
+                        "answering an error instead",
+                        len(reply), msg.subject, max_payload,
+                    )  # fmt: skip
+                    reply = self._too_large_reply(len(reply), max_payload)
             if self._service is not None:
                 self._service.record(perf_counter_ns() - started, reply)
             if reply is not None and msg.reply:

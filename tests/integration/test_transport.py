@@ -95,6 +95,17 @@ class TestRequestReply:
         assert len(payload) == 1024 * 1024
         assert nats_client(shared_nats_server.url).request(subject, payload, timeout=5).data == payload
 
+    def test_reply_over_max_payload_is_answered_with_the_error_reply(self, shared_nats_server, serve, subject, nats_client, caplog):
+        """A reply NATS would not carry is replaced by too_large_reply(size, max_payload) and logged: never silence."""
+        serve(
+            shared_nats_server.url,
+            handler=lambda payload: b"x" * (1024 * 1024 + 1),
+            too_large_reply=lambda size, max_payload: b"too large: %d > %d" % (size, max_payload),
+        )
+        with caplog.at_level(logging.WARNING, logger="resonate_sync.transport"):
+            assert nats_client(shared_nats_server.url).request(subject, b"big").data == b"too large: 1048577 > 1048576"
+        assert f"the reply of 1048577 bytes to a request on {subject} exceeds the NATS max_payload" in caplog.text
+
     def test_request_with_headers_reaches_handler(self, shared_nats_server, serve, subject, nats_client):
         """A request carrying NATS headers (HMSG) is parsed and its payload served like any other."""
         serve(shared_nats_server.url)

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import logging
 from json.encoder import encode_basestring_ascii
 
 import attrs
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core_situations import FAR, NOW, error_of, new_core
+from resonate_sync.api import handle
 from resonate_sync.core.sizes import (
     ENVELOPE_BYTES,
     ID_COPIES,
@@ -299,3 +301,31 @@ class TestPageBudget:
         assert budget.admit("cccc") and budget.admit("dd") and budget.admit("e")  # 15 + 3 + 2: exactly 20
         assert not budget.admit("f")
         assert budget.cut
+
+
+class TestReplyOverMaxPayload:
+    def test_promise_stored_before_the_limit_answers_500(self, caplog):
+        """A promise too large for any reply (stored before the limit) is answered with an error, not dropped."""
+        core = new_core()
+        core.r.promises_create(id="old", timeout=FAR, param=Value(data=data(100_000)))
+        core.r.settings = attrs.evolve(core.r.settings, max_promise_bytes=promise_limit(65536))
+        with caplog.at_level(logging.WARNING):
+            reply = json.loads(handle(core.r, b'{"operation":"promises.read","payload":{"id":"old"}}', 65536))
+        assert reply["success"] is False and reply["error"]["code"] == 500
+        assert reply["error"]["message"].startswith("the reply of ") and "exceeds the NATS max_payload of 65536 bytes" in reply["error"]["message"]
+        assert any(r.levelno == logging.WARNING and "promises.read" in r.getMessage() for r in caplog.records)
+
+    def test_search_reaching_such_a_promise_answers_500(self):
+        """A page holding only that promise is too large too: an error, never silence."""
+        core = new_core()
+        core.r.promises_create(id="old", timeout=FAR, param=Value(data=data(100_000)))
+        core.r.settings = attrs.evolve(core.r.settings, max_promise_bytes=promise_limit(65536))
+        reply = json.loads(handle(core.r, b'{"operation":"promises.search","payload":{"id":"*"}}', 65536))
+        assert reply["error"]["code"] == 500
+
+    def test_replies_within_max_payload_are_unchanged(self):
+        """A reply that fits is sent as built."""
+        core = new_core()
+        reply = json.loads(handle(core.r, b'{"operation":"promises.create","payload":{"id":"p","timeout":1}}', 65536))
+        assert reply["success"] is True
+
