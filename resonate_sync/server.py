@@ -13,6 +13,10 @@ Replies: a worker runs the handler and hands (journal ticket, reply) to one repl
 reply it covers, so one fsync serves every request handled meanwhile, not one per worker.
 Under light load a worker whose reply shows only durable state sends it itself.
 
+Reply size: at every connect the core's ``max_promise_bytes`` is set from the server's NATS
+``max_payload``, so writes whose promise could not be returned are refused and search pages are
+cut to fit; a reply still too large is answered with a 500 error (PROTOCOL.md 13.7).
+
 Snapshots every ``snapshot_every`` records are written on a thread of their own, one at a
 time: the ticker only starts it, so task deliveries and timeouts go on while it writes.
 
@@ -29,6 +33,8 @@ import time
 import urllib.parse
 from typing import Optional
 
+import attrs
+
 from . import __version__
 from .api import (
     BUSY_REPLY,
@@ -37,10 +43,12 @@ from .api import (
     STORE_ERROR_REPLY,
     handle_nowait,
     reply_error,
+    too_large_reply,
 )
 from .config import Config
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
+from .core.sizes import promise_limit
 from .errors import ResonateError
 
 __all__ = ["Server", "ServerError"]
@@ -132,6 +140,8 @@ class Server:
             queue=config.nats_queue,
             name=f"resonate-{__version__}",
             service=self.service,
+            too_large_reply=too_large_reply,
+            on_max_payload=self._fit_replies,
             tls_cacert=config.nats_tls_ca,
             tls_client_cert=config.nats_tls_cert,
             tls_client_key=config.nats_tls_key,
@@ -225,12 +235,17 @@ class Server:
         """The transport's handler: reply bytes now, or a DeferredReply sent once durable."""
         if self._stopping or (self._drain_until and time.monotonic() > self._drain_until):
             return SHUTTING_DOWN_REPLY
-        reply, ticket = handle_nowait(self.core, raw)
+        reply, ticket = handle_nowait(self.core, raw, self.transport.max_payload)
         if self.transport.in_flight <= self.config.workers and self.core.is_durable(ticket):
             return reply  # light load, nothing to wait for (a read of durable state): no thread hop
         # Under load, one thread publishing every reply beats workers contending for the
         # connection's write lock (dev, N=64: 0.57x -> 0.87x of the bare responder).
         return self._replies.after_durable(ticket, reply)
+
+    def _fit_replies(self, max_payload: int) -> None:
+        """Hold promises to what one NATS message of the connected server can carry (13.7)."""
+        self.core.settings = attrs.evolve(self.core.settings, max_promise_bytes=promise_limit(max_payload))
+        log.debug("NATS max_payload %d: promises may take up to %d bytes of JSON", max_payload, promise_limit(max_payload))
 
     def _maybe_snapshot(self) -> None:
         """After each ticker pass: start a background snapshot when one is due and none is running."""

@@ -247,6 +247,9 @@ class Connection(pynats2.NATSClient):
     connection was lost; every subscription is then sent again under its old sid.
     ``on_disconnect(reason)`` is called once per loss (never for :meth:`close`) from the thread
     that noticed it; reconnecting is the caller's job (see :class:`NatsTransport`).
+    ``on_max_payload(previous, current)`` is called whenever a server's INFO announces a
+    ``max_payload`` other than the last one seen (``previous`` is None the first time); at
+    connect that is before any subscription is sent, so no request arrives before it.
 
     Subscription callbacks run on the reader thread and receive a :class:`Msg`; they must be
     quick (hand work to a pool). A callback that raises is logged and does not stop the reader.
@@ -270,6 +273,7 @@ class Connection(pynats2.NATSClient):
         ping_interval: float = 2.0,
         max_outstanding_pings: int = 2,
         on_disconnect: Optional[Callable[[str], None]] = None,
+        on_max_payload: Optional[Callable[[Optional[int], int], None]] = None,
         logger: Optional[logging.Logger] = None,
         tls_cacert: Optional[str] = None,
         tls_client_cert: Optional[str] = None,
@@ -296,6 +300,7 @@ class Connection(pynats2.NATSClient):
         self._connect_timeout = connect_timeout
         self._max_outstanding_pings = max_outstanding_pings
         self._on_disconnect = on_disconnect
+        self._on_max_payload = on_max_payload
         self._log = logger or LOG
         self._wlock = threading.Lock()  # serialises writes: a frame is never interleaved
         self._state_lock = threading.Lock()
@@ -307,6 +312,7 @@ class Connection(pynats2.NATSClient):
         self._ssid = 1
         self.server_info: Dict[str, object] = {}
         self.max_payload = _DEFAULT_MAX_PAYLOAD
+        self._announced_max_payload: Optional[int] = None
         self.last_disconnect_reason: Optional[str] = None
         self.last_server_error: Optional[str] = None
         self.server_errors = 0
@@ -509,6 +515,10 @@ class Connection(pynats2.NATSClient):
             raise NatsConnectionError(f"{self.url}: unreadable INFO {line[:80]!r}") from None
         self.server_info.update(info)
         self.max_payload = int(self.server_info.get("max_payload", _DEFAULT_MAX_PAYLOAD))  # type: ignore[arg-type]
+        if self.max_payload != self._announced_max_payload:
+            previous, self._announced_max_payload = self._announced_max_payload, self.max_payload
+            if self._on_max_payload is not None:
+                self._on_max_payload(previous, self.max_payload)
         if info.get("ldm"):
             self._log.info("%s is entering lame duck mode (it will shut down soon)", self.url)
 
@@ -954,7 +964,9 @@ class NatsTransport:
 
     A reply larger than the server's ``max_payload`` is never published (NATS would drop the
     connection): the request is answered ``too_large_reply(size, max_payload)`` instead, with a
-    warning.
+    warning. ``on_max_payload(max_payload)`` is called at connect, before any request is taken,
+    and again whenever a reconnect finds a different ``max_payload`` (a smaller one is logged as
+    a warning), so the handler can keep its replies under it.
 
     ``tls_*`` configure ``tls://`` connections (see :class:`Connection`); unlike pynats2,
     ``tls_verify`` defaults to True.
@@ -979,6 +991,7 @@ class NatsTransport:
         logger: Optional[logging.Logger] = None,
         service: Optional[Service] = None,
         too_large_reply: Optional[Callable[[int, int], bytes]] = None,
+        on_max_payload: Optional[Callable[[int], None]] = None,
         tls_cacert: Optional[str] = None,
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
@@ -1011,6 +1024,7 @@ class NatsTransport:
         }
         self._service = service
         self._too_large_reply = too_large_reply
+        self._on_max_payload = on_max_payload
         self._log = logger or logging.getLogger("resonate_sync.transport")
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -1036,6 +1050,12 @@ class NatsTransport:
     def connected(self) -> bool:
         """Whether the NATS connection is up right now."""
         return self._conn is not None and self._conn.connected
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message the connected server takes (from its INFO; 1 MiB before connecting)."""
+        conn = self._conn
+        return conn.max_payload if conn is not None else _DEFAULT_MAX_PAYLOAD
 
     @property
     def stats(self) -> Dict[str, int]:
@@ -1066,6 +1086,7 @@ class NatsTransport:
             ping_interval=self._ping_interval,
             max_outstanding_pings=self._max_outstanding_pings,
             on_disconnect=self._on_disconnect,
+            on_max_payload=self._max_payload_changed,
             logger=self._log,
             **self._tls,
         )
@@ -1211,6 +1232,16 @@ class NatsTransport:
 
     def _on_disconnect(self, reason: str) -> None:
         self._wake.set()
+
+    def _max_payload_changed(self, previous: Optional[int], current: int) -> None:
+        if previous is not None and current < previous:
+            self._log.warning(
+                "%s now takes messages of at most %d bytes (max_payload), down from %d: replies that no longer "
+                "fit (promises stored under the larger limit) are answered with an error",
+                self.url, current, previous,
+            )  # fmt: skip
+        if self._on_max_payload is not None:
+            self._on_max_payload(current)
 
     def _delay(self, attempt: int) -> float:
         first, cap = self._backoff

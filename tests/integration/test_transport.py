@@ -106,6 +106,12 @@ class TestRequestReply:
             assert nats_client(shared_nats_server.url).request(subject, b"big").data == b"too large: 1048577 > 1048576"
         assert f"the reply of 1048577 bytes to a request on {subject} exceeds the NATS max_payload" in caplog.text
 
+    def test_handler_learns_max_payload_at_connect(self, shared_nats_server, serve):
+        """on_max_payload gets the server's max_payload before the first request can arrive."""
+        seen: List[int] = []
+        transport = serve(shared_nats_server.url, on_max_payload=seen.append)
+        assert seen == [1024 * 1024] and transport.max_payload == 1024 * 1024
+
     def test_request_with_headers_reaches_handler(self, shared_nats_server, serve, subject, nats_client):
         """A request carrying NATS headers (HMSG) is parsed and its payload served like any other."""
         serve(shared_nats_server.url)
