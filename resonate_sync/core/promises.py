@@ -250,7 +250,7 @@ def search(tx: Tx, req: SearchPromisesRequest) -> Result:
     budget = sizes.page_budget(
         tx.config.max_promise_bytes,
         lambda: len(encode_cursor(secret, "promises", {**query, "before": INT64_MAX})),
-        sizes.json_bytes,
+        sizes.promise_json_bytes,
         sizes.promise_bound,
     )
     found = take_page(tx.state.search_promises(pattern, before), keep, limit, budget and budget.admit)

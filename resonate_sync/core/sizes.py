@@ -30,7 +30,7 @@ import attrs
 
 from ..errors import BadRequest
 from ..jsonenc import compact_encoder
-from ..models import INT64_MIN, Promise, PromiseState, Schedule, Value, unstructure
+from ..models import EMPTY_VALUE, INT64_MIN, Promise, PromiseState, Schedule, Value, unstructure
 
 __all__ = [
     "ENVELOPE_BYTES",
@@ -39,6 +39,7 @@ __all__ = [
     "text_bound",
     "promise_bound",
     "promise_bytes",
+    "promise_json_bytes",
     "json_bytes",
     "check_promise",
     "check_schedule",
@@ -73,6 +74,8 @@ def text_bound(text: str) -> int:
 
 
 def _map_bound(strings: Mapping[str, str]) -> int:
+    if not strings:
+        return 0
     # each entry is "key":"value" and a comma: 6 bytes besides the two escaped texts
     return sum(text_bound(k) + text_bound(v) + 6 for k, v in strings.items())
 
@@ -104,15 +107,16 @@ _PROMISE_FIXED = len(
 
 def promise_bound(promise: Promise) -> int:
     """An upper bound of :func:`promise_bytes`, from string lengths only (no encoding)."""
-    return (
-        _PROMISE_FIXED
-        + (1 + ID_COPIES) * text_bound(promise.id)
-        + text_bound(promise.idempotency_key_for_create or "")
-        + text_bound(promise.idempotency_key_for_complete or "")
-        + _map_bound(promise.tags)
-        + _value_bound(promise.param)
-        + _value_bound(promise.value)
-    )
+    bound = _PROMISE_FIXED + (1 + ID_COPIES) * text_bound(promise.id) + _map_bound(promise.tags)
+    if promise.idempotency_key_for_create:
+        bound += text_bound(promise.idempotency_key_for_create)
+    if promise.idempotency_key_for_complete:
+        bound += text_bound(promise.idempotency_key_for_complete)
+    if promise.param is not EMPTY_VALUE:
+        bound += _value_bound(promise.param)
+    if promise.value is not EMPTY_VALUE:
+        bound += _value_bound(promise.value)
+    return bound
 
 
 def promise_bytes(promise: Promise) -> int:
@@ -123,7 +127,19 @@ def promise_bytes(promise: Promise) -> int:
     """
     if promise.state == PromiseState.PENDING:
         promise = attrs.evolve(promise, state=PromiseState.REJECTED_TIMEDOUT, completed_on=promise.timeout)
-    return json_bytes(promise) + ID_COPIES * (len(encode_basestring_ascii(promise.id)) - 2)
+    return promise_json_bytes(promise) + ID_COPIES * (len(encode_basestring_ascii(promise.id)) - 2)
+
+
+def promise_json_bytes(promise: Promise) -> int:
+    """The exact size of ``promise``'s JSON, without encoding its ``data`` (base64 is never escaped)."""
+    data = len(promise.param.data or "") + len(promise.value.data or "")
+    if data:
+        promise = attrs.evolve(promise, param=_no_data(promise.param), value=_no_data(promise.value))
+    return json_bytes(promise) + data
+
+
+def _no_data(value: Value) -> Value:
+    return attrs.evolve(value, data="") if value.data else value
 
 
 def check_promise(promise: Promise, limit: int, fields: Callable[[], Mapping[str, Any]], id_field: str = "id") -> None:

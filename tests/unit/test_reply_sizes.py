@@ -19,6 +19,7 @@ from resonate_sync.core.sizes import (
     json_bytes,
     promise_bound,
     promise_bytes,
+    promise_json_bytes,
     promise_limit,
     text_bound,
 )
@@ -90,6 +91,15 @@ class TestSizes:
     def test_promise_bound_never_underestimates(self, promise):
         """The fast bound is at least what the promise counts, which is at least its JSON."""
         assert promise_bound(promise) >= promise_bytes(promise) >= json_bytes(promise)
+
+    @given(promises)
+    def test_promise_bytes_are_exact(self, promise):
+        """What a promise counts is exactly its JSON (timed out, if pending) and ID_COPIES escaped ids."""
+        if promise.state == PS.PENDING:
+            promise = attrs.evolve(promise, state=PS.REJECTED_TIMEDOUT, completed_on=promise.timeout)
+        escaped_id = len(encode_basestring_ascii(promise.id)) - 2
+        assert promise_bytes(promise) == json_bytes(promise) + ID_COPIES * escaped_id
+        assert promise_json_bytes(promise) == json_bytes(promise)
 
     def test_promise_counts_its_json_and_its_id_again(self):
         """A completed promise counts its JSON plus ID_COPIES escaped ids."""
