@@ -41,7 +41,7 @@ from ..models import (
 )
 from . import sizes, tasks
 from .common import Result, clamp_add, invoke_recv, require, require_non_negative, tags_match, take_page
-from .cursor import decode_cursor, encode_cursor
+from .cursor import decode_cursor
 from .state import Tx
 from .tables import ABSENT, REQUESTED, PromiseAction, TaskAction, promise_transition
 
@@ -247,16 +247,11 @@ def search(tx: Tx, req: SearchPromisesRequest) -> Result:
         return promise
 
     query = {"id": pattern, "states": states, "tags": tags, "limit": limit}
-    budget = sizes.page_budget(
-        tx.config.max_promise_bytes,
-        lambda: len(encode_cursor(secret, "promises", {**query, "before": INT64_MAX})),
-        sizes.promise_json_bytes,
-        sizes.promise_bound,
-    )
+    budget = sizes.page_budget(tx.config.max_promise_bytes, sizes.promise_json_bytes, sizes.promise_bound)
     found = take_page(tx.state.search_promises(pattern, before), keep, limit, budget and budget.admit)
     cursor = None
     if len(found) == limit or (budget and budget.cut):
-        cursor = encode_cursor(secret, "promises", {**query, "before": found[-1].sort_id})
+        cursor = sizes.page_cursor(budget, found, secret, "promises", query)
     return Result(Status.OK, SearchPromisesResponse(found, cursor))
 
 

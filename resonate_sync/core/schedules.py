@@ -36,7 +36,7 @@ from ..models import (
 from . import promises, sizes
 from .common import Result, clamp_add, require, tags_match, take_page
 from .cron import CronError, parse_cron
-from .cursor import decode_cursor, encode_cursor
+from .cursor import decode_cursor
 from .state import Tx
 
 log = logging.getLogger(__name__)
@@ -125,11 +125,7 @@ def search(tx: Tx, req: SearchSchedulesRequest) -> Result:
     else:
         pattern, tags, limit, before = req.id, req.tags, req.limit or 100, None
     query = {"id": pattern, "tags": tags, "limit": limit}
-    budget = sizes.page_budget(
-        tx.config.max_promise_bytes,
-        lambda: len(encode_cursor(secret, "schedules", {**query, "before": INT64_MAX})),
-        sizes.json_bytes,
-    )
+    budget = sizes.page_budget(tx.config.max_promise_bytes, sizes.json_bytes)
     found = take_page(
         tx.state.search_schedules(pattern, before),
         lambda s: s if tags_match(s.tags, tags) else None,
@@ -138,7 +134,7 @@ def search(tx: Tx, req: SearchSchedulesRequest) -> Result:
     )
     cursor = None
     if len(found) == limit or (budget and budget.cut):
-        cursor = encode_cursor(secret, "schedules", {**query, "before": found[-1].sort_id})
+        cursor = sizes.page_cursor(budget, found, secret, "schedules", query)
     return Result(Status.OK, SearchSchedulesResponse(found, cursor))
 
 

@@ -24,13 +24,14 @@ from string lengths, and encodes only when that bound is over the limit:
 """
 
 from json.encoder import encode_basestring_ascii
-from typing import Any, Callable, Generic, List, Mapping, Optional, TypeVar
+from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, TypeVar
 
 import attrs
 
 from ..errors import BadRequest
 from ..jsonenc import compact_encoder
 from ..models import EMPTY_VALUE, INT64_MIN, Promise, PromiseState, Schedule, Value, unstructure
+from .cursor import cursor_body, cursor_length, encode_cursor
 
 __all__ = [
     "ENVELOPE_BYTES",
@@ -45,6 +46,7 @@ __all__ = [
     "check_schedule",
     "PageBudget",
     "page_budget",
+    "page_cursor",
 ]
 
 T = TypeVar("T")
@@ -191,11 +193,11 @@ def _largest(fields: Mapping[str, Any], id_field: Optional[str]) -> str:
 class PageBudget(Generic[T]):
     """Admits search results while their JSON, a comma each, fits in ``budget`` bytes.
 
-    Sizes come from ``bound`` (a fast upper bound) until the admitted ones could exceed the
-    budget; from then on every admitted item is measured exactly with ``exact``, so a page is
-    cut only where the exact sizes no longer fit. The first item is always admitted: a page
-    must move the search forward (an item too large for any reply fails at send time, loudly).
-    ``cut`` tells whether an item was refused.
+    Sizes come from ``bound`` (a fast upper bound) until the admitted items could exceed the
+    budget; from then on every item is measured exactly with ``exact``, so a page is cut only
+    where exact sizes no longer fit. The first item is always admitted: a page must move the
+    search forward (an item too large for any reply fails at send time, loudly). ``cut`` tells
+    whether one was refused. The cursor is counted once it is made (:func:`page_cursor`).
     """
 
     def __init__(self, budget: int, exact: Callable[[T], int], bound: Optional[Callable[[T], int]] = None) -> None:
@@ -213,8 +215,7 @@ class PageBudget(Generic[T]):
                 self._used += size
                 self._admitted.append(item)
                 return True
-            self._used = sum(self._exact(i) + 1 for i in self._admitted)
-            self._admitted = None
+            self._measure()
         size = self._exact(item) + 1
         if self._used and self._used + size > self.budget:
             self.cut = True
@@ -222,14 +223,37 @@ class PageBudget(Generic[T]):
         self._used += size
         return True
 
+    def fits(self, cursor: int) -> bool:
+        """Whether the admitted items and a cursor of ``cursor`` bytes fit (counting bounds, it may say no when they do)."""
+        return self._used + cursor <= self.budget
+
+    def keep(self, page: List[T], cursor_bytes: Callable[[T], int]) -> int:
+        """How many of the admitted ``page``, from its start, fit exactly with the cursor after their last (at least one)."""
+        self._measure()
+        kept, used = len(page), self._used
+        while kept > 1 and used + cursor_bytes(page[kept - 1]) > self.budget:
+            kept -= 1
+            used -= self._exact(page[kept]) + 1
+        return kept
+
+    def _measure(self) -> None:
+        if self._admitted is not None:
+            self._used = sum(self._exact(i) + 1 for i in self._admitted)
+            self._admitted = None
+
 
 def page_budget(
-    max_promise_bytes: int, cursor_bytes: Callable[[], int], exact: Callable[[T], int], bound: Optional[Callable[[T], int]] = None
+    max_promise_bytes: int, exact: Callable[[T], int], bound: Optional[Callable[[T], int]] = None
 ) -> Optional[PageBudget[T]]:
-    """The budget of a search page: twice ``max_promise_bytes`` less its cursor; None without a limit.
+    """The budget of a search page, twice ``max_promise_bytes``; None without a limit."""
+    return PageBudget(2 * max_promise_bytes, exact, bound) if max_promise_bytes else None
 
-    ``cursor_bytes()`` is the length of the page's cursor at its widest position.
-    """
-    if not max_promise_bytes:
-        return None
-    return PageBudget(2 * max_promise_bytes - cursor_bytes(), exact, bound)
+
+def page_cursor(budget: Optional[PageBudget[Any]], page: List[Any], secret: bytes, kind: str, query: Dict[str, Any]) -> str:
+    """The cursor continuing after ``page`` (items with a ``sort_id``), dropping items from its end
+    first if they and their cursor would not fit in ``budget``."""
+    cursor = encode_cursor(secret, kind, {**query, "before": page[-1].sort_id})
+    if budget is not None and not budget.fits(len(cursor)):
+        del page[budget.keep(page, lambda item: cursor_length(len(cursor_body(kind, {**query, "before": item.sort_id})))):]
+        cursor = encode_cursor(secret, kind, {**query, "before": page[-1].sort_id})
+    return cursor

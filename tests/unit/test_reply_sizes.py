@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from core_situations import FAR, NOW, error_of, new_core
 from resonate_sync.api import handle
+from resonate_sync.core.cursor import cursor_body, cursor_length, encode_cursor
 from resonate_sync.core.sizes import (
     ENVELOPE_BYTES,
     ID_COPIES,
@@ -87,10 +88,17 @@ class TestSizes:
         """The bound from the length alone is at least the escaped length."""
         assert text_bound(text) >= len(encode_basestring_ascii(text)) - 2
 
+    @given(texts, maps, st.lists(st.sampled_from(PS.ALL)), ints)
+    def test_cursor_length_is_exact(self, pattern, tags, states, before):
+        """A page reserves exactly a cursor's length, computed without signing it."""
+        query = {"id": pattern, "states": states, "tags": tags, "limit": 100, "before": before}
+        assert cursor_length(len(cursor_body("promises", query))) == len(encode_cursor(b"secret", "promises", query))
+
     @given(promises)
     def test_promise_bound_never_underestimates(self, promise):
-        """The fast bound is at least what the promise counts, which is at least its JSON."""
-        assert promise_bound(promise) >= promise_bytes(promise) >= json_bytes(promise)
+        """The fast bound is at least what the promise counts, and at least its JSON (how pages count it)."""
+        assert promise_bound(promise) >= promise_bytes(promise)
+        assert promise_bound(promise) >= json_bytes(promise)
 
     @given(promises)
     def test_promise_bytes_are_exact(self, promise):
@@ -265,6 +273,23 @@ class TestSearchPages:
         assert second.cursor  # a full page: the requested limit of 5 still holds
         assert [p.id for p in core.r.promises_search(cursor=second.cursor).payload.promises] == ["small0"]
 
+    def test_the_cursor_counts_against_the_page(self):
+        """A long query makes a long cursor: items that fit alone are dropped from the end to make room for it.
+
+        The last page has no cursor, so two promises fit there.
+        """
+        limit = promise_limit(65536)
+        core = new_core(max_promise_bytes=limit)
+        tags = {"t": "x" * 15_000}
+        for i in range(4):
+            core.r.promises_create(id=f"p{i}", timeout=FAR, tags=tags, param=Value(data=data(9_000)))
+        pages = self.all_pages(core, lambda **q: core.r.promises_search(**q).payload, "promises", id="p*", tags=tags)
+        assert [[p.id for p in page.promises] for page in pages] == [["p3"], ["p2"], ["p1", "p0"]]
+        for page in pages:
+            assert self.used(page.promises, page.cursor) <= 2 * limit
+        two = pages[0].promises + pages[1].promises
+        assert sum(json_bytes(p) + 1 for p in two) <= 2 * limit < self.used(two, pages[0].cursor)
+
     def test_schedule_pages_are_cut_too(self):
         """schedules.search cuts its pages the same way."""
         limit = promise_limit(65536)
@@ -298,6 +323,15 @@ class TestSearchPages:
 
 
 class TestPageBudget:
+    def test_keep_drops_items_until_the_cursor_fits(self):
+        """Exact sizes decide; at least one item stays."""
+        budget = PageBudget(20, exact=len, bound=len)
+        page = ["aaaa", "bbbb", "cccc"]
+        assert all(budget.admit(item) for item in page)  # 15 bytes with commas
+        assert budget.fits(5) and not budget.fits(6)
+        assert budget.keep(page, lambda last: 6) == 2
+        assert budget.keep(page, lambda last: 100) == 1
+
     def test_first_item_is_always_admitted(self):
         """A page always moves the search on, even past an item larger than the budget."""
         budget = PageBudget(10, exact=len, bound=len)
