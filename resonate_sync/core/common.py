@@ -108,19 +108,12 @@ def tags_match(tags: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
     return all(tags.get(k) == v for k, v in wanted.items())
 
 
-def take_page(
-    items: Iterable[T], keep: Callable[[T], Optional[T]], limit: int, admit: Optional[Callable[[T], bool]] = None
-) -> List[T]:
-    """The first ``limit`` items that ``keep`` maps to something other than None.
-
-    The page ends early before the first kept item that ``admit`` (if given) refuses.
-    """
+def take_page(items: Iterable[T], keep: Callable[[T], Optional[T]], limit: int) -> List[T]:
+    """The first ``limit`` items that ``keep`` maps to something other than None."""
     page: List[T] = []
     for item in items:
         kept = keep(item)
         if kept is not None:
-            if admit is not None and not admit(kept):
-                break
             page.append(kept)
             if len(page) == limit:
                 break

@@ -41,7 +41,7 @@ from ..models import (
 )
 from . import sizes, tasks
 from .common import Result, clamp_add, invoke_recv, require, require_non_negative, tags_match, take_page
-from .cursor import decode_cursor
+from .cursor import decode_cursor, encode_cursor
 from .state import Tx
 from .tables import ABSENT, REQUESTED, PromiseAction, TaskAction, promise_transition
 
@@ -228,8 +228,9 @@ def search(tx: Tx, req: SearchPromisesRequest) -> Result:
     With ``max_promise_bytes`` set, a page also ends before the first promise that would take
     the page's JSON and cursor past twice that (so the reply fits in the NATS max_payload): it
     then holds fewer than ``limit`` promises and a cursor that continues after the last one
-    returned, with the requested ``limit`` kept. The page is cut here while it is built, from
-    exact sizes (:class:`.sizes.PageBudget`), in one pass; the first match is always returned.
+    returned, with the requested ``limit`` kept. The core cuts the page after building it
+    (:func:`.sizes.fit_page`, exact), rather than the api layer re-running smaller searches;
+    the first match is always returned.
     """
     secret = tx.config.cursor_secret
     if req.cursor:
@@ -246,12 +247,15 @@ def search(tx: Tx, req: SearchPromisesRequest) -> Result:
             return None
         return promise
 
+    found = take_page(tx.state.search_promises(pattern, before), keep, limit)
     query = {"id": pattern, "states": states, "tags": tags, "limit": limit}
-    budget = sizes.page_budget(tx.config.max_promise_bytes, sizes.promise_json_bytes, sizes.promise_bound)
-    found = take_page(tx.state.search_promises(pattern, before), keep, limit, budget and budget.admit)
     cursor = None
-    if len(found) == limit or (budget and budget.cut):
-        cursor = sizes.page_cursor(budget, found, secret, "promises", query)
+    if len(found) == limit:
+        cursor = encode_cursor(secret, "promises", {**query, "before": found[-1].sort_id})
+    if tx.config.max_promise_bytes:
+        found, cursor = sizes.fit_page(
+            found, cursor, tx.config.max_promise_bytes, sizes.promise_json_bytes, sizes.promise_bound, secret, "promises", query
+        )
     return Result(Status.OK, SearchPromisesResponse(found, cursor))
 
 

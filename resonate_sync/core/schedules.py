@@ -36,7 +36,7 @@ from ..models import (
 from . import promises, sizes
 from .common import Result, clamp_add, require, tags_match, take_page
 from .cron import CronError, parse_cron
-from .cursor import decode_cursor
+from .cursor import decode_cursor, encode_cursor
 from .state import Tx
 
 log = logging.getLogger(__name__)
@@ -124,17 +124,17 @@ def search(tx: Tx, req: SearchSchedulesRequest) -> Result:
         pattern, tags, limit, before = query["id"], query["tags"], query["limit"], query["before"]
     else:
         pattern, tags, limit, before = req.id, req.tags, req.limit or 100, None
-    query = {"id": pattern, "tags": tags, "limit": limit}
-    budget = sizes.page_budget(tx.config.max_promise_bytes, sizes.json_bytes)
     found = take_page(
-        tx.state.search_schedules(pattern, before),
-        lambda s: s if tags_match(s.tags, tags) else None,
-        limit,
-        budget and budget.admit,
+        tx.state.search_schedules(pattern, before), lambda s: s if tags_match(s.tags, tags) else None, limit
     )
+    query = {"id": pattern, "tags": tags, "limit": limit}
     cursor = None
-    if len(found) == limit or (budget and budget.cut):
-        cursor = sizes.page_cursor(budget, found, secret, "schedules", query)
+    if len(found) == limit:
+        cursor = encode_cursor(secret, "schedules", {**query, "before": found[-1].sort_id})
+    if tx.config.max_promise_bytes:
+        found, cursor = sizes.fit_page(
+            found, cursor, tx.config.max_promise_bytes, sizes.json_bytes, sizes.json_bytes, secret, "schedules", query
+        )
     return Result(Status.OK, SearchSchedulesResponse(found, cursor))
 
 

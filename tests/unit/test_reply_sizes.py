@@ -4,6 +4,7 @@ import base64
 import json
 import logging
 from json.encoder import encode_basestring_ascii
+from types import SimpleNamespace
 
 import attrs
 import pytest
@@ -12,11 +13,11 @@ from hypothesis import strategies as st
 
 from core_situations import FAR, NOW, error_of, new_core
 from resonate_sync.api import handle
-from resonate_sync.core.cursor import cursor_body, cursor_length, encode_cursor
+from resonate_sync.core.cursor import cursor_body, cursor_length, decode_cursor, encode_cursor
 from resonate_sync.core.sizes import (
     ENVELOPE_BYTES,
     ID_COPIES,
-    PageBudget,
+    fit_page,
     json_bytes,
     promise_bound,
     promise_bytes,
@@ -322,29 +323,37 @@ class TestSearchPages:
         return sum(json_bytes(item) + 1 for item in items) + len(cursor or "")
 
 
-class TestPageBudget:
-    def test_keep_drops_items_until_the_cursor_fits(self):
-        """Exact sizes decide; at least one item stays."""
-        budget = PageBudget(20, exact=len, bound=len)
-        page = ["aaaa", "bbbb", "cccc"]
-        assert all(budget.admit(item) for item in page)  # 15 bytes with commas
-        assert budget.fits(5) and not budget.fits(6)
-        assert budget.keep(page, lambda last: 6) == 2
-        assert budget.keep(page, lambda last: 100) == 1
+class TestFitPage:
+    """fit_page on items of known sizes (``bound`` says three times more than ``exact``), budget 300 bytes."""
 
-    def test_first_item_is_always_admitted(self):
+    @staticmethod
+    def fit(sizes, full=False):
+        items = [SimpleNamespace(sort_id=100 - i, size=size) for i, size in enumerate(sizes)]
+        cursor = encode_cursor(b"k", "promises", {"before": items[-1].sort_id}) if full else None
+        page, cursor = fit_page(items, cursor, 150, lambda i: i.size, lambda i: 3 * i.size, b"k", "promises", {})
+        return [i.size for i in page], cursor and decode_cursor(b"k", "promises", cursor)["before"]
+
+    def test_cursor_size(self):
+        """The cursors here take 61 bytes."""
+        assert len(encode_cursor(b"k", "promises", {"before": 99})) == 61
+
+    def test_a_page_that_fits_by_its_bounds_is_kept_as_is(self):
+        """No exact measure when the bounds fit."""
+        assert self.fit([10, 20]) == ([10, 20], None)
+
+    def test_exact_sizes_decide_before_anything_is_cut(self):
+        """Bounds over the budget, exact sizes within: nothing is cut."""
+        assert self.fit([100, 100]) == ([100, 100], None)
+
+    def test_a_cut_page_ends_where_the_next_item_does_not_fit_with_the_cursor(self):
+        """Items are dropped from the end until they fit with a cursor after the last kept one."""
+        assert self.fit([100, 100, 100, 100]) == ([100, 100], 99)  # 202 + 61 <= 300 < 303 + 61
+        assert self.fit([100, 100, 100], full=True) == ([100, 100], 99)
+
+    def test_one_item_always_stays(self):
         """A page always moves the search on, even past an item larger than the budget."""
-        budget = PageBudget(10, exact=len, bound=len)
-        assert budget.admit("x" * 50) and not budget.admit("y")
-        assert budget.cut
-
-    def test_bound_is_replaced_by_exact_sizes_near_the_budget(self):
-        """Items are counted by the bound while it fits, then by exact sizes: nothing is refused that fits."""
-        budget = PageBudget(20, exact=len, bound=lambda s: 3 * len(s))
-        assert budget.admit("aaaa") and budget.admit("bbbb")  # bounds 13 + 13 > 20: measured, 5 + 5
-        assert budget.admit("cccc") and budget.admit("dd") and budget.admit("e")  # 15 + 3 + 2: exactly 20
-        assert not budget.admit("f")
-        assert budget.cut
+        assert self.fit([500]) == ([500], None)
+        assert self.fit([500, 1]) == ([500], 100)
 
 
 class TestReplyOverMaxPayload:
