@@ -24,9 +24,9 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from resonate_sync.api import BUSY_REPLY  # noqa: E402
+from resonate_sync.api import BUSY  # noqa: E402
 from resonate_sync.config import Config  # noqa: E402
-from resonate_sync.transport.nats import NatsTransport  # noqa: E402
+from resonate_sync.transport import NatsTransport, Request  # noqa: E402
 
 # What a promises.create reply looks like (same size and shape as the server's answer).
 FIXED_REPLY = json.dumps(
@@ -51,9 +51,9 @@ FIXED_REPLY = json.dumps(
 ).encode()
 
 
-def handler(raw: bytes) -> bytes:
-    json.loads(raw)
-    return FIXED_REPLY
+def handler(request: Request) -> None:
+    json.loads(request.data)
+    request.respond(FIXED_REPLY)
 
 
 def main() -> None:
@@ -68,7 +68,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     transport = NatsTransport(
-        args.url, args.subject, handler, workers=args.workers, max_pending=args.max_pending, busy_reply=BUSY_REPLY, name="bench-baseline"
+        args.url, args.subject, handler, workers=args.workers, max_pending=args.max_pending, busy_reply=BUSY, name="bench-baseline"
     )
     transport.start()
     print("ready", flush=True)

@@ -36,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resonate_sync.api import envelope as env  # noqa: E402
 from resonate_sync.api import handle  # noqa: E402
-from resonate_sync.core import OPERATIONS, CoreSettings, Resonate  # noqa: E402
+from resonate_sync.api.operations import ROUTES  # noqa: E402
+from resonate_sync.core import CoreSettings, Resonate  # noqa: E402
 from resonate_sync.core.sizes import promise_limit  # noqa: E402
 from resonate_sync.journal import Journal  # noqa: E402
 from resonate_sync.models import structure_request, unstructure  # noqa: E402
@@ -67,9 +68,11 @@ class TimedLock:
 
 
 class DroppingJournal:
-    """A journal sink that accepts records and forgets them: isolates record_to_json."""
+    """A journal sink that encodes records and forgets them: isolates record_to_json and encoding."""
 
-    def append(self, records: list) -> int:
+    encode = staticmethod(Journal.encode)
+
+    def append_encoded(self, raws: list) -> int:
         return 1
 
     def wait_durable(self, ticket: int, timeout: float = None) -> None:
@@ -105,14 +108,15 @@ def requests_for(op: str, n: int, tag: str) -> List[bytes]:
 def stages(core: Resonate, op_name: str, raws: List[bytes]) -> dict:
     """CPU µs per request of each stage of handle(), run as separate loops; executes the op."""
     n = len(raws)
-    op = OPERATIONS[op_name]
+    route = ROUTES[op_name]
+    op = route.operation
     out = {}
     envelopes: list = []
     out["decode"] = cpu_us(lambda: envelopes.extend(env._decode_envelope(r) for r in raws), n)
     requests: list = []
     out["structure"] = cpu_us(lambda: requests.extend(structure_request(e["payload"], op.request_type) for e in envelopes), n)
     metas: list = []
-    out["metadata"] = cpu_us(lambda: metas.extend(env._metadata(e, op.kernel_name) for e in envelopes), n)
+    out["metadata"] = cpu_us(lambda: metas.extend(env._metadata(e, route.kernel_name) for e in envelopes), n)
     lock = TimedLock()
     core._lock = lock
     results: list = []

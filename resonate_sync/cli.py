@@ -1,4 +1,4 @@
-"""The ``resonate`` command line: ``serve``, ``dev`` and ``version``.
+"""The ``resonate`` command line: ``serve``, ``dev``, ``version`` and the client commands.
 
 ``serve`` and ``dev`` take the same options: the Go server's NATS flags exactly
 (``--api-nats-enable``, ``--api-nats-addr``, ``--api-nats-subject``, ``--api-nats-timeout``) plus one
@@ -18,9 +18,16 @@ Exit codes: 0 after a graceful stop; 2 for usage and configuration errors (messa
 no traceback) and when NATS is disabled (nothing to serve); otherwise what `Server.run` returns.
 
 The client sub-commands (``resonate promises|schedules|tasks|locks …``) are in
-`resonate_sync.cli_client`.
+`resonate_sync.cli_client`. Their connection and output options (``--addr``, ``--subject``,
+``--request-timeout``, ``--json``) may also come before the command (``resonate --addr URL
+promises get x``); before any other command they are refused rather than ignored.
+
+``resonate --version`` prints the version; ``--install-completion`` and ``--show-completion``
+(typer's) set up shell completion.
 """
 
+import importlib.resources
+import inspect
 import logging
 import os
 import sys
@@ -28,21 +35,25 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from typer.core import TyperCommand
 
 from resonate_sync import __version__
-from resonate_sync.cli_client import add_client_commands
+from resonate_sync.cli_client import CLIENT_COMMANDS, CLIENT_FLAGS, add_client_commands, client_options
+from resonate_sync.cli_help import Command, Group
 from resonate_sync.config import (
     DEFAULT_CONFIG_FILE,
     SETTINGS,
+    MODES,
     SETTINGS_BY_FIELD,
     ConfigError,
     Setting,
+    explain_config,
     find_config_file,
+    format_config,
     format_go_duration,
     load_config,
     mode_defaults,
 )
+from resonate_sync.urls import redact_url
 
 __all__ = ["app", "configure_logging", "main", "normalise_go_flags"]
 
@@ -55,7 +66,8 @@ _EPILOG = (
     " Durations are Go durations (10s, 1m30s, 500ms, 2.5s, 0); a number without a unit is an error."
     " These durations configure the server only: timeouts inside requests are absolute times in"
     " milliseconds since the epoch, chosen by each client."
-    " conf/resonate.yaml documents every key."
+    " 'resonate config defaults' prints every key with its default (conf/resonate.yaml);"
+    " 'resonate config show' the values in effect here."
 )
 
 _PANELS = {"api": "NATS API", "nats": "NATS API", "store": "Store", "server": "Server",
@@ -95,7 +107,7 @@ def normalise_go_flags(args: list[str]) -> list[str]:
     return out
 
 
-class _GoFlagsCommand(TyperCommand):
+class _GoFlagsCommand(Command):
     """A command whose optional-value flags follow pflag's rules (see `normalise_go_flags`)."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
@@ -110,8 +122,7 @@ class _GoFlagsCommand(TyperCommand):
 # Options, written from the settings table
 
 
-def _default_text(setting: Setting, mode: str) -> str:
-    value = mode_defaults(mode)[setting.field]
+def _value_text(setting: Setting, value: Any) -> str:
     if setting.field.endswith("_ms"):
         return format_go_duration(value)
     if value is None:
@@ -121,7 +132,15 @@ def _default_text(setting: Setting, mode: str) -> str:
     return '""' if value == "" else str(value)
 
 
-def _option(field: str, mode: str) -> Any:
+def _default_text(setting: Setting, mode: Optional[str]) -> str:
+    """The default of ``mode``, or with None of each mode: ``X`` when they agree, else ``X (dev), Y (serve)``."""
+    texts = {m: _value_text(setting, mode_defaults(m)[setting.field]) for m in ((mode,) if mode else MODES)}
+    if len(set(texts.values())) == 1:
+        return next(iter(texts.values()))
+    return ", ".join(f"{text} ({m})" for m, text in texts.items())
+
+
+def _option(field: str, mode: Optional[str]) -> Any:
     """The typer option of one setting: its flag, metavar, help and panel."""
     setting = SETTINGS_BY_FIELD[field]
     metavar = setting.kind.metavar
@@ -144,16 +163,20 @@ def _param_name(setting: Setting) -> str:
     return setting.flag.lstrip("-").replace("-", "_")
 
 
-def _server_command(mode: str) -> Any:
-    """The ``serve`` or ``dev`` command function; identical options, mode-specific defaults."""
+def _server_command(mode: Optional[str]) -> Any:
+    """The ``serve`` or ``dev`` command function; with mode None, ``config show``'s: identical options."""
 
     def command(
         ctx: typer.Context,
         config: Annotated[Optional[str], typer.Option(
             "--config", metavar="FILE", show_default=False, rich_help_panel="Configuration",
             help=f"YAML config file. Default: {DEFAULT_CONFIG_FILE} in the working directory if"
-                 " it exists, else none.",
+                 " it exists, else none. 'resonate config defaults' prints one with every key.",
         )] = None,
+        show_mode: Annotated[str, typer.Option(
+            "--mode", metavar="serve|dev", rich_help_panel="Configuration",
+            help="Show the configuration of this command.",
+        )] = "serve",
         api_nats_enable: Annotated[Optional[str], _option("nats_enabled", mode)] = None,
         api_nats_addr: Annotated[Optional[str], _option("nats_addr", mode)] = None,
         api_nats_subject: Annotated[Optional[str], _option("nats_subject", mode)] = None,
@@ -174,19 +197,45 @@ def _server_command(mode: str) -> Any:
         href_base: Annotated[Optional[str], _option("href_base", mode)] = None,
         task_claim_timeout: Annotated[Optional[str], _option("task_claim_timeout_ms", mode)] = None,
         task_retry_timeout: Annotated[Optional[str], _option("task_retry_timeout_ms", mode)] = None,
+        delivery_allow: Annotated[Optional[str], _option("delivery_allow", mode)] = None,
         log_level: Annotated[Optional[str], _option("log_level", mode)] = None,
     ) -> None:
         # Values are taken as text and parsed by the config layer, so a bad flag, env var or
         # file key gets the same rule in its message, naming where it came from.
         flags = {s.field: ctx.params[_param_name(s)] for s in SETTINGS}
+        if mode is None:
+            raise typer.Exit(_show(show_mode, config, flags))
         raise typer.Exit(_run(mode, config, flags))
 
+    if mode is not None:  # --mode is config show's alone
+        signature = inspect.signature(command)
+        parameters = [p for p in signature.parameters.values() if p.name != "show_mode"]
+        command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     return command
 
 
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"Error: {message}", err=True)
     return typer.Exit(2)
+
+
+def _show(mode: str, config_file: Optional[str], flags: dict[str, Optional[str]]) -> int:
+    """Print the Config that ``resonate <mode>`` would run with here, and where each value comes from."""
+    if mode not in MODES:
+        raise _fail(f"--mode: {mode!r} is not one of: {', '.join(MODES)}")
+    try:
+        path = find_config_file(config_file, Path.cwd())
+        config, sources = explain_config(mode=mode, config_file=path, env=os.environ, overrides=flags)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    typer.echo(
+        f"# The configuration 'resonate {mode}' would run with in {Path.cwd()}.\n"
+        "# Layers, lowest first: default < config file < env RESONATE_… < flag; the comment after each\n"
+        "# value names the layer it comes from. Passwords and tokens in URLs are shown as ***.\n"
+        + format_config(config, sources, redact=redact_url),
+        nl=False,
+    )
+    return 0
 
 
 def _run(mode: str, config_file: Optional[str], flags: dict[str, Optional[str]]) -> int:
@@ -252,11 +301,44 @@ def configure_logging(level: str) -> None:
 
 app = typer.Typer(
     name="resonate",
+    cls=Group,
     help="Resonate durable-promise server, served over NATS request-reply.",
     no_args_is_help=True,
-    add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def _root(ctx: typer.Context, **client: Any) -> None:
+    # The client options are accepted here so that they may come before a client command;
+    # anywhere else they would be silently ignored, so they are refused.
+    given = [CLIENT_FLAGS[name] for name, value in client.items() if value and name in CLIENT_FLAGS]
+    if given and ctx.invoked_subcommand not in CLIENT_COMMANDS:
+        hint = " (the server's are --api-nats-addr and --api-nats-subject)" if ctx.invoked_subcommand in MODES else ""
+        raise _fail(
+            f"{', '.join(given)} before '{ctx.invoked_subcommand}': only the client commands"
+            f" ({', '.join(CLIENT_COMMANDS)}) take {'it' if len(given) == 1 else 'them'}{hint}"
+        )
+
+
+_VERSION = inspect.Parameter(
+    "version",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=False,
+    annotation=Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.",
+    )],
+)
+_root.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+     _VERSION, *client_options()]
+)
+app.callback()(_root)
 
 app.command(
     "serve",
@@ -278,10 +360,40 @@ app.command(
 )(_server_command("dev"))
 
 
-@app.command("version")
+@app.command("version", cls=Command)
 def version() -> None:
     """Print the version of resonate_sync."""
     typer.echo(__version__)
+
+
+config_app = typer.Typer(
+    name="config",
+    cls=Group,
+    help="Print the configuration: every key with its default, or the values a server would use.",
+    no_args_is_help=True,
+)
+app.add_typer(config_app)
+
+
+@config_app.command("defaults", cls=Command)
+def config_defaults() -> None:
+    """Print the documented configuration file (conf/resonate.yaml): every key, its default, env variable and flag.
+
+    Start a config file with it: resonate config defaults > resonate.yaml
+    """
+    text = (importlib.resources.files("resonate_sync") / "conf" / "resonate.yaml").read_text(encoding="utf-8")
+    typer.echo(text, nl=False)
+
+
+config_app.command(
+    "show",
+    cls=_GoFlagsCommand,
+    epilog=_EPILOG,
+    help="Print the configuration 'resonate serve' (or with --mode dev, 'resonate dev') would run with"
+    " here, from every layer: defaults, the config file, RESONATE_… variables and the flags given"
+    " here, which are those of serve and dev. Each value is followed by the layer it comes from;"
+    " passwords and tokens in URLs are shown as ***. The output is a valid config file.",
+)(_server_command(None))
 
 
 add_client_commands(app)

@@ -7,6 +7,9 @@ one per page) and prints the result: a human-readable table by default, one JSON
 ``--json``. The JSON mirrors what the Python client returns, in the protocol's wire form:
 
 * a read prints the object (``promises get`` → the promise, ``locks acquire`` → the lock);
+* a param or value (``param``, ``value``, ``promiseParam``) keeps the wire's ``data``, base64, and
+  gains ``text``, the same bytes decoded, when they are UTF-8 (absent otherwise):
+  ``{"headers": {…}, "data": "aGk=", "text": "hi"}``;
 * a write whose outcome can be "nothing changed" prints ``{"promise"|"schedule"|"task": …,
   "created": true|false}`` (``created``: the server answered 20100; false is an idempotent replay);
 * a search prints ``{"promises"|"schedules": […], "cursor": …}`` (``cursor`` absent on the last page);
@@ -17,7 +20,8 @@ one per page) and prints the result: a human-readable table by default, one JSON
 * ``tasks heartbeat`` and ``locks heartbeat`` print ``{"tasksAffected"|"locksAffected": n}``;
 * ``schedules delete`` and ``locks release`` print ``{}``.
 
-Options every command takes:
+Options every command takes, after the command or before it (``resonate --addr URL promises get
+x``); given in both places, the one after the command wins:
 
 * ``--addr``: the NATS URL; default from ``RESONATE_API_NATS_ADDR``, else ``resonate.yaml`` in the
   working directory (``api.subsystems.nats.addr``), else ``nats://localhost:4222``: the same
@@ -25,21 +29,31 @@ Options every command takes:
 * ``--subject``: likewise (``RESONATE_API_NATS_SUBJECT``; default ``resonate.server``).
 * TLS for ``tls://`` addresses comes from the same layers, without flags of its own:
   ``RESONATE_API_NATS_TLS_CA``/``_CERT``/``_KEY``/``_VERIFY`` or ``api.subsystems.nats.tls.*``.
-* ``--request-timeout``: how long each attempt waits for the reply, a Go duration (default 5s).
-  It is not ``--timeout``: in the protocol ``timeout`` is a promise's deadline, and
-  ``promises create --timeout`` keeps that meaning (as the Go CLI's does).
+* ``--request-timeout``: how long each attempt waits for the reply, a Go duration; default from
+  ``RESONATE_REQUEST_TIMEOUT``, else 5s. It is not ``--timeout``: in the protocol ``timeout``
+  is a promise's deadline, and ``promises create --timeout`` keeps that meaning (as the Go
+  CLI's does).
 * ``--json``: machine-readable output.
 
-Durations are Go durations (``30s``, ``1h30m``); deadlines (``promises create --timeout``) are a
-duration from now or an absolute time in milliseconds since the epoch. A receiver (``--recv``) is a
-string, such as ``nats://<subject>``, or a JSON object ``{"type": …, "data": {…}}`` (PROTOCOL.md 2.8).
+``promises read`` and ``schedules read`` are the same commands as ``get``, under the
+operations' names.
+
+Durations (``--ttl``, ``--promise-timeout``, ``--request-timeout``) are Go durations (``30s``,
+``1h30m``); a number without a unit is refused, with the spelling to use. Deadlines (the
+``--timeout`` of ``promises create``, ``create-task``, ``callback`` and ``subscribe``, and
+``--task-timeout``) are a Go duration from now, an RFC 3339 time (``2026-12-31T00:00:00Z``,
+``2026-12-31T09:00:00+09:00``), or a number of milliseconds since the epoch from 2000 on, as on
+the wire; a smaller number is surely a duration and is refused, naming the 1970 time it would
+have been (`resonate_sync.times` has the rules). A receiver (``--recv``) is a string, such as
+``nats://<subject>``, or a JSON object ``{"type": …, "data": {…}}`` (PROTOCOL.md 2.8).
 
 Exit codes: 0 on success; 1 when the server answers an error or cannot be reached (the message
 on stderr: ``Error 404: The specified promise was not found``); 2 for usage and configuration
 errors.
 """
 
-import datetime
+import base64
+import binascii
 import functools
 import inspect
 import json
@@ -49,16 +63,23 @@ from typing import Annotated, Any, Callable, Dict, List, Mapping, Optional, Sequ
 
 import typer
 
-from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_file, load_config, parse_go_duration
+from resonate_sync.cli_help import Command, Group
+from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_file, load_config
 from resonate_sync.errors import ResonateError
 from resonate_sync.models import Value, unstructure
+from resonate_sync.times import deadline_ms, duration_ms, format_ms
 
-__all__ = ["add_client_commands"]
+__all__ = ["CLIENT_COMMANDS", "CLIENT_FLAGS", "add_client_commands", "client_options"]
 
 _PANEL = "Connection and output"
 
+CLIENT_FLAGS: Dict[str, str] = {}
+"""The parameter name of each option every client command takes, and its flag."""
+
+
 def _common(name: str, default: Any, kind: Any, flag: str, help: str, **option: Any) -> inspect.Parameter:
     """One option every client command takes (keyword-only, so it may follow any command's own)."""
+    CLIENT_FLAGS[name] = flag
     annotation = Annotated[kind, typer.Option(flag, help=help, rich_help_panel=_PANEL, **option)]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
@@ -76,11 +97,27 @@ _COMMON = [
              " resonate.yaml, else resonate.server.",
     ),
     _common(
-        "request_timeout", "5s", str, "--request-timeout", metavar="DURATION",
-        help="How long to wait for the server's reply (Go duration: 500ms, 5s, 1m).",
+        "request_timeout", None, Optional[str], "--request-timeout", metavar="DURATION", show_default=False,
+        help="How long to wait for the server's reply (Go duration: 500ms, 5s, 1m). Default: env"
+             " RESONATE_REQUEST_TIMEOUT, else 5s.",
     ),
-    _common("json_output", False, bool, "--json", help="Print one JSON document (wire field names), not a table."),
+    _common(
+        "json_output", False, bool, "--json", show_default=False,
+        help="Print one JSON document (wire field names; a param or value also as \"text\" when it is"
+             " UTF-8), not a table.",
+    ),
 ]  # fmt: skip
+
+_REQUEST_TIMEOUT_ENV = "RESONATE_REQUEST_TIMEOUT"
+
+
+def client_options() -> List[inspect.Parameter]:
+    """The options every client command takes, as parameters a command function can take too.
+
+    ``resonate`` itself takes them, so that they may come before the command; `_command`
+    reads them from the root context when the command's own were not given.
+    """
+    return list(_COMMON)
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,14 +127,16 @@ _COMMON = [
 class _Session:
     """Where to connect, how long to wait and how to print, for one command."""
 
-    def __init__(self, addr: Optional[str], subject: Optional[str], request_timeout: str, json_output: bool) -> None:
+    def __init__(
+        self, addr: Optional[str], subject: Optional[str], request_timeout: Optional[str], json_output: bool
+    ) -> None:
         self.as_json = json_output
-        try:
-            self.timeout_s = parse_go_duration(request_timeout) / 1000
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--request-timeout") from None
+        where = "--request-timeout"
+        if request_timeout is None and os.environ.get(_REQUEST_TIMEOUT_ENV):  # empty counts as unset, as for the server
+            request_timeout, where = os.environ[_REQUEST_TIMEOUT_ENV], _REQUEST_TIMEOUT_ENV
+        self.timeout_s = _duration_ms(request_timeout or "5s", where) / 1000
         if self.timeout_s <= 0:
-            raise typer.BadParameter("must be more than 0", param_hint="--request-timeout")
+            raise typer.BadParameter("must be more than 0", param_hint=where)
         for value, field, flag in ((addr, "nats_addr", "--addr"), (subject, "nats_subject", "--subject")):
             try:
                 if value is not None:
@@ -152,26 +191,33 @@ class _Session:
     def show(self, document: Any, heading: str = "", table: str = "") -> None:
         """Print ``document`` as JSON, or the heading and table for people."""
         if self.as_json:
-            typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+            typer.echo(json.dumps(_with_text(document), indent=2, ensure_ascii=False))
             return
         for part in (heading, table):
             if part:
                 typer.echo(part)
 
 
-def _command(group: typer.Typer, name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Register ``fn(session, **own options)`` as ``group name`` with the common options added."""
+_CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+
+
+def _command(group: typer.Typer, name: str, alias: str = "") -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``fn(session, **own options)`` as ``group name`` (and ``group alias``) with the common options added."""
 
     def decorate(fn: Callable[..., None]) -> Callable[..., None]:
         own = list(inspect.signature(fn).parameters.values())[1:]
 
         @functools.wraps(fn)
-        def command(**arguments: Any) -> None:
-            session = _Session(**{p.name: arguments.pop(p.name) for p in _COMMON})
+        def command(ctx: typer.Context, **arguments: Any) -> None:
+            before = ctx.find_root().params  # the same options given before the command
+            given = {p.name: arguments.pop(p.name) for p in _COMMON}
+            session = _Session(**{key: value or before.get(key) or value for key, value in given.items()})
             session.run(fn, arguments)
 
-        command.__signature__ = inspect.Signature(own + _COMMON)  # type: ignore[attr-defined]
-        group.command(name)(command)
+        command.__signature__ = inspect.Signature([_CONTEXT, *own, *_COMMON])  # type: ignore[attr-defined]
+        group.command(name, cls=Command)(command)
+        if alias:
+            group.command(alias, cls=Command, help=f"Same as {name}.")(command)
         return fn
 
     return decorate
@@ -194,16 +240,17 @@ def _pairs(values: Optional[List[str]], flag: str) -> Dict[str, str]:
 
 def _duration_ms(text: str, flag: str) -> int:
     try:
-        return parse_go_duration(text)
+        return duration_ms(text)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint=flag) from None
 
 
 def _deadline_ms(text: str, flag: str) -> int:
-    """A deadline: digits are an absolute time in ms since the epoch; a Go duration counts from now."""
-    if text.isdigit():
-        return int(text)
-    return time.time_ns() // 1_000_000 + _duration_ms(text, flag)
+    """A deadline: a Go duration from now, an RFC 3339 time, or ms since the epoch from 2000 on."""
+    try:
+        return deadline_ms(text, time.time_ns() // 1_000_000)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=flag) from None
 
 
 def _value(data: Optional[str], headers: Optional[List[str]], flag: str) -> Value:
@@ -235,10 +282,30 @@ def _when(ms: Optional[int]) -> str:
     if ms is None:
         return ""
     try:
-        moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
-    except (OverflowError, OSError, ValueError):
+        return format_ms(ms)
+    except (OverflowError, ValueError):
         return str(ms)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_VALUE_KEYS = frozenset({"param", "value", "promiseParam"})
+
+
+def _with_text(document: Any) -> Any:
+    """``document`` with ``text`` beside the base64 ``data`` of every param and value whose bytes are UTF-8."""
+    if isinstance(document, list):
+        return [_with_text(item) for item in document]
+    if not isinstance(document, dict):
+        return document
+    shown = {}
+    for key, item in document.items():
+        item = _with_text(item)
+        if key in _VALUE_KEYS and isinstance(item, dict) and isinstance(item.get("data"), str):
+            try:
+                item = {**item, "text": base64.b64decode(item["data"], validate=True).decode("utf-8")}
+            except (binascii.Error, UnicodeDecodeError):
+                pass  # binary: the base64 is all there is to show
+        shown[key] = item
+    return shown
 
 
 def _text(value: Value) -> str:
@@ -388,19 +455,23 @@ Strict = Annotated[
 ]
 Limit = Annotated[
     Optional[int],
-    typer.Option("--limit", min=1, max=100, help="Results per page, 1..100 (default 100).", show_default=False),
+    typer.Option("--limit", metavar="N", min=1, max=100, help="Results per page (default 100).", show_default=False),
 ]
 Cursor = Annotated[
     Optional[str], typer.Option("--cursor", metavar="CURSOR", help="Continue a previous search.", show_default=False)
 ]
 All = Annotated[bool, typer.Option("--all", help="Follow the cursors: print every page.")]
+# PATTERN, not [PATTERN]: recent typers put an optional argument's brackets around its metavar themselves.
+Pattern = Annotated[str, typer.Argument(metavar="PATTERN", help="Ids to match; * matches anything.")]
 Counter = Annotated[
     int,
     typer.Option("--counter", metavar="N", help="The task's counter (from its message or claim).", show_default=False),
 ]
-Ttl = Annotated[str, typer.Option("--ttl", metavar="DURATION", help="Lease length (Go duration).")]
+Ttl = Annotated[str, typer.Option("--ttl", metavar="DURATION", help="Lease length, a Go duration (30s, 1m, 1h).")]
 _DEADLINE_FORMS = (
-    "a duration from now (30s, 1h, 2h45m) or an absolute time in milliseconds since the epoch (1767225600000)"
+    "a duration from now (30s, 1h, 2h45m), an RFC 3339 time (2026-12-31T00:00:00Z, 2026-12-31T09:00:00+09:00)"
+    " or milliseconds since the epoch from 2000 on (1798675200000); a smaller number is refused, since it is"
+    " surely a duration"
 )
 PromiseTimeout = Annotated[str, typer.Option(
     "--timeout", metavar="DEADLINE", show_default=False, help=f"When the promise times out: {_DEADLINE_FORMS}.",
@@ -428,13 +499,14 @@ ProcessId = Annotated[str, typer.Option(
 
 
 promises = typer.Typer(
+    cls=Group,
     name="promises",
     help="Read, create, complete and search durable promises; wait for them with callbacks and subscriptions.",
     no_args_is_help=True,
 )
 
 
-@_command(promises, "get")
+@_command(promises, "get", alias="read")
 def promises_get(session: _Session, id: IdArg) -> None:
     """Show one promise (timed out first if its deadline has passed)."""
     promise = session.client.promises_read(id)
@@ -536,7 +608,7 @@ _complete_command("cancel", "REJECTED_CANCELED", "Cancel", "Canceled")
 @_command(promises, "search")
 def promises_search(
     session: _Session,
-    id: Annotated[str, typer.Argument(metavar="[PATTERN]", help="Ids to match; * matches anything.")] = "*",
+    pattern: Pattern = "*",
     state: Annotated[Optional[List[str]], typer.Option(
         "--state", metavar="STATE", show_default=False,
         help="pending, resolved, rejected (all three rejected states), rejected_canceled or"
@@ -551,7 +623,7 @@ def promises_search(
 
     Example: resonate promises search 'order-*' --state pending --tag team=shop
     """
-    query = {"id": id, "states": [s.upper() for s in state or ()], "tags": _pairs(tag, "--tag"), "limit": limit}
+    query = {"id": pattern, "states": [s.upper() for s in state or ()], "tags": _pairs(tag, "--tag"), "limit": limit}
     items, next_cursor = _search(session.client.promises_search, all_pages, cursor=cursor, **query)
     rows = [[p.id, p.state, _when(p.timeout), _when(p.created_on), _map(p.tags)] for p in items]
     table = _columns(["ID", "STATE", "TIMEOUT", "CREATED", "TAGS"], rows) if rows else "No promises found."
@@ -633,10 +705,10 @@ def promises_subscribe(
 # schedules
 
 
-schedules = typer.Typer(name="schedules", help="Create, read, delete and search cron schedules.", no_args_is_help=True)
+schedules = typer.Typer(cls=Group, name="schedules", help="Create, read, delete and search cron schedules.", no_args_is_help=True)
 
 
-@_command(schedules, "get")
+@_command(schedules, "get", alias="read")
 def schedules_get(session: _Session, id: IdArg) -> None:
     """Show one schedule."""
     schedule = session.client.schedules_read(id)
@@ -656,7 +728,8 @@ def schedules_create(
         help="Id of each promise created; {{.id}} and {{.timestamp}} are replaced at each firing.",
     )],
     promise_timeout: Annotated[str, typer.Option(
-        "--promise-timeout", metavar="DURATION", help="Each promise times out this long after its firing.",
+        "--promise-timeout", metavar="DURATION",
+        help="Each promise times out this long after its firing, a Go duration (30m, 1h, 24h).",
     )] = "1h",
     promise_data: Annotated[Optional[str], typer.Option(
         "--promise-data", metavar="TEXT", show_default=False, help="Param data of each promise (UTF-8 text).",
@@ -698,14 +771,14 @@ def schedules_delete(session: _Session, id: IdArg) -> None:
 @_command(schedules, "search")
 def schedules_search(
     session: _Session,
-    id: Annotated[str, typer.Argument(metavar="[PATTERN]", help="Ids to match; * matches anything.")] = "*",
+    pattern: Pattern = "*",
     tag: Tags = None,
     limit: Limit = None,
     cursor: Cursor = None,
     all_pages: All = False,
 ) -> None:
     """List schedules whose id matches PATTERN, newest first."""
-    query = {"id": id, "tags": _pairs(tag, "--tag"), "limit": limit}
+    query = {"id": pattern, "tags": _pairs(tag, "--tag"), "limit": limit}
     items, next_cursor = _search(session.client.schedules_search, all_pages, cursor=cursor, **query)
     rows = [[s.id, s.cron, s.promise_id, _when(s.next_run_time), _when(s.last_run_time), _map(s.tags)] for s in items]
     headers = ["ID", "CRON", "PROMISE ID", "NEXT RUN", "LAST RUN", "TAGS"]
@@ -718,7 +791,7 @@ def schedules_search(
 # tasks
 
 
-tasks = typer.Typer(name="tasks", help="Claim, heartbeat, complete and drop tasks by hand.", no_args_is_help=True)
+tasks = typer.Typer(cls=Group, name="tasks", help="Claim, heartbeat, complete and drop tasks by hand.", no_args_is_help=True)
 
 
 @_command(tasks, "claim")
@@ -782,7 +855,7 @@ _heartbeat_command(tasks, "task", "tasksAffected", lambda client, process_id: cl
 # locks
 
 
-locks = typer.Typer(name="locks", help="Acquire, heartbeat and release locks by hand.", no_args_is_help=True)
+locks = typer.Typer(cls=Group, name="locks", help="Acquire, heartbeat and release locks by hand.", no_args_is_help=True)
 
 ExecutionId = Annotated[
     str, typer.Option("--execution-id", metavar="ID", help="Who holds the lock.", show_default=False)
@@ -819,7 +892,11 @@ def locks_release(
 _heartbeat_command(locks, "lock", "locksAffected", lambda client, process_id: client.locks_heartbeat(process_id))
 
 
+_GROUPS = (promises, schedules, tasks, locks)
+CLIENT_COMMANDS = tuple(group.info.name for group in _GROUPS)
+
+
 def add_client_commands(app: typer.Typer) -> None:
     """Add ``promises``, ``schedules``, ``tasks`` and ``locks`` to the ``resonate`` app."""
-    for group in (promises, schedules, tasks, locks):
+    for group in _GROUPS:
         app.add_typer(group, rich_help_panel="Client commands")

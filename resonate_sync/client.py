@@ -6,7 +6,7 @@ after its operation as the core names it (``promises.create`` → :meth:`Client.
 and takes the same keyword fields::
 
     with Client("nats://localhost:4222") as client:
-        promise, created = client.promises_create("p1", timeout=now_ms + 60_000, param=b"hi")
+        promise, created = client.promises_create("p1", timeout="1m", param=b"hi")
         client.promises_resolve("p1", value=b"done")
         assert client.promises_read("p1").value.raw == b"done"
 
@@ -22,8 +22,16 @@ What comes back:
 
 Binary data: ``param``/``value`` accept ``bytes`` (``str`` is encoded as UTF-8) or a
 :class:`~resonate_sync.models.Value` (``Value.of(b"…", headers={…})``); returned values carry
-the base64 text of the wire in ``value.data`` and its bytes in ``value.raw``. Times are
-integers, milliseconds since the epoch; a promise's ``timeout`` is an absolute deadline.
+the base64 text of the wire in ``value.data`` and its bytes in ``value.raw``.
+
+Times: a deadline (a promise's ``timeout``, a task's ``task_timeout``, a callback's
+``timeout``) is an absolute time. Pass an ``int`` of ms since the epoch (as on the wire, from
+2000-01-01 on: a smaller int is surely a duration and raises ValueError), an aware
+``datetime``, a ``timedelta`` or a Go duration string counted from now (``"60s"``, ``"1h30m"``),
+or an RFC 3339 string (``"2026-12-31T00:00:00Z"``). A duration (a ``ttl``, a schedule's
+``promise_timeout``) is an ``int`` of ms, a ``timedelta`` or a Go duration string. The rules
+are in :mod:`resonate_sync.times`; "now" is the client's ``clock``. Returned models carry
+integers, milliseconds since the epoch.
 Fields the protocol never sends (a task's ``state``, ``ttl``, ``expires_at``, ``recv``; any
 ``sort_id``) keep their model defaults in what the client returns: do not read them.
 
@@ -70,6 +78,7 @@ from typing import (
 import attrs
 import cattrs
 
+from .core.clock import Clock, SystemClock
 from .errors import BadRequest, InternalError, ResonateError, Status, Unavailable
 from .models import (
     EMPTY_VALUE,
@@ -113,6 +122,7 @@ from .models import (
     Value,
     unstructure,
 )
+from .times import Deadline, Duration, deadline_ms, duration_ms
 
 __all__ = [
     "Client",
@@ -125,6 +135,8 @@ __all__ = [
     "ClaimTaskResponse",
     "RequestTimeout",
     "ConnectionFailed",
+    "Deadline",
+    "Duration",
     "Value",
 ]
 
@@ -168,7 +180,9 @@ class Page(Generic[T]):
 
     Attributes:
         items: the promises or schedules of this page (iterating the page iterates them).
-        cursor: pass it back as ``cursor=`` for the next page; None on the last page.
+        cursor: pass it back as ``cursor=`` for the next page; None on the last page. A page
+            may hold fewer items than the limit, or none, and still have a cursor: the server
+            bounds the work one request does, so follow cursors until there is none.
     """
 
     items: List[T]
@@ -233,9 +247,9 @@ class _Failed(Exception):
 
 def _transport():
     # Imported on first use: pynats2 is slow to import and `import resonate_sync` should not pay for it.
-    from .transport import nats
+    from . import transport
 
-    return nats
+    return transport
 
 
 def _value(data: Data) -> Value:
@@ -281,6 +295,8 @@ class Client:
             the server's certificate (default: the system's CAs), and a client certificate and key
             for servers that verify their clients.
         tls_verify: check the server's certificate and host name (``tls://``); False only for tests.
+        clock: what "now" is for deadlines given as durations (``"1h"``, a ``timedelta``): an
+            object whose ``now()`` returns ms since the epoch; default the system clock.
 
     Connects at once; raises :class:`ConnectionFailed` naming the URL when it cannot (refused
     credentials or certificates included), ValueError for a TLS file it cannot read. After a
@@ -301,6 +317,7 @@ class Client:
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
         tls_verify: bool = True,
+        clock: Optional[Clock] = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
@@ -314,6 +331,7 @@ class Client:
         self.timeout = timeout
         self.retries = retries
         self._backoff = backoff
+        self._clock = clock or SystemClock()
         self._closed = threading.Event()
         self._conn = nats.Connection(url, name=name, connect_timeout=connect_timeout, tls_verify=tls_verify, **tls)
         try:
@@ -344,6 +362,19 @@ class Client:
         return f"Client(url={self.url!r}, subject={self.subject!r})"
 
     # ------------------------------------------------------------------ requests
+
+    def _deadline(self, name: str, value: Deadline) -> int:
+        try:
+            return deadline_ms(value, self._clock.now())
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{name}: {error}") from None
+
+    @staticmethod
+    def _duration(name: str, value: Duration) -> int:
+        try:
+            return duration_ms(value)
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{name}: {error}") from None
 
     def _request(
         self,
@@ -481,7 +512,7 @@ class Client:
     def promises_create(
         self,
         id: str,
-        timeout: int,
+        timeout: Deadline,
         param: Data = None,
         tags: Optional[Mapping[str, str]] = None,
         idempotency_key: Optional[str] = None,
@@ -490,14 +521,15 @@ class Client:
         request_timeout: Optional[float] = None,
         metadata: Metadata = None,
     ) -> PromiseResult:
-        """Create a pending promise with absolute deadline ``timeout`` (ms since the epoch).
+        """Create a pending promise that times out at ``timeout``: ``"1h"`` (from now), an RFC 3339 string, ms
+        since the epoch, an aware datetime or a timedelta (see the module docstring).
 
         ``created`` is False when the promise existed with the same ``idempotency_key`` (and,
         with ``strict``, is still pending); otherwise an existing promise is AlreadyExists.
         """
         request = CreatePromiseRequest(
             id=id,
-            timeout=timeout,
+            timeout=self._deadline("timeout", timeout),
             param=_value(param),
             tags=dict(tags or {}),
             idempotency_key=idempotency_key or "",
@@ -509,10 +541,10 @@ class Client:
     def promises_createtask(
         self,
         id: str,
-        timeout: int,
+        timeout: Deadline,
         task_process_id: str,
-        task_ttl: int = 0,
-        task_timeout: int = 0,
+        task_ttl: Duration = 0,
+        task_timeout: Optional[Deadline] = None,
         param: Data = None,
         tags: Optional[Mapping[str, str]] = None,
         idempotency_key: Optional[str] = None,
@@ -523,18 +555,20 @@ class Client:
     ) -> PromiseTaskResult:
         """Create a promise and, if it carries a ``resonate:invoke`` tag, its invoke task claimed by ``task_process_id``.
 
-        ``task_ttl``: the claim lease (ms); ``task_timeout``: absolute ms, 0 = the promise's ``timeout``.
+        ``timeout``: the promise's deadline, as for :meth:`promises_create`; ``task_ttl``: the claim
+        lease, a duration; ``task_timeout``: the task's deadline, None (or 0, as on the wire) for
+        the promise's ``timeout``.
         """
         request = CreatePromiseAndTaskRequest(
             id=id,
-            timeout=timeout,
+            timeout=self._deadline("timeout", timeout),
             param=_value(param),
             tags=dict(tags or {}),
             idempotency_key=idempotency_key or "",
             strict=strict,
             task_process_id=task_process_id,
-            task_ttl=task_ttl,
-            task_timeout=task_timeout,
+            task_ttl=self._duration("task_ttl", task_ttl),
+            task_timeout=0 if task_timeout in (None, 0) else self._deadline("task_timeout", task_timeout),
         )
         status, response = self._request(
             "promises.createtask", request, CreatePromiseAndTaskResponse, request_timeout, metadata
@@ -586,7 +620,7 @@ class Client:
         promise_id: str,
         root_promise_id: str,
         recv: Any,
-        timeout: int = 0,
+        timeout: Deadline,
         *,
         request_timeout: Optional[float] = None,
         metadata: Metadata = None,
@@ -594,10 +628,14 @@ class Client:
         """Register a resume callback: once ``promise_id`` completes, a resume task of ``root_promise_id`` goes to ``recv``.
 
         ``recv``: a string (``nats://subject``, ``poll://any@group``) or ``{"type", "data"}``;
-        ``timeout``: absolute ms, the resume task's deadline (pass the awaited promise's timeout).
+        ``timeout``: the resume task's deadline, as for :meth:`promises_create` (pass the root
+        promise's timeout). It is required: once it has passed, no task is ever sent.
         """
         request = CreateCallbackRequest(
-            promise_id=promise_id, root_promise_id=root_promise_id, recv=recv, timeout=timeout
+            promise_id=promise_id,
+            root_promise_id=root_promise_id,
+            recv=recv,
+            timeout=self._deadline("timeout", timeout),
         )
         status, response = self._request("promises.callback", request, CallbackResponse, request_timeout, metadata)
         return CallbackResult(response.promise, response.callback, status == Status.CREATED)
@@ -607,13 +645,18 @@ class Client:
         id: str,
         promise_id: str,
         recv: Any,
-        timeout: int = 0,
+        timeout: Deadline,
         *,
         request_timeout: Optional[float] = None,
         metadata: Metadata = None,
     ) -> CallbackResult:
-        """Subscribe ``id`` to ``promise_id``: once it completes, a notify message goes to ``recv`` by ``timeout`` (ms)."""
-        request = CreateSubscriptionRequest(id=id, promise_id=promise_id, recv=recv, timeout=timeout)
+        """Subscribe ``id`` to ``promise_id``: once it completes, a notify message goes to ``recv`` by ``timeout``.
+
+        ``timeout`` is a deadline, as for :meth:`promises_create`; required, since a notify
+        whose deadline has passed is never sent.
+        """
+        deadline = self._deadline("timeout", timeout)
+        request = CreateSubscriptionRequest(id=id, promise_id=promise_id, recv=recv, timeout=deadline)
         status, response = self._request("promises.subscribe", request, CallbackResponse, request_timeout, metadata)
         return CallbackResult(response.promise, response.callback, status == Status.CREATED)
 
@@ -660,7 +703,7 @@ class Client:
         id: str,
         cron: str,
         promise_id: str,
-        promise_timeout: int = 0,
+        promise_timeout: Duration = 0,
         promise_param: Data = None,
         promise_tags: Optional[Mapping[str, str]] = None,
         tags: Optional[Mapping[str, str]] = None,
@@ -674,8 +717,9 @@ class Client:
 
         ``promise_id`` is a template: ``{{.id}}`` and ``{{.timestamp}}`` are replaced at each firing.
 
-        ``promise_timeout`` is relative: ms after each firing. AlreadyExists unless the stored
-        schedule has the same ``idempotency_key`` (then ``created`` is False).
+        ``promise_timeout`` is a duration (ms, a timedelta or ``"1h"``): each promise times out that
+        long after its firing. AlreadyExists unless the stored schedule has the same
+        ``idempotency_key`` (then ``created`` is False).
         """
         request = CreateScheduleRequest(
             id=id,
@@ -683,7 +727,7 @@ class Client:
             cron=cron,
             tags=dict(tags or {}),
             promise_id=promise_id,
-            promise_timeout=promise_timeout,
+            promise_timeout=self._duration("promise_timeout", promise_timeout),
             promise_param=_value(promise_param),
             promise_tags=dict(promise_tags or {}),
             idempotency_key=idempotency_key or "",
@@ -702,13 +746,15 @@ class Client:
         resource_id: str,
         execution_id: str,
         process_id: str,
-        ttl: int = 0,
+        ttl: Duration = 0,
         *,
         request_timeout: Optional[float] = None,
         metadata: Metadata = None,
     ) -> Lock:
-        """Acquire (or, for the same ``execution_id``, refresh) ``resource_id`` for ``ttl`` ms; Forbidden if held by another."""
-        request = AcquireLockRequest(resource_id=resource_id, execution_id=execution_id, process_id=process_id, ttl=ttl)
+        """Acquire (or, for the same ``execution_id``, refresh) ``resource_id`` for ``ttl`` (a duration); Forbidden if
+        held by another."""
+        lease = self._duration("ttl", ttl)
+        request = AcquireLockRequest(resource_id=resource_id, execution_id=execution_id, process_id=process_id, ttl=lease)
         _, response = self._request("locks.acquire", request, LockResponse, request_timeout, metadata)
         return response.lock
 
@@ -734,16 +780,18 @@ class Client:
         id: str,
         counter: int,
         process_id: Optional[str] = None,
-        ttl: int = 0,
+        ttl: Duration = 0,
         *,
         request_timeout: Optional[float] = None,
         metadata: Metadata = None,
     ) -> ClaimTaskResponse:
-        """Claim task ``id`` at ``counter`` for ``process_id`` (default ``<id>/<counter>``) with a lease of ``ttl`` ms.
+        """Claim task ``id`` at ``counter`` for ``process_id`` (default ``<id>/<counter>``) with a lease of ``ttl``.
 
-        Returns the task with its root promise (and leaf promise for a resume task).
+        ``ttl`` is a duration (ms, a timedelta or ``"1m"``). Returns the task with its root
+        promise (and leaf promise for a resume task).
         """
-        request = ClaimTaskRequest(id=id, counter=counter, process_id=process_id or "", ttl=ttl)
+        lease = self._duration("ttl", ttl)
+        request = ClaimTaskRequest(id=id, counter=counter, process_id=process_id or "", ttl=lease)
         _, response = self._request("tasks.claim", request, ClaimTaskResponse, request_timeout, metadata)
         return response
 

@@ -33,6 +33,7 @@ batch_size             server.batchSize                RESONATE_BATCH_SIZE      
 href_base              server.hrefBase                 RESONATE_HREF_BASE            --href-base
 task_claim_timeout_ms  tasks.claimTimeout              RESONATE_TASK_CLAIM_TIMEOUT   --task-claim-timeout
 task_retry_timeout_ms  tasks.retryTimeout              RESONATE_TASK_RETRY_TIMEOUT   --task-retry-timeout
+delivery_allow         tasks.deliveryAllow             RESONATE_DELIVERY_ALLOW       --delivery-allow
 log_level              log.level                       RESONATE_LOG_LEVEL            --log-level
 =====================  ==============================  ============================  ============================
 
@@ -45,8 +46,9 @@ Decisions (the reasons are next to the code that carries them out):
 * Unknown YAML keys at any depth are errors; unknown ``RESONATE_…`` environment variables are
   ignored, because Resonate SDKs and other tools share that prefix. An empty environment
   variable counts as unset (as viper treats it for the Go server).
-* ``store.path``: unset means the mode's default; ``null`` or ``""`` means in memory. Relative
-  paths are relative to the working directory, not to the config file.
+* ``store.path`` is a directory (the journal's segments, snapshots and LOCK): unset means the
+  mode's default; ``null`` or ``""`` means in memory. Relative paths are relative to the working
+  directory, not to the config file.
 * ``--api-nats-enable`` and ``--embedded-nats`` may be given alone (true, always) or with an
   attached value (``--api-nats-enable=false``), as Go's pflag reads them; see `resonate_sync.cli`.
 * Mode defaults: ``dev`` keeps state in memory and starts an embedded nats-server when nothing
@@ -68,6 +70,9 @@ import attrs
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from .subjects import parse_patterns
+from .urls import redact_url
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -78,6 +83,8 @@ __all__ = [
     "SETTINGS_BY_FIELD",
     "Setting",
     "find_config_file",
+    "explain_config",
+    "format_config",
     "format_go_duration",
     "load_config",
     "mode_defaults",
@@ -326,7 +333,7 @@ def _nats_url_rule(value: str) -> None:
         port = -1
     if parts.scheme not in ("nats", "tls") or not parts.hostname or port == -1:
         raise ValueError(
-            f"{_show(value)} is not a NATS URL (examples: nats://localhost:4222,"
+            f"{_show(redact_url(value))} is not a NATS URL (examples: nats://localhost:4222,"
             f" nats://user:pass@host:4222, tls://host:4222)"
         )
 
@@ -348,6 +355,13 @@ def _subject_rule(value: str) -> None:
         )
     if any(token in ("*", ">") for token in tokens):
         raise ValueError(f"{_show(value)} contains a wildcard; the server needs a literal subject")
+
+
+def _patterns_rule(value: str) -> None:
+    try:
+        parse_patterns(value)
+    except ValueError as exc:
+        raise ValueError(f"{_show(value)}: {exc}") from None
 
 
 def _queue_rule(value: str) -> None:
@@ -468,8 +482,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "store_path", ("store", "path"), "--store-path", _STORE_PATH,
-        "Journal file that makes state durable; empty or null keeps state in memory only."
-        " Relative to the working directory.",
+        "Directory that makes state durable: the journal, its snapshots and a LOCK (created if missing;"
+        " one server at a time). Empty or null keeps state in memory only. Relative to the working directory.",
     ),
     Setting(
         "fsync", ("store", "fsync"), "--fsync", _choice_kind(FSYNC_POLICIES),
@@ -499,7 +513,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "href_base", ("server", "hrefBase"), "--href-base", _string_kind("URL", _http_url_rule),
-        "Base URL of the promise hrefs in task messages and claim replies (<base>/promises/<id>).",
+        "Base URL of the links in task messages (href.claim: <base>/tasks/claim/<id>/<counter>, …) and"
+        " claim replies (<base>/promises/<id>), for workers that follow links. This server serves no HTTP:"
+        " nothing answers there unless you run an HTTP gateway to it; NATS workers can ignore the links."
+        " The default is the Go server's own address, so messages look as they do from it.",
     ),
     Setting(
         "task_claim_timeout_ms", ("tasks", "claimTimeout"), "--task-claim-timeout", _duration_kind(0),
@@ -508,6 +525,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "task_retry_timeout_ms", ("tasks", "retryTimeout"), "--task-retry-timeout", _duration_kind(0),
         "After a task message could not be sent, how long to wait before trying again.",
+    ),
+    Setting(
+        "delivery_allow", ("tasks", "deliveryAllow"), "--delivery-allow",
+        _string_kind("PATTERNS", _patterns_rule),
+        "Comma-separated NATS subject patterns (e.g. resonate.recv.>,workers.>) that task messages may"
+        " be published to; a request naming a receiver outside them is refused (400). Empty allows any"
+        " valid subject: set it in production, since the server publishes with its own NATS identity.",
     ),
     Setting(
         "log_level", ("log", "level"), "--log-level",
@@ -548,7 +572,7 @@ class Config:
         nats_tls_cert: client certificate file for ``tls://``; ``""`` for none.
         nats_tls_key: the client certificate's key file; ``""`` if the certificate file holds it.
         nats_tls_verify: check the server's certificate and host name.
-        store_path: journal file; ``None`` keeps state in memory only.
+        store_path: the journal's directory; ``None`` keeps state in memory only.
         fsync: ``"always"`` (reply after fsync, group commit) or ``"never"`` (unsafe).
         snapshot_every: journal records between snapshots.
         embedded_nats: ``"auto"`` (start one if nothing listens at a loopback address),
@@ -559,7 +583,8 @@ class Config:
         batch_size: most tasks delivered per tick.
         task_claim_timeout_ms: time to claim a sent task before it is resent, milliseconds.
         task_retry_timeout_ms: wait before retrying a task that could not be sent, milliseconds.
-        href_base: base URL of promise hrefs in task messages.
+        delivery_allow: comma-separated NATS subject patterns receivers must match; ``""`` for any.
+        href_base: base URL of the links in task messages and claim replies (nothing serves them here).
         log_level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
     """
 
@@ -582,6 +607,7 @@ class Config:
     batch_size: int = attrs.field(default=100, validator=_check_field)
     task_claim_timeout_ms: int = attrs.field(default=60_000, validator=_check_field)
     task_retry_timeout_ms: int = attrs.field(default=15_000, validator=_check_field)
+    delivery_allow: str = attrs.field(default="", validator=_check_field)
     href_base: str = attrs.field(default="http://localhost:8001", validator=_check_field)
     log_level: str = attrs.field(default="info", validator=_check_field)
 
@@ -713,9 +739,27 @@ def load_config(
     Raises:
         ConfigError: naming the file and key, the environment variable or the flag, and the rule.
     """
+    return explain_config(mode=mode, config_file=config_file, env=env, overrides=overrides)[0]
+
+
+def explain_config(
+    *,
+    mode: Mode = "dev",
+    config_file: Optional[str | Path] = None,
+    env: Optional[Mapping[str, str]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+) -> tuple[Config, dict[str, str]]:
+    """`load_config`, and where each field's value came from.
+
+    Returns the `Config` and ``{field: source}``, the source being ``"default"``, the config
+    file's path, ``"env RESONATE_…"`` or ``"flag --…"``: the highest layer that set it.
+    """
     values = mode_defaults(mode)
+    sources = dict.fromkeys(values, "default")
     if config_file is not None:
-        values.update(read_config_file(Path(config_file)))
+        from_file = read_config_file(Path(config_file))
+        values.update(from_file)
+        sources.update(dict.fromkeys(from_file, str(config_file)))
     for setting in SETTINGS:
         # An empty variable counts as unset, as viper does for the Go server: `FOO= cmd` and
         # compose files with blank entries should not turn into errors or empty values.
@@ -724,6 +768,7 @@ def load_config(
                 values[setting.field] = setting.kind.from_text(env[setting.env])
             except ValueError as error:
                 raise ConfigError(f"{setting.env}: {error}") from None
+            sources[setting.field] = f"env {setting.env}"
     for field, value in (overrides or {}).items():
         setting = SETTINGS_BY_FIELD.get(field)
         if setting is None:
@@ -735,4 +780,40 @@ def load_config(
             values[field] = parse(value)
         except ValueError as error:
             raise ConfigError(f"{setting.flag}: {error}") from None
-    return Config(**values)
+        sources[field] = f"flag {setting.flag}"
+    return Config(**values), sources
+
+
+def _yaml_scalar(setting: Setting, value: Any, redact: Callable[[str], str]) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return format_go_duration(value) if setting.field.endswith("_ms") else str(value)
+    return json.dumps(redact(value), ensure_ascii=False)  # a JSON string is a YAML string
+
+
+def format_config(
+    config: Config, sources: Mapping[str, str], *, redact: Callable[[str], str] = lambda text: text
+) -> str:
+    """``config`` as a YAML file in the layout of ``conf/resonate.yaml``, each value followed by its source.
+
+    ``sources`` is what `explain_config` returns; ``redact`` is applied to every string value
+    (pass one that hides URL passwords). Without redaction, `read_config_file` reads the text
+    back to the same values.
+    """
+    lines: list[str] = []
+
+    def walk(node: Mapping[str, Any], depth: int) -> None:
+        indent = "  " * depth
+        for key, entry in node.items():
+            if isinstance(entry, Setting):
+                value = _yaml_scalar(entry, getattr(config, entry.field), redact)
+                lines.append(f"{indent}{key}: {value}  # {sources.get(entry.field, 'default')}")
+            else:
+                lines.append(f"{indent}{key}:")
+                walk(entry, depth + 1)
+
+    walk(_schema(), 0)
+    return "\n".join(lines) + "\n"

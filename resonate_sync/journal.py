@@ -56,14 +56,23 @@ Startup verifies the newest snapshot, then every segment whose base is at least 
 snapshot's seq, line by line and by checksum alone; ``Recovery`` then streams the snapshot's
 entries and the segments' records from disk, decoding one line at a time. Outcomes:
 
-- a torn last line of the last segment (no newline, or not JSON: a crash cut the write
-  short), and a trailing batch missing its last record, are dropped with a warning and
-  truncated away; no waiter can have been told they were durable;
-- a corrupt line anywhere else, a checksum mismatch anywhere, a sequence gap, or a snapshot
-  that does not parse or check raises ``JournalError`` naming the file and byte offset;
-  such damage is not a crash artefact, and skipping it would drop acknowledged records. A
-  snapshot is renamed into place only once complete, so a snapshot cut short (no end line,
-  a last line without its newline) is damage too, never a torn tail;
+- a torn tail of the last segment, and a trailing batch missing its last record, are
+  dropped with a warning and truncated away; no waiter can have been told they were
+  durable. Only the bytes after the last newline can be a torn tail, and only if they are
+  what an interrupted write leaves: a prefix of the line ``append`` writes for the next seq
+  (``{"seq":N,"crc":``, digits, ``,"more":1`` or not, ``,"r":``, the start of the record),
+  possibly followed by NUL bytes (a power cut on some filesystems zero-fills blocks that were
+  not synced), or NUL bytes alone. A whole record without its newline, its checksum right,
+  is torn too: ``wait_durable`` returns only once the newline is written, so the write did
+  not complete and no waiter was told;
+- any other damage is a ``JournalError`` naming the file, byte offset and record seq, saying
+  to restore from a backup: a line that ends in a newline but does not parse or check (the
+  last one too: one changed byte of an acknowledged record is damage, not a crash), bytes
+  after the last newline that no write of this module starts with, a whole record followed
+  by anything but its newline, a sequence gap, or a snapshot that does not parse or check.
+  Skipping such damage could drop acknowledged records. A snapshot is renamed into place
+  only once complete, so a snapshot cut short (no end line, a last line without its
+  newline) is damage too, never a torn tail;
 - ``snapshot-*.json.tmp`` files (a snapshot a crash interrupted) are deleted with a warning.
 
 Durability policy
@@ -106,6 +115,9 @@ _encode_record = compact_encoder(sort_keys=True, allow_nan=False)
 _decode_json = json.JSONDecoder().raw_decode
 
 _MORE = b',"more":1'
+_RECORD_STARTS = (b',"r":', _MORE + b',"r":')  # what follows a record line's crc digits
+_CRC_DIGITS = re.compile(rb"\d{0,10}")
+_PRINTABLE = re.compile(rb"[ -~]*")  # record lines are ASCII JSON: control bytes are escaped
 _SNAPSHOT_FORMAT = 2
 _SNAPSHOT_CHUNK = 1 << 20  # bytes of snapshot lines buffered between writes
 
@@ -192,7 +204,7 @@ def _parse_line(line: bytes) -> tuple[int, int, bool, bytes]:
             else:
                 return seq, crc, more, line[record_at + 5 : -2]
     try:
-        line_obj = json.loads(line)
+        line_obj = json.loads(line.decode())  # bytes would make json guess UTF-16/32 from NULs
     except ValueError as exc:
         raise _BadLine(f"not valid JSON ({exc})") from None
     if not (
@@ -210,8 +222,8 @@ def _parse_line(line: bytes) -> tuple[int, int, bool, bytes]:
 def _verify_line(path: str, start: int, line: bytes, expected: int, noun: str) -> tuple[bool, bytes]:
     """Check a line's checksum and that its seq is ``expected``; return (more, raw record JSON).
 
-    Raises ``_BadLine`` for a line that is no record (the caller tells a torn tail from damage),
-    JournalError for a checksum mismatch or a sequence gap (``noun`` names what is numbered).
+    Raises ``_BadLine`` for a line that is no record, JournalError for a checksum mismatch or
+    a sequence gap (``noun`` names what is numbered).
     """
     if line[-1:] != b"\n":
         raise _BadLine("the line has no newline")
@@ -224,6 +236,74 @@ def _verify_line(path: str, start: int, line: bytes, expected: int, noun: str) -
     if line_seq != expected:
         raise JournalError(f"{path}: byte {start}: sequence gap: expected {noun} {expected}, found {line_seq}")
     return more, raw
+
+
+def _torn_write(tail: bytes, seq: int) -> str:
+    """Say what interrupted write left ``tail``, the bytes after a segment's last newline.
+
+    ``seq`` is the record the next line would hold. Raises ``_BadLine`` when no write of
+    ``append`` starts with these bytes: then they were damaged after being written.
+    """
+    written = tail.rstrip(b"\0")
+    zeros = len(tail) - len(written)
+    zero_filled = f"{zeros} NUL bytes, as a power cut leaves unsynced blocks on some filesystems"
+    if not written:
+        return zero_filled
+    cut = f"record seq {seq} cut short after {len(written)} bytes" + (f", then {zero_filled}" if zeros else "")
+    head = b'{"seq":%d,"crc":' % seq
+    not_a_write = _BadLine(
+        f"the last line has no newline, and no record line of seq {seq} begins with it ({tail[:40]!r})"
+    )
+    if len(written) <= len(head):
+        if head.startswith(written):
+            return cut
+        raise not_a_write
+    if not written.startswith(head) or not _PRINTABLE.fullmatch(written):
+        raise not_a_write
+    crc_end = _CRC_DIGITS.match(written, len(head)).end()
+    if crc_end == len(written):
+        return cut
+    if crc_end == len(head):
+        raise not_a_write
+    rest = written[crc_end:]
+    for record_start in _RECORD_STARTS:
+        if record_start.startswith(rest):
+            return cut
+        if rest.startswith(record_start):
+            raw = rest[len(record_start) :]
+            break
+    else:
+        raise not_a_write
+    if not raw:
+        return cut
+    if raw[:1] != b"{":
+        raise not_a_write
+    try:
+        end = _decode_json(raw.decode())[1]
+    except ValueError:  # unfinished; damage inside is not told apart: an acknowledged record is whole
+        return cut
+    after = raw[end:]
+    if after == b"":
+        return cut
+    if after[:1] != b"}":
+        raise not_a_write
+    if after != b"}" or zeros:
+        extra = tail[len(written) - len(after) + 1 :]
+        raise _BadLine(f"record seq {seq} is whole but followed by {extra[:20]!r} where its newline belongs")
+    stored, computed = int(written[len(head) : crc_end]), zlib.crc32(raw[:end])
+    if stored != computed:
+        raise _BadLine(
+            f"record seq {seq} has no newline and a checksum mismatch (stored {stored}, computed {computed})"
+        )
+    return f"record seq {seq} whole but for its newline: the write stopped just before it"
+
+
+def _damage_advice(path: str, start: int, seq: int) -> str:
+    return (
+        f". This is damage, not an interrupted write, and record seq {seq} or later ones may have "
+        f"been acknowledged, so startup stops rather than drop them. Inspect the line with "
+        f"`tail -c +{start + 1} {path} | head -c 300`, then restore the journal directory from a backup"
+    )
 
 
 def _read_records(path: str, start: int, end: int) -> Iterator[dict]:
@@ -460,18 +540,32 @@ class Journal:
         """The seq of the last appended record: a ticket covering every change so far."""
         return self._appended_seq
 
-    def append(self, records: Iterable[dict]) -> int:
-        """Buffer ``records`` as one batch and return its ticket (the seq of its last record).
+    @staticmethod
+    def encode(record: dict) -> bytes:
+        """A record's canonical JSON, as :meth:`append_encoded` takes it.
 
-        Meant to run under the caller's state lock, so it does no I/O. A record that is not a
-        JSON-able dict raises TypeError/ValueError and nothing of the batch is appended.
+        Raises TypeError/ValueError (or RecursionError) for a value strict JSON cannot hold:
+        the caller finds out before it changes anything, and the journal stays usable.
         """
-        encoded = []
-        for record in records:
-            if not isinstance(record, dict):
-                raise TypeError(f"a journal record must be a dict, not {type(record).__name__}")
-            raw = _encode_record(record).encode()
-            encoded.append((zlib.crc32(raw), raw))
+        if not isinstance(record, dict):
+            raise TypeError(f"a journal record must be a dict, not {type(record).__name__}")
+        return _encode_record(record).encode()
+
+    def append(self, records: Iterable[dict]) -> int:
+        """Encode ``records`` and append them as one batch (see :meth:`append_encoded`).
+
+        A record that is not a JSON-able dict raises TypeError/ValueError and nothing of the
+        batch is appended.
+        """
+        return self.append_encoded([self.encode(record) for record in records])
+
+    def append_encoded(self, raws: Iterable[bytes]) -> int:
+        """Buffer encoded records (from :meth:`encode`) as one batch and return its ticket.
+
+        The ticket is the seq of the batch's last record. Meant to run under the caller's
+        state lock, so it does no I/O.
+        """
+        encoded = [(zlib.crc32(raw), raw) for raw in raws]
         with self._lock:
             self._check_usable()
             if not encoded:
@@ -550,8 +644,7 @@ class Journal:
             if failure is None:
                 self._durable_seq = target
             else:
-                self._failure = failure
-                self._log.error("%s", failure)
+                self._failure = failure  # not logged: every waiter raises it, and its caller logs it once
             self._cond.notify_all()
 
     def _write_chunks(self, chunks: list[tuple[int, bytes]]) -> None:
@@ -816,7 +909,8 @@ class Journal:
     def _scan_segment(self, path: str, seq: int, is_last: bool, warnings: list[str]) -> tuple[int, int]:
         """Verify a segment's records continue from ``seq``; return (end of whole batches, last seq).
 
-        Streams the file line by line and parses no record JSON: the checksum proves it.
+        Streams the file line by line and parses no record JSON but a torn tail's: the
+        checksum proves it.
         """
         try:
             size = os.path.getsize(path)
@@ -830,12 +924,16 @@ class Journal:
             for line in file:
                 start, offset = offset, offset + len(line)
                 try:
+                    if is_last and line[-1:] != b"\n":  # the file's last line: maybe a torn write
+                        torn = (start, _torn_write(line, seq + 1))
+                        break
                     more, _ = _verify_line(path, start, line, seq + 1, "record seq")
                 except _BadLine as exc:
-                    if is_last and offset == size:
-                        torn = (start, str(exc))
-                        break
-                    raise JournalError(f"{path}: byte {start}: corrupt record: {exc}") from None
+                    raise JournalError(
+                        f"{path}: byte {start}: corrupt record: {exc}" + _damage_advice(path, start, seq + 1)
+                    ) from None
+                except JournalError as exc:
+                    raise JournalError(f"{exc}{_damage_advice(path, start, seq + 1)}") from None
                 seq += 1
                 if not more:
                     whole_end, whole_seq = offset, seq

@@ -26,6 +26,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.preconf.json import make_converter
 
 from .errors import BadRequest
+from .limits import PAYLOAD_DEPTH, JsonLimitError, check_value
 
 T = TypeVar("T")
 
@@ -595,11 +596,21 @@ def _base64(value: Any, _: Any) -> Optional[str]:
     return base64.b64encode(raw).decode("ascii") if raw else None
 
 
-def _any(value: Any, _: Any) -> Any:
+def _json_value(value: Any, _: Any) -> Any:
+    """A free-form field (``recv``): any JSON data within the request limit (see ``limits``).
+
+    Values decoded from an envelope passed the limit already; this holds values built in
+    Python to the same rule, so nothing the journal cannot write and replay gets in.
+    """
+    try:
+        check_value(value, "", PAYLOAD_DEPTH)
+    except JsonLimitError as exc:
+        raise FieldError(f"{exc.reason} (at {exc.path.lstrip('.')})" if exc.path else exc.reason) from None
     return value
 
 
-_trusted = _any
+def _trusted(value: Any, _: Any) -> Any:
+    return value
 
 
 _WIRE_RENAMES = {
@@ -678,7 +689,7 @@ def _register_scalars(conv: cattrs.Converter) -> None:
     conv.register_structure_hook_func(lambda t: t == Optional[Base64], _base64)
     conv.register_structure_hook_func(lambda t: t == StrMap, _strict_str_map)
     conv.register_structure_hook_func(lambda t: t == List[str], _strict_str_list)
-    conv.register_structure_hook_func(lambda t: t is Any, _any)
+    conv.register_structure_hook_func(lambda t: t is Any, _json_value)
     conv.register_unstructure_hook_func(lambda t: t is Any, lambda v: v)
 
 

@@ -8,10 +8,10 @@ answer the rest 503 (the transport answers any still queued at the deadline), st
 ticker, wait for a background snapshot still being written, write a final snapshot, close the
 journal, stop the embedded nats-server.
 
-Replies: a worker runs the handler and hands (journal ticket, reply) to one reply thread
-(:class:`DurableReplies`), which waits for the fsync covering the newest ticket and sends every
-reply it covers, so one fsync serves every request handled meanwhile, not one per worker.
-Under light load a worker whose reply shows only durable state sends it itself.
+Requests: the transport hands each one to the api's :class:`~resonate_sync.api.RequestHandler`,
+which answers it once what the reply shows is durable (``resonate_sync.api.replies``). Nothing
+on the request path reads this class's attributes: each component is given what it needs when
+:meth:`Server.start` builds it.
 
 Reply size: at every connect the core's ``max_promise_bytes`` is set from the server's NATS
 ``max_payload``, so writes whose promise could not be returned are refused and search pages are
@@ -31,25 +31,26 @@ import signal
 import threading
 import time
 import urllib.parse
-from typing import Optional
+from functools import partial
+from typing import TYPE_CHECKING, Optional
 
 import attrs
 
 from . import __version__
-from .api import (
-    BUSY_REPLY,
-    ERROR_REPLY_PREFIX,
-    SHUTTING_DOWN_REPLY,
-    STORE_ERROR_REPLY,
-    handle_nowait,
-    reply_error,
-    too_large_reply,
-)
+from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, RequestHandler, too_large_reply
 from .config import Config
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
 from .core.sizes import promise_limit
 from .errors import ResonateError
+from .subjects import parse_patterns
+from .urls import redact_url
+
+if TYPE_CHECKING:  # imported when used: importing pynats2 is slow, and the core needs none of it
+    from .journal import Journal
+    from .ticker import Ticker
+    from .transport import EmbeddedNatsServer, NatsTransport
+    from .transport.micro import Service
 
 __all__ = ["Server", "ServerError"]
 
@@ -69,6 +70,11 @@ class Server:
         config: what to serve and where.
         mode: ``"dev"`` or ``"serve"``; only changes the start-up line (defaults live in Config).
         clock: the core's clock (tests inject a fake one).
+
+    Attributes (None until :meth:`start` built them): ``core``, ``journal`` (None without a
+    ``store_path``), ``embedded`` (the embedded nats-server, if one was started), ``service``
+    (the Services API identity and stats), ``transport``, ``ticker``. ``url`` is the NATS URL
+    served (the embedded server's, when there is one).
     """
 
     def __init__(self, config: Config, *, mode: str = "serve", clock: Optional[Clock] = None) -> None:
@@ -76,15 +82,13 @@ class Server:
         self.mode = mode
         self._clock = clock
         self.core: Optional[Resonate] = None
-        self.journal = None
-        self.transport = None
-        self.service = None
-        self.ticker = None
-        self.embedded = None
+        self.journal: Optional["Journal"] = None
+        self.embedded: Optional["EmbeddedNatsServer"] = None
+        self.service: Optional["Service"] = None
+        self.transport: Optional["NatsTransport"] = None
+        self.ticker: Optional["Ticker"] = None
         self.url = config.nats_addr
-        self._stopping = False
-        self._drain_until = 0.0
-        self._replies: Optional["DurableReplies"] = None
+        self._handler: Optional[RequestHandler] = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._snapshot_lock = threading.Lock()  # one snapshot written at a time
@@ -104,9 +108,11 @@ class Server:
         return self
 
     def _start(self) -> None:
+        """Build and start each component, handing it the ones it uses; each is kept as soon as
+        it exists, so that a failure further on stops what was started."""
         from .ticker import Ticker
+        from .transport import NatsTransport
         from .transport.micro import Service
-        from .transport.nats import NatsTransport
 
         config = self.config
         settings = CoreSettings(
@@ -114,44 +120,45 @@ class Server:
             task_claim_timeout_ms=config.task_claim_timeout_ms,
             task_retry_timeout_ms=config.task_retry_timeout_ms,
             batch_size=config.batch_size,
+            delivery_allow=parse_patterns(config.delivery_allow),
+            reserved_subjects=(config.nats_subject,),
         )
-        self.core = self._open_core(settings)
-        self._replies = DurableReplies(self.core.wait_durable)
-        self.url = self._ensure_nats()
+        self.core = core = self._open_core(settings)
+        self._handler = handler = RequestHandler(core, workers=config.workers)
+        self.url = url = self._ensure_nats()
         # ADR-32 discovery: `nats micro ls/info/stats` find every server as service "resonate".
-        self.service = Service(
+        self.service = service = Service(
             "resonate",
             __version__,
             config.nats_subject,
             queue_group=config.nats_queue,
             description="Resonate durable promises over NATS request-reply (resonate_sync)",
             endpoint="api",
-            error_prefix=ERROR_REPLY_PREFIX,
-            describe_error=reply_error,
         )
-        self.transport = NatsTransport(
-            self.url,
+        self.transport = transport = NatsTransport(
+            url,
             config.nats_subject,
-            self._handle,
+            handler,
             workers=config.workers,
             max_pending=config.max_pending,
-            busy_reply=BUSY_REPLY,
-            stop_reply=SHUTTING_DOWN_REPLY,
+            busy_reply=BUSY,
+            stop_reply=SHUTTING_DOWN,
+            failure_reply=INTERNAL_ERROR,
             queue=config.nats_queue,
             name=f"resonate-{__version__}",
-            service=self.service,
+            service=service,
             too_large_reply=too_large_reply,
-            on_max_payload=self._fit_replies,
+            on_max_payload=partial(_fit_replies, core),
             tls_cacert=config.nats_tls_ca,
             tls_client_cert=config.nats_tls_cert,
             tls_client_key=config.nats_tls_key,
             tls_verify=config.nats_tls_verify,
         )
         try:
-            self.transport.start()
+            transport.start()
         except Exception as exc:
-            raise ServerError(f"cannot serve on {_redact(self.url)}: {exc}") from exc
-        self.ticker = Ticker(self.core, self.transport.publish, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot)
+            raise ServerError(f"cannot serve on {redact_url(url)}: {exc}") from exc
+        self.ticker = Ticker(core, transport.publish, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot)
         self.ticker.start()
         store = config.store_path or "memory (nothing survives a restart)"
         log.info(
@@ -159,7 +166,7 @@ class Server:
             __version__,
             self.mode,
             config.nats_subject,
-            _redact(self.url),
+            redact_url(url),
             " (embedded nats-server)" if self.embedded is not None else "",
             store,
             f", fsync {config.fsync}" if config.store_path else "",
@@ -199,12 +206,11 @@ class Server:
             raise
         self.journal = journal  # recovery warnings were logged by the journal itself
         freeze_heap()
+        counts = (("promise", core.state.promises), ("task", core.state.tasks),
+                  ("schedule", core.state.schedules), ("lock", core.state.locks))  # fmt: skip
         log.info(
-            "recovered %d promises, %d tasks, %d schedules, %d locks from %s in %.2f s",
-            len(core.state.promises),
-            len(core.state.tasks),
-            len(core.state.schedules),
-            len(core.state.locks),
+            "recovered %s from %s in %.2f s",
+            ", ".join(f"{len(items)} {name}{'' if len(items) == 1 else 's'}" for name, items in counts),
             self.config.store_path,
             time.monotonic() - started,
         )
@@ -221,31 +227,15 @@ class Server:
         if mode == "auto":
             if parsed.hostname not in _LOOPBACK or is_reachable(url):
                 return url
-            log.info("no NATS server answers at %s: starting an embedded nats-server", _redact(url))
+            log.info("no NATS server answers at %s: starting an embedded nats-server", redact_url(url))
         host = parsed.hostname or "127.0.0.1"
         if host == "localhost":
             host = "127.0.0.1"
         try:
             self.embedded = EmbeddedNatsServer(host=host, port=parsed.port or 4222).start()
         except RuntimeError as exc:  # port taken by something that is not NATS, binary missing, ...
-            raise ServerError(f"cannot start an embedded nats-server for {_redact(url)}: {exc}") from exc
+            raise ServerError(f"cannot start an embedded nats-server for {redact_url(url)}: {exc}") from exc
         return self.embedded.url
-
-    def _handle(self, raw: bytes):
-        """The transport's handler: reply bytes now, or a DeferredReply sent once durable."""
-        if self._stopping or (self._drain_until and time.monotonic() > self._drain_until):
-            return SHUTTING_DOWN_REPLY
-        reply, ticket = handle_nowait(self.core, raw, self.transport.max_payload)
-        if self.transport.in_flight <= self.config.workers and self.core.is_durable(ticket):
-            return reply  # light load, nothing to wait for (a read of durable state): no thread hop
-        # Under load, one thread publishing every reply beats workers contending for the
-        # connection's write lock (dev, N=64: 0.57x -> 0.87x of the bare responder).
-        return self._replies.after_durable(ticket, reply)
-
-    def _fit_replies(self, max_payload: int) -> None:
-        """Hold promises to what one NATS message of the connected server can carry (13.7)."""
-        self.core.settings = attrs.evolve(self.core.settings, max_promise_bytes=promise_limit(max_payload))
-        log.debug("NATS max_payload %d: promises may take up to %d bytes of JSON", max_payload, promise_limit(max_payload))
 
     def _maybe_snapshot(self) -> None:
         """After each ticker pass: start a background snapshot when one is due and none is running."""
@@ -298,16 +288,17 @@ class Server:
                 return
             # Draining: the transport unsubscribes first, then the requests it already took
             # (running or queued) are served. Without a drain, queued ones get 503 "shutting down".
-            self._stopping = not drain
             timeout = self.config.nats_timeout_ms / 1000
-            # Serve what was taken for half the drain time, then answer the rest of the queue
-            # 503 at once: a backlog that cannot finish in time must not end in silence.
-            self._drain_until = time.monotonic() + timeout / 2
+            if self._handler is not None:
+                # Serve what was taken for half the drain time, then answer the rest of the queue
+                # 503 at once: a backlog that cannot finish in time must not end in silence.
+                self._handler.refuse_after(time.monotonic() + timeout / 2)
+                if not drain:
+                    self._handler.refuse()
             if self.transport is not None:
                 self.transport.stop(timeout if drain else 0)
-            self._stopping = True
-            if self._replies is not None:
-                self._replies.stop()
+            if self._handler is not None:
+                self._handler.stop()
             if self.ticker is not None:
                 self.ticker.stop()
             # Before the final snapshot and the close: neither may overlap a snapshot being written.
@@ -361,74 +352,15 @@ class Server:
         self.stop()
 
 
+def _fit_replies(core: Resonate, max_payload: int) -> None:
+    """Hold ``core``'s promises to what one NATS message of the connected server can carry (13.7)."""
+    core.settings = attrs.evolve(core.settings, max_promise_bytes=promise_limit(max_payload))
+    log.debug("NATS max_payload %d: promises may take up to %d bytes of JSON", max_payload, promise_limit(max_payload))
+
+
 def _snapshot_failed(what: str, exc: Exception) -> None:
     """Log a failed snapshot: nothing is lost (the segments stay); a traceback only for a bug."""
     from .journal import JournalError
 
     expected = isinstance(exc, (JournalError, ResonateError))
     log.error("%s failed: %s; the journal segments still hold every acknowledged change", what, exc, exc_info=not expected)
-
-
-def _redact(url: str) -> str:
-    """The URL without a password or token, for logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
-class DurableReplies:
-    """One thread that sends replies once the journal made what they show durable.
-
-    Workers hand over (ticket, reply) and go back to decoding requests; this thread waits for
-    the highest ticket handed over so far, which is one group-committed fsync covering all of
-    them, then releases every reply it covers. With a worker waiting per request instead, one
-    fsync covered at most ``workers`` requests (3.7 on average with 8, measured by bench/).
-    If the journal cannot make a change durable, its reply becomes a 500 store error.
-    """
-
-    def __init__(self, wait_durable) -> None:
-        from .transport.nats import DeferredReply
-
-        self._deferred = DeferredReply
-        self._wait_durable = wait_durable
-        self._pending: list = []
-        self._cv = threading.Condition()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="resonate-replies", daemon=True)
-        self._thread.start()
-
-    def after_durable(self, ticket: int, reply: bytes):
-        deferred = self._deferred()
-        with self._cv:
-            if self._stopped:
-                raise RuntimeError("replies are no longer sent")
-            self._pending.append((ticket, reply, deferred))
-            self._cv.notify()
-        return deferred
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._pending and not self._stopped:
-                    self._cv.wait()
-                if not self._pending:
-                    return
-                batch, self._pending = self._pending, []
-            try:
-                self._wait_durable(max(ticket for ticket, _, _ in batch))
-                durable = True
-            except Exception:  # logged by the core, once
-                durable = False
-            for _, reply, deferred in batch:
-                deferred.resolve(reply if durable else STORE_ERROR_REPLY)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Send what is pending, then end the thread."""
-        with self._cv:
-            self._stopped = True
-            self._cv.notify()
-        self._thread.join(timeout)

@@ -14,28 +14,15 @@ receiver) until the task times out; each such receiver is logged once.
 import json
 import logging
 import threading
-from typing import Any, Callable, Optional, Set
+from typing import Callable, Optional, Set
 
 from .core import Delivery, Resonate
-from .errors import ResonateError
+from .core.receivers import check_receiver, nats_subject_of
+from .errors import BadRequest, ResonateError
 
-__all__ = ["Ticker", "nats_subject_of"]
+__all__ = ["Ticker"]
 
 log = logging.getLogger(__name__)
-
-
-def nats_subject_of(recv: Any) -> Optional[str]:
-    """The NATS subject a receiver names, or None when it is not a NATS receiver."""
-    if isinstance(recv, str):
-        if recv.startswith("nats://") and len(recv) > len("nats://"):
-            return recv[len("nats://") :]
-        return None
-    if isinstance(recv, dict) and recv.get("type") == "nats":
-        data = recv.get("data")
-        subject = data.get("subject") if isinstance(data, dict) else None
-        if isinstance(subject, str) and subject:
-            return subject
-    return None
 
 
 class Ticker:
@@ -88,15 +75,27 @@ class Ticker:
 
     def _send(self, delivery: Delivery) -> bool:
         subject = nats_subject_of(delivery.recv)
+        problem = None
         if subject is None:
+            problem = (
+                'it is not a NATS receiver (nats://<subject> or {"type":"nats","data":{"subject":…}})'
+            )
+        else:
+            # Requests are checked when they name a receiver; this catches receivers stored
+            # before those checks existed, or since excluded by --delivery-allow.
+            try:
+                check_receiver(delivery.recv, "receiver", self._core.settings)
+            except BadRequest as exc:
+                problem = exc.message.split(": ", 2)[-1]
+        if problem is not None:
             key = json.dumps(delivery.recv, sort_keys=True)
             if key not in self._unsupported:
                 self._unsupported.add(key)
                 log.warning(
-                    "task %s: receiver %s is not a NATS receiver (nats://<subject> or "
-                    '{"type":"nats","data":{"subject":…}}); keeping the task and retrying later',
+                    "task %s: receiver %s cannot be delivered to: %s; keeping the task and retrying later",
                     delivery.task_id,
-                    key,
+                    key[:300],
+                    problem,
                 )
             return False
         try:
@@ -109,20 +108,29 @@ class Ticker:
 
     def _loop(self) -> None:
         core = self._core
+        failed = 0  # passes failed in a row
         while not self._stop.is_set():
             sent = 0
             try:
                 sent = self.run_once()
             except ResonateError as exc:  # the core said why (a journal failure) when it began
-                log.error("background pass failed: %s; retrying in one tick", exc.message)
+                failed += 1
+                if failed == 1:
+                    log.error("background pass failed: %s; retrying every tick, not logging each", exc.message)
             except Exception:
+                failed += 1
                 log.exception("background pass failed; retrying in one tick")
+            else:
+                if failed:
+                    log.warning("background pass succeeded after %d failed", failed)
+                failed = 0
             if self._stop.is_set():
                 break
             if sent >= core.settings.batch_size:
                 continue  # more may be due right now
             wait = self._tick_s
-            deadline = core.next_deadline()
+            # After a failure the deadline may be one the pass did not handle: already past.
+            deadline = None if failed else core.next_deadline()
             if deadline is not None:
                 wait = min(wait, max(0.0, (deadline - core.clock.now()) / 1000))
             if wait > 0:

@@ -1,6 +1,7 @@
-"""The NATS API: envelope decoding, routing to the core, reply encoding."""
+"""The NATS API: envelope decoding, routing to the core, reply encoding, and when replies leave."""
 
 from . import envelope
 from .envelope import *  # noqa: F401,F403  (the names in envelope.__all__)
+from .replies import DurableReplies, RequestHandler
 
-__all__ = list(envelope.__all__)
+__all__ = [*envelope.__all__, "DurableReplies", "RequestHandler"]

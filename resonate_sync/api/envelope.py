@@ -9,13 +9,17 @@ serving: a reply too large for NATS becomes a 500 error reply (:func:`too_large_
 
 import json
 import logging
+import threading
+import time
 from random import getrandbits
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from ..core import OPERATIONS, Resonate
+from .. import limits
+from ..core import Resonate
 from ..errors import BadRequest, ResonateError, Status
 from ..jsonenc import compact_encoder
 from ..models import structure_request, unstructure
+from .operations import ROUTES
 
 __all__ = [
     "handle",
@@ -23,28 +27,30 @@ __all__ = [
     "error_reply",
     "too_large_reply",
     "reply_error",
+    "ErrorReply",
     "ERROR_REPLY_PREFIX",
+    "BUSY",
     "BUSY_REPLY",
+    "INTERNAL_ERROR",
+    "SHUTTING_DOWN",
     "SHUTTING_DOWN_REPLY",
+    "STORE_ERROR",
     "STORE_ERROR_REPLY",
 ]
 
 log = logging.getLogger(__name__)
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# Built once: json.loads/dumps with keyword arguments build a new decoder/encoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _encode = compact_encoder()
 
 
 def _decode_envelope(raw: bytes) -> Dict[str, Any]:
     try:
-        envelope = _DECODER.decode(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+        envelope = limits.loads(raw.decode("utf-8"))
+    except limits.JsonLimitError as exc:
+        what = "invalid payload" if exc.path.startswith("payload") else "invalid request format"
+        raise BadRequest(f"{what}: {exc}") from None
+    except ValueError as exc:  # UnicodeDecodeError too
         raise BadRequest(f"invalid request format: {exc}") from None
     if type(envelope) is not dict:
         raise BadRequest("invalid request format: the request must be a JSON object")
@@ -59,6 +65,59 @@ def _decode_envelope(raw: bytes) -> Dict[str, Any]:
         if type(metadata) is not dict or any(type(v) is not str for v in metadata.values()):
             raise BadRequest("invalid request format: metadata must be an object of string values")
     return envelope
+
+
+class _FailureLog:
+    """Logs the 5xx replies of one kind (code and message): the first at once, then counts.
+
+    After a journal failure every request fails the same way until a restart; a line per
+    request would bury the one line that says why and what to do (the core logs it once).
+    Repeats within ``interval`` seconds of the last line of their kind are counted, and the
+    first failure after the interval logs the count. A failure after a quiet interval is
+    logged in full again.
+
+    Attributes:
+        interval: seconds between two lines about one kind of failure.
+        clock: monotonic seconds (``time.monotonic``; tests pass a fake).
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._kinds: Dict[Tuple[int, str], List[float]] = {}  # kind -> [time of its last line, failures since]
+
+    def failed(self, operation: str, exc: ResonateError) -> None:
+        kind = (exc.code, exc.message)
+        now = self.clock()
+        with self._lock:
+            seen = self._kinds.get(kind)
+            if seen is None or (seen[1] == 0 and now - seen[0] >= self.interval):
+                self._kinds[kind] = [now, 0]
+                count = 0
+            else:
+                seen[1] += 1
+                if now - seen[0] < self.interval:
+                    return
+                count, elapsed = seen[1], now - seen[0]
+                seen[:] = [now, 0]
+        if count:
+            self.logger.error(
+                "%d requests failed with %d %s in the last %.0f s", count, exc.code, exc.message, elapsed
+            )
+        else:
+            self.logger.error(
+                "%s failed: %d %s (more like it are counted, one line per %.0f s)",
+                operation,
+                exc.code,
+                exc.message,
+                self.interval,
+                exc_info=exc.__cause__ is not None,
+            )
+
+
+_failures = _FailureLog(log)
 
 
 def _uuid4() -> str:
@@ -83,18 +142,12 @@ def error_reply(code: int, message: str) -> bytes:
     return _encode({"success": False, "error": {"code": code, "message": message}}).encode()
 
 
-def too_large_reply(size: int, max_payload: int) -> bytes:
-    """The error sent instead of a reply of ``size`` bytes that NATS would not carry."""
-    return error_reply(500, f"the reply of {size} bytes exceeds the NATS max_payload of {max_payload} bytes")
-
-
-# Every reply is encoded here, compact, with "success" first: a prefix test tells errors apart
-# without decoding anything (it runs once per request, for the Services API stats).
+# Every reply is encoded here, compact, with "success" first: what an error reply starts with.
 ERROR_REPLY_PREFIX = b'{"success":false,'
 
 
 def reply_error(reply: bytes) -> Optional[str]:
-    """``"code:message"`` if ``reply`` is an error reply of this module, else None."""
+    """``"code:message"`` if ``reply`` is an error reply of this module, else None (for clients and tests)."""
     if not reply.startswith(ERROR_REPLY_PREFIX):
         return None
     try:
@@ -104,14 +157,34 @@ def reply_error(reply: bytes) -> Optional[str]:
         return "500:unreadable error reply"
 
 
-BUSY_REPLY = error_reply(503, Status.API_SUBMISSION_QUEUE_FULL.text)
-SHUTTING_DOWN_REPLY = error_reply(503, Status.SYSTEM_SHUTTING_DOWN.text)
-STORE_ERROR_REPLY = error_reply(500, Status.STORE_ERROR.text)
+class ErrorReply(NamedTuple):
+    """An error reply: its ``code`` and ``message``, and ``data``, the envelope that carries them."""
+
+    code: int
+    message: str
+    data: bytes
+
+
+def _error(status: Status, code: int) -> ErrorReply:
+    return ErrorReply(code, status.text, error_reply(code, status.text))
+
+
+BUSY = _error(Status.API_SUBMISSION_QUEUE_FULL, 503)
+SHUTTING_DOWN = _error(Status.SYSTEM_SHUTTING_DOWN, 503)
+STORE_ERROR = _error(Status.STORE_ERROR, 500)
+INTERNAL_ERROR = _error(Status.INTERNAL_SERVER_ERROR, 500)
+BUSY_REPLY, SHUTTING_DOWN_REPLY, STORE_ERROR_REPLY = BUSY.data, SHUTTING_DOWN.data, STORE_ERROR.data
+
+
+def too_large_reply(size: int, max_payload: int) -> ErrorReply:
+    """The error sent instead of a reply of ``size`` bytes that NATS would not carry."""
+    message = f"the reply of {size} bytes exceeds the NATS max_payload of {max_payload} bytes"
+    return ErrorReply(500, message, error_reply(500, message))
 
 
 def handle(core: Resonate, raw: bytes, max_payload: int = 0) -> bytes:
     """Answer one request envelope with one reply envelope, once what it shows is durable."""
-    reply, ticket = handle_nowait(core, raw, max_payload)
+    reply, ticket, _ = handle_nowait(core, raw, max_payload)
     try:
         core.wait_durable(ticket)
     except ResonateError as exc:
@@ -119,12 +192,13 @@ def handle(core: Resonate, raw: bytes, max_payload: int = 0) -> bytes:
     return reply
 
 
-def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Tuple[bytes, int]:
-    """The reply to one request envelope and the journal ticket it must wait for (0: none).
+def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Tuple[bytes, int, Optional[Tuple[int, str]]]:
+    """The reply to one request envelope, the journal ticket it must wait for (0: none), and
+    the reply's (code, message) when it is an error reply (None for a success).
 
     The reply must not be sent before ``core.wait_durable(ticket)`` returned; if that fails,
-    send :data:`STORE_ERROR_REPLY` instead. A reply over ``max_payload`` bytes (0: no limit)
-    is replaced by :func:`too_large_reply`. The core keeps replies under it, so this means a
+    send :data:`STORE_ERROR` instead. A reply over ``max_payload`` bytes (0: no limit) is
+    replaced by :func:`too_large_reply`. The core keeps replies under it, so this means a
     promise stored before the limit existed or under a larger ``max_payload``, or request
     metadata too large to echo.
     """
@@ -133,18 +207,19 @@ def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Tuple[byt
     try:
         envelope = _decode_envelope(raw)
         operation = envelope.get("operation") or ""
-        op = OPERATIONS.get(operation)
-        if op is None:
+        route = ROUTES.get(operation)
+        if route is None:
             raise BadRequest(f"unknown operation: {operation}")
         if "payload" not in envelope:
             raise BadRequest("invalid payload: payload is required (an object)")
         payload = envelope["payload"]
-        if op.aliases and type(payload) is dict:
-            for name, alias in op.aliases:
+        if route.aliases and type(payload) is dict:
+            for name, alias in route.aliases:
                 if name not in payload and alias in payload:
                     payload = {**payload, name: payload[alias]}
+        op = route.operation
         request = structure_request(payload, op.request_type)
-        metadata = _metadata(envelope, op.kernel_name)
+        metadata = _metadata(envelope, route.kernel_name)
         pending = core.execute_nowait(op, request, metadata)
         ticket = pending.ticket
         if pending.error is not None:
@@ -157,16 +232,16 @@ def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Tuple[byt
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %d %s", operation or "request", exc.code, exc.message)
         if exc.code >= 500:
-            log.error("%s failed: %s", operation or "request", exc.message, exc_info=exc.__cause__ is not None)
-        return error_reply(exc.code, exc.message), ticket
+            _failures.failed(operation or "request", exc)
+        return _failed(exc.code, exc.message, ticket)
     except Exception as exc:  # a bug: answer 500 and keep serving
         log.exception("%s failed unexpectedly", operation or "request")
-        return error_reply(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}"), ticket
+        return _failed(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}", ticket)
     try:
         reply = _encode({"success": True, "response": response}).encode()
     except (TypeError, ValueError) as exc:
         log.exception("%s: failed to encode response", operation)
-        return error_reply(500, f"failed to encode response: {exc}"), ticket
+        return _failed(500, f"failed to encode response: {exc}", ticket)
     if max_payload and len(reply) > max_payload:
         log.warning(
             "%s %s: the reply of %d bytes exceeds the NATS max_payload of %d bytes; answering 500 instead",
@@ -175,5 +250,10 @@ def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Tuple[byt
             len(reply),
             max_payload,
         )
-        return too_large_reply(len(reply), max_payload), ticket
-    return reply, ticket
+        too_large = too_large_reply(len(reply), max_payload)
+        return too_large.data, ticket, (too_large.code, too_large.message)
+    return reply, ticket, None
+
+
+def _failed(code: int, message: str, ticket: int) -> Tuple[bytes, int, Tuple[int, str]]:
+    return error_reply(code, message), ticket, (code, message)

@@ -6,8 +6,12 @@ say ``second_at_beginning``); the descriptors ``@yearly @annually @monthly @week
 @midnight @hourly``; ``@every <Go duration>`` (sub-second delays round up to 1 s); an optional
 ``TZ=<zone>`` / ``CRON_TZ=<zone>`` prefix. Anything else is rejected.
 
-Decision: expressions are evaluated in UTC unless they name a zone (Go uses the server's
-local time, which makes a schedule's meaning depend on the host).
+Decisions: expressions are evaluated in UTC unless they name a zone (Go uses the server's
+local time, which makes a schedule's meaning depend on the host). An expression that never
+fires (``0 0 31 2 *``, ``* * 31 4 *``) is rejected like any other invalid one; Go accepts it
+and its schedule never runs. croniter looks for the next occurrence at most 50 years ahead
+(its ``max_years_between_matches``), so deciding this takes about a millisecond; the longest
+gap a satisfiable expression can have (29 February on a given weekday) is shorter.
 """
 
 import re
@@ -16,7 +20,7 @@ from functools import lru_cache
 from typing import Optional
 
 import attrs
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 __all__ = ["CronError", "Cron", "parse_cron"]
 
@@ -29,6 +33,8 @@ _DESCRIPTORS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
+_INT64_MAX = 2**63 - 1
+_REFERENCE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _MAX_DURATION_MS = (2**63 - 1) / 1e6
 _UNIT_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -67,12 +73,22 @@ class Cron:
     zone: Optional[object] = None
 
     def next_after(self, ms: int) -> int:
-        """The first occurrence strictly after ``ms`` (ms since the epoch), at whole seconds."""
+        """The first occurrence strictly after ``ms`` (ms since the epoch), at whole seconds.
+
+        Raises :class:`CronError` when there is none that can be told: the expression never
+        fires, or the next occurrence lies beyond the year 9999 or the int64 range.
+        """
         if self.every_ms:
-            return ms - ms % 1000 + self.every_ms
-        start = datetime.fromtimestamp((ms - ms % 1000) / 1000, tz=self.zone or timezone.utc)
-        it = croniter(self.expression, start, second_at_beginning=self.second_first)
-        return int(round(it.get_next(float) * 1000))
+            following = ms - ms % 1000 + self.every_ms
+            if following > _INT64_MAX:
+                raise CronError(f"no occurrence after {ms} ms fits in int64")
+            return following
+        try:
+            start = datetime.fromtimestamp((ms - ms % 1000) / 1000, tz=self.zone or timezone.utc)
+            it = croniter(self.expression, start, second_at_beginning=self.second_first)
+            return int(round(it.get_next(float) * 1000))
+        except (CroniterError, ValueError, OverflowError) as exc:
+            raise CronError(f"no occurrence after {ms} ms ({exc})") from None
 
 
 @lru_cache(maxsize=4096)
@@ -107,7 +123,11 @@ def parse_cron(text: str) -> Cron:
         raise CronError(f"expected 5 or 6 fields, got {len(fields)}")
     cron = Cron(" ".join(fields), second_first=len(fields) == 6, zone=zone)
     try:
-        croniter(cron.expression, datetime(2000, 1, 1, tzinfo=timezone.utc), second_at_beginning=cron.second_first)
+        croniter(cron.expression, _REFERENCE, second_at_beginning=cron.second_first)
     except Exception as exc:  # croniter raises several unrelated types
         raise CronError(str(exc)) from None
+    try:
+        cron.next_after(int(_REFERENCE.timestamp() * 1000))
+    except CronError:
+        raise CronError("it never fires") from None
     return cron

@@ -19,23 +19,23 @@ from ..models import (
     PutLock,
     ReleaseLockRequest,
 )
-from .common import Result, clamp_add, require, require_non_negative
+from .common import CoreSettings, Result, clamp_add, require, require_non_negative
 from .state import Tx
 
 
-def validate_acquire(req: AcquireLockRequest) -> None:
+def validate_acquire(req: AcquireLockRequest, settings: CoreSettings) -> None:
     require(req.resource_id, "resourceId")
     require(req.execution_id, "executionId")
     require(req.process_id, "processId")
     require_non_negative(req.ttl, "ttl")
 
 
-def validate_release(req: ReleaseLockRequest) -> None:
+def validate_release(req: ReleaseLockRequest, settings: CoreSettings) -> None:
     require(req.resource_id, "resourceId")
     require(req.execution_id, "executionId")
 
 
-def validate_heartbeat(req: HeartbeatLocksRequest) -> None:
+def validate_heartbeat(req: HeartbeatLocksRequest, settings: CoreSettings) -> None:
     require(req.process_id, "processId")
 
 

@@ -40,8 +40,9 @@ from ..models import (
     Value,
 )
 from . import sizes, tasks
-from .common import Result, clamp_add, invoke_recv, require, require_non_negative, tags_match, take_page
-from .cursor import decode_cursor, encode_cursor
+from .common import CoreSettings, Result, clamp_add, require, require_non_negative, tags_match, take_page
+from .cursor import decode_cursor
+from .receivers import check_invoke_tag, check_receiver, invoke_recv
 from .state import Tx
 from .tables import ABSENT, REQUESTED, PromiseAction, TaskAction, promise_transition
 
@@ -204,7 +205,7 @@ def read(tx: Tx, req: ReadPromiseRequest) -> Result:
     return Result(Status.OK, PromiseResponse(promise))
 
 
-def validate_search(req: SearchPromisesRequest) -> None:
+def validate_search(req: SearchPromisesRequest, settings: CoreSettings) -> None:
     if req.cursor:
         return
     require(req.id, "id")
@@ -225,12 +226,13 @@ def validate_limit(limit: int) -> None:
 def search(tx: Tx, req: SearchPromisesRequest) -> Result:
     """Matching promises, newest first, ``limit`` to a page (PROTOCOL.md 3.2).
 
-    With ``max_promise_bytes`` set, a page also ends before the first promise that would take
-    the page's JSON and cursor past twice that (so the reply fits in the NATS max_payload): it
-    then holds fewer than ``limit`` promises and a cursor that continues after the last one
-    returned, with the requested ``limit`` kept. The core cuts the page after building it
-    (:func:`.sizes.fit_page`, exact), rather than the api layer re-running smaller searches;
-    the first match is always returned.
+    A page is cut short by work (``search_scan_limit``, see :func:`.common.take_page`) or, with
+    ``max_promise_bytes`` set, by size: it then ends before the first promise that would take
+    the page's JSON and cursor past twice that (so the reply fits in the NATS max_payload).
+    Either way it holds fewer than ``limit`` promises and a cursor to the rest, with the
+    requested ``limit`` kept: a cursor whenever more may follow. The core cuts the page after
+    building it (:func:`.sizes.fit_page`, exact), rather than the api layer re-running smaller
+    searches; a page cut by size keeps at least its first promise.
     """
     secret = tx.config.cursor_secret
     if req.cursor:
@@ -247,20 +249,18 @@ def search(tx: Tx, req: SearchPromisesRequest) -> Result:
             return None
         return promise
 
-    found = take_page(tx.state.search_promises(pattern, before), keep, limit)
+    candidates = tx.state.search_promises(pattern, before, tx.config.search_scan_limit)
+    found, below = take_page(candidates, keep, limit)
     query = {"id": pattern, "states": states, "tags": tags, "limit": limit}
-    cursor = None
-    if len(found) == limit:
-        cursor = encode_cursor(secret, "promises", {**query, "before": found[-1].sort_id})
-    if tx.config.max_promise_bytes:
-        found, cursor = sizes.fit_page(
-            found, cursor, tx.config.max_promise_bytes, sizes.promise_json_bytes, sizes.promise_bound, secret, "promises", query
-        )
+    found, cursor = sizes.search_page(
+        tx.config, found, below, sizes.promise_json_bytes, sizes.promise_bound, "promises", query
+    )
     return Result(Status.OK, SearchPromisesResponse(found, cursor))
 
 
-def validate_create(req: CreatePromiseRequest) -> None:
+def validate_create(req: CreatePromiseRequest, settings: CoreSettings) -> None:
     require(req.id, "id")
+    check_invoke_tag(req.tags, settings)
 
 
 def create(tx: Tx, req: CreatePromiseRequest) -> Result:
@@ -268,10 +268,11 @@ def create(tx: Tx, req: CreatePromiseRequest) -> Result:
     return Result(status, PromiseResponse(promise))
 
 
-def validate_createtask(req: CreatePromiseAndTaskRequest) -> None:
+def validate_createtask(req: CreatePromiseAndTaskRequest, settings: CoreSettings) -> None:
     require(req.id, "id")
     require(req.task_process_id, "taskProcessId")
     require_non_negative(req.task_ttl, "taskTtl")
+    check_invoke_tag(req.tags, settings)
 
 
 def createtask(tx: Tx, req: CreatePromiseAndTaskRequest) -> Result:
@@ -305,7 +306,7 @@ def _create(tx: Tx, req, claim_for) -> "tuple[tuple[Promise, Status], Optional[T
     return (stored, outcome.status), None
 
 
-def validate_complete(req: CompletePromiseRequest) -> None:
+def validate_complete(req: CompletePromiseRequest, settings: CoreSettings) -> None:
     if req.state not in COMPLETE_STATES:
         raise BadRequest(
             f"invalid state: {req.state} (payload.state must be exactly RESOLVED, REJECTED, "
@@ -341,28 +342,29 @@ def complete_op(tx: Tx, req: CompletePromiseRequest) -> Result:
     return Result(outcome.status, PromiseResponse(stored))
 
 
-def validate_callback(req: CreateCallbackRequest) -> None:
+def validate_callback(req: CreateCallbackRequest, settings: CoreSettings) -> None:
     require(req.promise_id, "promiseId")
     require(req.root_promise_id, "rootPromiseId")
     if req.promise_id == req.root_promise_id:
         raise BadRequest("validation error: promise and root promise must be different")
     if req.recv is None:
         raise BadRequest("validation error: payload.recv is required (a string or a {type, data} object)")
-    _check_recv(req.recv)
+    _check_recv(req.recv, settings)
 
 
-def validate_subscribe(req: CreateSubscriptionRequest) -> None:
+def validate_subscribe(req: CreateSubscriptionRequest, settings: CoreSettings) -> None:
     require(req.id, "id")
     require(req.promise_id, "promiseId")
     if req.recv is None:
         raise BadRequest("validation error: payload.recv is required (a string or a {type, data} object)")
-    _check_recv(req.recv)
+    _check_recv(req.recv, settings)
 
 
-def _check_recv(recv) -> None:
-    """Any string or object is stored (2.8: receivers are resolved at delivery time)."""
+def _check_recv(recv, settings: CoreSettings) -> None:
+    """Any string or object is stored (2.8: receivers are resolved at delivery time); NATS ones are checked now."""
     if not isinstance(recv, (str, dict)):
         raise BadRequest('validation error: payload.recv must be a string or an object like {"type": …, "data": {…}}')
+    check_receiver(recv, "payload.recv", settings)
 
 
 def callback(tx: Tx, req: CreateCallbackRequest) -> Result:

@@ -60,104 +60,62 @@ log = logging.getLogger(__name__)
 class JournalSink(Protocol):
     """What the core needs of a journal (see ``resonate_sync.journal.Journal``)."""
 
-    def append(self, records: List[Dict[str, Any]]) -> int: ...
+    def encode(self, record: Dict[str, Any]) -> bytes: ...
+
+    def append_encoded(self, raws: List[bytes]) -> int: ...
 
     def wait_durable(self, ticket: int, timeout: Optional[float] = None) -> None: ...
 
     def is_durable(self, ticket: int) -> bool: ...
 
 
-def _nothing(_: Any) -> None:
+def _nothing(_: Any, __: CoreSettings) -> None:
     return None
 
 
 @attrs.frozen
 class Operation:
-    """One entry of the operation registry.
+    """What the core runs for one operation; :data:`OPERATIONS` holds one per operation name.
 
     Attributes:
-        name: the envelope's ``operation`` (``promises.create``).
-        kernel_name: ``Metadata.name`` in replies (``CreatePromise``).
-        request_type: the payload model.
-        validate: field rules checked before the lock (400).
+        name: the operation's name (``promises.create``); methods of :class:`Resonate` are
+            named after it (``promises_create``).
+        request_type: the request model.
+        validate: ``(request, settings)``: field rules checked before the lock (400).
         handler: ``(tx, request) -> Result`` run under the lock.
-        aliases: wire name → older name accepted when the wire name is absent.
     """
 
     name: str
-    kernel_name: str
     request_type: type
-    validate: Callable[[Any], None]
+    validate: Callable[[Any, CoreSettings], None]
     handler: Callable[[Tx, Any], Result]
-    aliases: Tuple[Tuple[str, str], ...] = ()
 
 
 OPERATIONS: Mapping[str, Operation] = {
     op.name: op
     for op in (
-        Operation("promises.read", "ReadPromise", ReadPromiseRequest, _nothing, promises.read),
-        Operation("promises.search", "SearchPromises", SearchPromisesRequest, promises.validate_search, promises.search),
-        Operation("promises.create", "CreatePromise", CreatePromiseRequest, promises.validate_create, promises.create),
-        Operation(
-            "promises.createtask",
-            "CreatePromiseAndTask",
-            CreatePromiseAndTaskRequest,
-            promises.validate_createtask,
-            promises.createtask,
-        ),
-        Operation(
-            "promises.complete",
-            "CompletePromise",
-            CompletePromiseRequest,
-            promises.validate_complete,
-            promises.complete_op,
-        ),
-        Operation(
-            "promises.callback", "CreateCallback", CreateCallbackRequest, promises.validate_callback, promises.callback
-        ),
-        Operation(
-            "promises.subscribe",
-            "CreateCallback",
-            CreateSubscriptionRequest,
-            promises.validate_subscribe,
-            promises.subscribe,
-        ),
-        Operation("schedules.read", "ReadSchedule", ReadScheduleRequest, _nothing, schedules.read),
-        Operation(
-            "schedules.search", "SearchSchedules", SearchSchedulesRequest, schedules.validate_search, schedules.search
-        ),
-        Operation(
-            "schedules.create",
-            "CreateSchedule",
-            CreateScheduleRequest,
-            schedules.validate_create,
-            schedules.create,
-            aliases=(("description", "desc"),),
-        ),
-        Operation("schedules.delete", "DeleteSchedule", DeleteScheduleRequest, _nothing, schedules.delete),
-        Operation(
-            "locks.acquire",
-            "AcquireLock",
-            AcquireLockRequest,
-            locks.validate_acquire,
-            locks.acquire,
-            aliases=(("ttl", "expiryInMilliseconds"),),
-        ),
-        Operation("locks.release", "ReleaseLock", ReleaseLockRequest, locks.validate_release, locks.release),
-        Operation("locks.heartbeat", "HeartbeatLocks", HeartbeatLocksRequest, locks.validate_heartbeat, locks.heartbeat),
-        Operation(
-            "tasks.claim",
-            "ClaimTask",
-            ClaimTaskRequest,
-            tasks.validate_claim,
-            tasks.claim,
-            aliases=(("ttl", "frequency"),),
-        ),
-        Operation("tasks.complete", "CompleteTask", CompleteTaskRequest, tasks.validate_complete, tasks.complete),
-        Operation("tasks.drop", "DropTask", DropTaskRequest, tasks.validate_drop, tasks.drop),
-        Operation("tasks.heartbeat", "HeartbeatTasks", HeartbeatTasksRequest, tasks.validate_heartbeat, tasks.heartbeat),
+        Operation("promises.read", ReadPromiseRequest, _nothing, promises.read),
+        Operation("promises.search", SearchPromisesRequest, promises.validate_search, promises.search),
+        Operation("promises.create", CreatePromiseRequest, promises.validate_create, promises.create),
+        Operation("promises.createtask", CreatePromiseAndTaskRequest, promises.validate_createtask, promises.createtask),
+        Operation("promises.complete", CompletePromiseRequest, promises.validate_complete, promises.complete_op),
+        Operation("promises.callback", CreateCallbackRequest, promises.validate_callback, promises.callback),
+        Operation("promises.subscribe", CreateSubscriptionRequest, promises.validate_subscribe, promises.subscribe),
+        Operation("schedules.read", ReadScheduleRequest, _nothing, schedules.read),
+        Operation("schedules.search", SearchSchedulesRequest, schedules.validate_search, schedules.search),
+        Operation("schedules.create", CreateScheduleRequest, schedules.validate_create, schedules.create),
+        Operation("schedules.delete", DeleteScheduleRequest, _nothing, schedules.delete),
+        Operation("locks.acquire", AcquireLockRequest, locks.validate_acquire, locks.acquire),
+        Operation("locks.release", ReleaseLockRequest, locks.validate_release, locks.release),
+        Operation("locks.heartbeat", HeartbeatLocksRequest, locks.validate_heartbeat, locks.heartbeat),
+        Operation("tasks.claim", ClaimTaskRequest, tasks.validate_claim, tasks.claim),
+        Operation("tasks.complete", CompleteTaskRequest, tasks.validate_complete, tasks.complete),
+        Operation("tasks.drop", DropTaskRequest, tasks.validate_drop, tasks.drop),
+        Operation("tasks.heartbeat", HeartbeatTasksRequest, tasks.validate_heartbeat, tasks.heartbeat),
     )
 }
+"""Every operation by name: the in-process API (the methods of :class:`Resonate`) and the
+wire API (``resonate_sync.api.operations``) are both built from it."""
 
 
 def _method(name: str) -> Callable[..., Result]:
@@ -265,6 +223,7 @@ class Resonate:
         self.settings = settings or CoreSettings()
         self.state = state or State()
         self._journal = journal
+        self._encode = self._encode_record if journal is not None else None
         self._ticket = 0
         self._unjournaled: Optional[str] = None
         self._lock = threading.Lock()
@@ -284,7 +243,7 @@ class Resonate:
         returned (or use :meth:`finish`): this lets a server hand the wait to one thread that
         covers many requests with each fsync, instead of blocking a worker per request.
         """
-        op.validate(request)
+        op.validate(request, self.settings)
         return self._atomically_nowait(lambda tx: op.handler(tx, request), trace_head(metadata))
 
     def finish(self, pending: "Pending") -> Any:
@@ -303,26 +262,40 @@ class Resonate:
         with self._lock:
             if self._unjournaled is not None:
                 raise InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR)
-            tx = Tx(self.state, self.clock.now(), self.settings, head)
+            tx = Tx(self.state, self.clock.now(), self.settings, head, self._encode)
             try:
                 result = step(tx)
             except Exception as exc:  # what changed before the error is kept, so it is journaled
                 error = exc
-            ticket = self._commit(tx.records)
+            ticket = self._commit(tx)
         return Pending(result, error, ticket)
 
-    def _commit(self, records: list) -> int:
+    def _commit(self, tx: Tx) -> int:
         """Journal the records of one step (under the lock); returns the ticket to wait for."""
+        records = tx.records
         if records and any(type(r) is PutTask and r.task.state == TaskState.INIT for r in records):
             self.wakeup.set()
         if self._journal is None:
             return 0
         if records:
             try:
-                self._ticket = self._journal.append([record_to_json(r) for r in records])
+                self._ticket = self._journal.append_encoded(tx.encoded)
             except Exception as exc:
                 raise self._journal_failed("append", exc) from None
         return self._ticket
+
+    def _encode_record(self, record: Any) -> bytes:
+        """The journal's bytes for a record; a value it cannot write is this request's 400.
+
+        Requests are held to ``limits`` when they are decoded, so this only fires if a value
+        slipped past them: the request is refused before its record changes the state,
+        instead of leaving the state ahead of the journal (500 until a restart).
+        """
+        try:
+            return self._journal.encode(record_to_json(record))
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.warning("refused a record the journal cannot write (%s): %s", type(record).__name__, exc)
+            raise BadRequest(f"invalid payload: the request holds a value the store cannot write: {exc}") from None
 
     def is_durable(self, ticket: int) -> bool:
         """Whether ``ticket`` is durable already (no wait, no lock): a reply may go out at once."""
@@ -348,11 +321,19 @@ class Resonate:
         """
         if self._unjournaled is None:
             self._unjournaled = f"journal {what} failed: {exc}"
+            if isinstance(exc, (TypeError, ValueError)):
+                remedy = "a change that cannot be journaled is a bug: restart the server and report it"
+            else:
+                remedy = (
+                    "free disk space or repair the journal directory named in this message (permissions, a failing "
+                    "disk), then restart the server; records acknowledged before this are safe"
+                )
             log.error(
                 "journal %s failed: %s; the in-memory state holds changes the journal may not, so "
-                "every request fails (500) until the server is restarted",
+                "every request fails (500) until the server is restarted. To recover: %s",
                 what,
                 exc,
+                remedy,
             )
         return InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR)
 

@@ -9,6 +9,12 @@ Decisions where the spec leaves a choice:
   warning) instead of retrying the same occurrence forever as Go does.
 * A schedule that fell behind (server down) fires its missed occurrences one after another,
   up to the job's batch per pass, until ``nextRunTime`` is in the future.
+* A cron expression that never fires is a 400 at create time (PROTOCOL.md 13.7), and so is
+  one with no occurrence after now. A stored schedule whose next occurrence cannot be
+  computed when it comes due (one a journal kept from before that rule, or a clock past the
+  year 9999) does not fire that occurrence: it is logged once and parked with ``nextRunTime``
+  at the int64 maximum, journaled, so neither the ticker nor a restart meets it again. It
+  stays readable and deletable.
 """
 
 import logging
@@ -34,9 +40,9 @@ from ..models import (
     SearchSchedulesResponse,
 )
 from . import promises, sizes
-from .common import Result, clamp_add, require, tags_match, take_page
+from .common import CoreSettings, Result, clamp_add, require, tags_match, take_page
 from .cron import CronError, parse_cron
-from .cursor import decode_cursor, encode_cursor
+from .cursor import decode_cursor
 from .state import Tx
 
 log = logging.getLogger(__name__)
@@ -109,7 +115,7 @@ def read(tx: Tx, req: ReadScheduleRequest) -> Result:
     return Result(Status.OK, ScheduleResponse(schedule))
 
 
-def validate_search(req: SearchSchedulesRequest) -> None:
+def validate_search(req: SearchSchedulesRequest, settings: CoreSettings) -> None:
     if req.cursor:
         return
     require(req.id, "id")
@@ -117,37 +123,34 @@ def validate_search(req: SearchSchedulesRequest) -> None:
 
 
 def search(tx: Tx, req: SearchSchedulesRequest) -> Result:
-    """Matching schedules, newest first; pages are cut by size as in ``promises.search``."""
+    """Matching schedules, newest first; pages are cut by work and by size as in ``promises.search``."""
     secret = tx.config.cursor_secret
     if req.cursor:
         query = decode_cursor(secret, "schedules", req.cursor)
         pattern, tags, limit, before = query["id"], query["tags"], query["limit"], query["before"]
     else:
         pattern, tags, limit, before = req.id, req.tags, req.limit or 100, None
-    found = take_page(
-        tx.state.search_schedules(pattern, before), lambda s: s if tags_match(s.tags, tags) else None, limit
-    )
+    candidates = tx.state.search_schedules(pattern, before, tx.config.search_scan_limit)
+    found, below = take_page(candidates, lambda s: s if tags_match(s.tags, tags) else None, limit)
     query = {"id": pattern, "tags": tags, "limit": limit}
-    cursor = None
-    if len(found) == limit:
-        cursor = encode_cursor(secret, "schedules", {**query, "before": found[-1].sort_id})
-    if tx.config.max_promise_bytes:
-        found, cursor = sizes.fit_page(
-            found, cursor, tx.config.max_promise_bytes, sizes.json_bytes, sizes.json_bytes, secret, "schedules", query
-        )
+    found, cursor = sizes.search_page(tx.config, found, below, sizes.json_bytes, sizes.json_bytes, "schedules", query)
     return Result(Status.OK, SearchSchedulesResponse(found, cursor))
 
 
-def validate_create(req: CreateScheduleRequest) -> None:
+def validate_create(req: CreateScheduleRequest, settings: CoreSettings) -> None:
     require(req.id, "id")
     if not req.cron:
         raise BadRequest("validation error: payload.cron is required")
     try:
         parse_cron(req.cron)
     except CronError as exc:
-        raise BadRequest(f"validation error: the field cron must be a valid cron expression ({exc})") from None
+        raise _invalid_cron(exc) from None
     require(req.promise_id, "promiseId")
     _check_template(req.promise_id)
+
+
+def _invalid_cron(exc: CronError) -> BadRequest:
+    return BadRequest(f"validation error: the field cron must be a valid cron expression ({exc})")
 
 
 def create(tx: Tx, req: CreateScheduleRequest) -> Result:
@@ -156,6 +159,10 @@ def create(tx: Tx, req: CreateScheduleRequest) -> Result:
         if stored.idempotency_key is not None and stored.idempotency_key == req.idempotency_key:
             return Result(Status.OK, ScheduleResponse(stored))
         raise ResonateError.from_status(Status.SCHEDULE_ALREADY_EXISTS)
+    try:
+        next_run_time = parse_cron(req.cron).next_after(tx.now)
+    except CronError as exc:
+        raise _invalid_cron(exc) from None
     schedule = Schedule(
         id=req.id,
         description=req.description,
@@ -165,7 +172,7 @@ def create(tx: Tx, req: CreateScheduleRequest) -> Result:
         promise_timeout=req.promise_timeout,
         promise_param=req.promise_param,
         promise_tags=req.promise_tags,
-        next_run_time=parse_cron(req.cron).next_after(tx.now),
+        next_run_time=next_run_time,
         idempotency_key=req.idempotency_key or None,
         created_on=tx.now,
         sort_id=tx.state.schedule_seq + 1,
@@ -189,12 +196,20 @@ def fire_schedules(tx: Tx, batch: int) -> int:
     for schedule_id in tx.state.schedule_fires.drain_due(tx.now, batch):
         schedule = tx.state.schedules[schedule_id]
         at = schedule.next_run_time
+        try:
+            following = parse_cron(schedule.cron).next_after(at)
+        except CronError as exc:
+            log.error(
+                "schedule %r (cron %r): %s; it stays stored but will not fire again", schedule.id, schedule.cron, exc
+            )
+            tx.put(PutSchedule(attrs.evolve(schedule, next_run_time=INT64_MAX)))
+            continue
         promise_id, timeout, tags = _occurrence(schedule, at)
         if promise_id in tx.state.promises:
             log.warning("schedule %r: promise %r already exists; skipping the occurrence at %d", schedule.id, promise_id, at)
         else:
             promises.insert(tx, id=promise_id, timeout=timeout, param=schedule.promise_param, tags=tags, key=None)
-        advanced = attrs.evolve(schedule, last_run_time=at, next_run_time=parse_cron(schedule.cron).next_after(at))
+        advanced = attrs.evolve(schedule, last_run_time=at, next_run_time=following)
         tx.put(PutSchedule(advanced))
         fired += 1
     return fired

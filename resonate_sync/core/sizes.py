@@ -31,6 +31,7 @@ import attrs
 from ..errors import BadRequest
 from ..jsonenc import compact_encoder
 from ..models import INT64_MIN, Promise, PromiseState, Schedule, Value, unstructure
+from .common import CoreSettings
 from .cursor import cursor_body, cursor_length, encode_cursor
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "check_promise",
     "check_schedule",
     "fit_page",
+    "search_page",
 ]
 
 T = TypeVar("T")
@@ -191,41 +193,57 @@ def _largest(fields: Mapping[str, Any], id_field: Optional[str]) -> str:
 
 def fit_page(
     page: List[T],
-    cursor: Optional[str],
+    below: Optional[int],
     max_promise_bytes: int,
     exact: Callable[[T], int],
     bound: Callable[[T], int],
-    secret: bytes,
+    kind: str,
+    query: Dict[str, Any],
+) -> Tuple[List[T], Optional[int]]:
+    """A search page and where the next one starts, cut if need be to fit twice ``max_promise_bytes``.
+
+    ``page`` and ``below`` are what :func:`.common.take_page` returns: items with a ``sort_id``
+    and the sort id the next page goes on below (None: nothing more; it may lie past the last
+    item when the scan ran out of work). ``query`` is what the cursor encodes besides the
+    position. Items are counted by ``bound`` (their JSON and a comma); only a page over the
+    budget is measured with ``exact`` and cut after the most items that fit with a cursor
+    continuing after the last of them, so a page is cut only where the next item does not fit,
+    and a cut page always has a cursor. At least one item stays: a page must move the search on
+    (an item too large for any reply is answered with an error when sent).
+    """
+    budget = 2 * max_promise_bytes
+
+    def cursor_bytes(before: Optional[int]) -> int:
+        return 0 if before is None else cursor_length(len(cursor_body(kind, {**query, "before": before})))
+
+    if len(page) < 2:
+        return page, below
+    with_cursor = cursor_bytes(below)
+    if sum(bound(item) + 1 for item in page) + with_cursor <= budget:
+        return page, below
+    sizes = [exact(item) + 1 for item in page]
+    used = sum(sizes)
+    if used + with_cursor <= budget:
+        return page, below
+    kept = len(page) - 1  # the whole page does not fit: a cursor will follow what does
+    used -= sizes[kept]
+    while kept > 1 and used + cursor_bytes(page[kept - 1].sort_id) > budget:  # type: ignore[attr-defined]
+        kept -= 1
+        used -= sizes[kept]
+    return page[:kept], page[kept - 1].sort_id  # type: ignore[attr-defined]
+
+
+def search_page(
+    settings: CoreSettings,
+    page: List[T],
+    below: Optional[int],
+    exact: Callable[[T], int],
+    bound: Callable[[T], int],
     kind: str,
     query: Dict[str, Any],
 ) -> Tuple[List[T], Optional[str]]:
-    """A search page and its cursor, cut if need be so that they fit twice ``max_promise_bytes``.
-
-    ``page`` holds items with a ``sort_id``, ``cursor`` continues after it (None: nothing more)
-    and ``query`` is what the cursor encodes besides the position. Items are counted by ``bound``
-    (their JSON and a comma); only a page over the budget is measured with ``exact`` and cut
-    after the most items that fit with a cursor continuing after the last of them, so a page is
-    cut only where the next item does not fit. At least one item stays: a page must move the
-    search on (an item too large for any reply is answered with an error when sent).
-    """
-    budget = 2 * max_promise_bytes
-    if len(page) < 2 or sum(bound(item) + 1 for item in page) + len(cursor or "") <= budget:
-        return page, cursor
-    sizes = [exact(item) + 1 for item in page]
-    used = sum(sizes)
-    if cursor is None and used <= budget:
-        return page, cursor
-    kept = len(page)
-    if cursor is None:  # the whole page does not fit: a cursor will follow what does
-        kept -= 1
-        used -= sizes[kept]
-
-    def cursor_bytes(last: T) -> int:
-        return cursor_length(len(cursor_body(kind, {**query, "before": last.sort_id})))  # type: ignore[attr-defined]
-
-    while kept > 1 and used + cursor_bytes(page[kept - 1]) > budget:
-        kept -= 1
-        used -= sizes[kept]
-    if kept == len(page):
-        return page, cursor
-    return page[:kept], encode_cursor(secret, kind, {**query, "before": page[kept - 1].sort_id})  # type: ignore[attr-defined]
+    """A search page as :func:`.common.take_page` found it, cut by :func:`fit_page` when
+    ``settings.max_promise_bytes`` is set, and its signed cursor (None: nothing more)."""
+    if settings.max_promise_bytes:
+        page, below = fit_page(page, below, settings.max_promise_bytes, exact, bound, kind, query)
+    return page, None if below is None else encode_cursor(settings.cursor_secret, kind, {**query, "before": below})

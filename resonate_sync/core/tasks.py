@@ -23,7 +23,7 @@ from ..models import (
     TaskState,
     unstructure,
 )
-from .common import Result, clamp_add, require, require_non_negative
+from .common import CoreSettings, Result, clamp_add, require, require_non_negative
 from .state import Tx
 from .tables import TaskAction, task_transition
 
@@ -95,19 +95,19 @@ def _counter_checked(req) -> None:
         raise BadRequest("validation error: payload.counter is required (the task's counter, >= 1)")
 
 
-def validate_claim(req: ClaimTaskRequest) -> None:
+def validate_claim(req: ClaimTaskRequest, settings: CoreSettings) -> None:
     _counter_checked(req)
     require_non_negative(req.ttl, "ttl")
 
 
-def validate_complete(req: CompleteTaskRequest) -> None:
+def validate_complete(req: CompleteTaskRequest, settings: CoreSettings) -> None:
     _counter_checked(req)
 
 
 validate_drop = validate_complete
 
 
-def validate_heartbeat(req: HeartbeatTasksRequest) -> None:
+def validate_heartbeat(req: HeartbeatTasksRequest, settings: CoreSettings) -> None:
     require(req.process_id, "processId")
 
 

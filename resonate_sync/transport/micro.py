@@ -20,7 +20,7 @@ import re
 import threading
 import uuid
 from datetime import datetime, timezone
-from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 __all__ = [
     "API_PREFIX",
@@ -56,7 +56,7 @@ class _Cell:
         self.requests = 0
         self.errors = 0
         self.processing_ns = 0
-        self.last_error: Union[str, bytes] = ""
+        self.last_error = ""
         self.last_error_seq = 0
 
 
@@ -67,19 +67,9 @@ class EndpointStats:
     time a lock is taken), and :meth:`snapshot` adds the cells up. Under the GIL each cell's
     fields are plain int/str stores, so a snapshot taken while workers run may miss a request
     that is being recorded at that instant, never invent or corrupt one.
-
-    :meth:`record` tells an error reply by its first bytes (``error_prefix``) and keeps
-    the raw reply; ``describe`` turns it into the ``last_error`` text only when a snapshot asks,
-    so an error costs no decoding on the request path.
     """
 
-    def __init__(
-        self,
-        error_prefix: Optional[bytes] = None,
-        describe: Optional[Callable[[bytes], Optional[str]]] = None,
-    ) -> None:
-        self._error_prefix = error_prefix
-        self._describe = describe
+    def __init__(self) -> None:
         self._local = threading.local()
         self._cells: List[_Cell] = []
         self._cells_lock = threading.Lock()
@@ -92,10 +82,9 @@ class EndpointStats:
         self._local.cell = cell
         return cell
 
-    def record(self, elapsed_ns: int, reply: Optional[bytes] = None, error: Optional[str] = None) -> None:
-        """Count one request that took ``elapsed_ns`` in the handler and answered ``reply``
-        (None: no reply). It failed if ``reply`` starts with ``error_prefix`` or ``error``
-        (``"code:message"``) is given."""
+    def record(self, elapsed_ns: int, error: Optional[str] = None) -> None:
+        """Count one request answered ``elapsed_ns`` after it was taken; ``error``
+        (``"code:message"``) when its answer was an error."""
         try:
             cell = self._local.cell
         except AttributeError:
@@ -103,10 +92,7 @@ class EndpointStats:
         cell.requests += 1
         cell.processing_ns += elapsed_ns
         if error is None:
-            prefix = self._error_prefix
-            if prefix is None or reply is None or not reply.startswith(prefix):
-                return
-            error = reply  # type: ignore[assignment]  # described when a snapshot asks
+            return
         cell.errors += 1
         cell.last_error = error
         cell.last_error_seq = next(self._seq)
@@ -124,9 +110,6 @@ class EndpointStats:
             processing += cell.processing_ns
             if cell.last_error_seq > last_seq:
                 last_error, last_seq = cell.last_error, cell.last_error_seq
-        if isinstance(last_error, bytes):
-            described = self._describe(last_error) if self._describe is not None else None
-            last_error = described or last_error.decode("utf-8", "replace")
         return {
             "num_requests": requests,
             "num_errors": errors,
@@ -150,10 +133,6 @@ class Service:
         description: one line for INFO.
         endpoint: the endpoint's name.
         metadata / endpoint_metadata: free-form string maps, fixed for the instance's life.
-        error_prefix: replies that start with these bytes are errors (one ``startswith`` per
-            request: the transport knows nothing of reply formats); None counts no errors.
-        describe_error: turns an error reply into ``"code:message"`` for ``last_error``; it
-            runs only when STATS is asked for.
         service_id: the instance's id; by default a fresh random one (uuid4 hex).
     """
 
@@ -168,8 +147,6 @@ class Service:
         endpoint: str = "default",
         metadata: Optional[Mapping[str, str]] = None,
         endpoint_metadata: Optional[Mapping[str, str]] = None,
-        error_prefix: Optional[bytes] = None,
-        describe_error: Optional[Callable[[bytes], Optional[str]]] = None,
         service_id: Optional[str] = None,
     ) -> None:
         for what, value in (("service name", name), ("endpoint name", endpoint)):
@@ -186,10 +163,10 @@ class Service:
         self.endpoint = endpoint
         self.metadata: Dict[str, str] = dict(metadata or {})
         self.endpoint_metadata: Dict[str, str] = dict(endpoint_metadata or {})
-        self.stats = EndpointStats(error_prefix, describe_error)
-        # Count one handled request: ``record(elapsed_ns, reply)`` (the bound method itself,
+        self.stats = EndpointStats()
+        # Count one answered request: ``record(elapsed_ns, error)`` (the bound method itself,
         # one call less on the request path).
-        self.record: Callable[[int, Optional[bytes]], None] = self.stats.record
+        self.record: Callable[[int, Optional[str]], None] = self.stats.record
         self.started = datetime.now(timezone.utc)
         self._ping = _dumps(self._identity(PING_RESPONSE))
         self._info = _dumps(self.info())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from resonate_sync import Client, Config, Server
+from resonate_sync import Client, Config, NotFound, Server
 from resonate_sync.cli import app
 from helpers import FAR, uid
 from natsclient import next_message
@@ -92,20 +92,39 @@ class TestPromises:
         resolved = ok(cli("promises", "resolve", pid, "--data", "done"))
         assert resolved.startswith(f"Resolved promise {pid}.") and table(resolved)["value"] == "done"
 
-    def test_timeout_is_a_duration_from_now_or_absolute_ms(self, cli):
-        """--timeout 1h is one hour from now; --timeout with digits is that absolute time in ms."""
+    def test_timeout_is_a_duration_from_now_an_rfc3339_time_or_absolute_ms(self, cli):
+        """--timeout 1h is one hour from now; an RFC 3339 time is that time; digits from 2000 on are ms since the epoch."""
         before = time.time() * 1000
         relative = as_json(cli("promises", "create", uid("p"), "--timeout", "1h", "--json"))["promise"]
         assert before + 3_600_000 <= relative["timeout"] <= time.time() * 1000 + 3_600_000
         absolute = as_json(cli("promises", "create", uid("p"), "--timeout", str(FAR), "--json"))["promise"]
         assert absolute["timeout"] == FAR
+        for text in ("2100-01-01T00:00:00Z", "2100-01-01T09:00:00+09:00"):
+            assert as_json(cli("promises", "create", uid("p"), "--timeout", text, "--json"))["promise"]["timeout"] == FAR
+        assert table(ok(cli("promises", "create", uid("p"), "--timeout", "2100-01-01T00:00:00Z")))["timeout"] == (
+            "2100-01-01T00:00:00.000Z")
+
+    @pytest.mark.parametrize("args", [
+        ["promises", "create", "{pid}", "--timeout", "60000"],
+        ["promises", "create-task", "{pid}", "--timeout", "60000", "--process-id", "w"],
+        ["promises", "create-task", "{pid}", "--timeout", "1h", "--process-id", "w", "--task-timeout", "60000"],
+    ])  # fmt: skip
+    def test_a_small_number_is_refused_and_nothing_is_created(self, cli, client, args):
+        """A bare number before 2000 as a deadline exits 2 saying it would be 1970 and what to write; nothing is sent."""
+        pid = uid("p")
+        result = cli(*(arg.format(pid=pid) for arg in args))
+        assert result.exit_code == 2, result.output
+        message = " ".join(result.stderr.split())
+        assert "1970-01-01T00:01:00.000Z" in message and "For 1m from now write 1m" in message
+        with pytest.raises(NotFound):
+            client.promises_read(pid)
 
     def test_json_output(self, cli):
         """--json prints the wire form: the promise for get, promise and created for writes."""
         pid = uid("p")
         created = as_json(cli("promises", "create", pid, "--timeout", str(FAR), "--data", "hi", "--idempotency-key",
                               "k", "--json"))
-        assert created["created"] is True and created["promise"]["param"] == {"data": "aGk="}
+        assert created["created"] is True and created["promise"]["param"] == {"data": "aGk=", "text": "hi"}
         replay = as_json(cli("promises", "create", pid, "--timeout", str(FAR), "--idempotency-key", "k", "--json"))
         assert replay == {"promise": created["promise"], "created": False}
         assert as_json(cli("promises", "get", pid, "--json")) == created["promise"]
@@ -339,7 +358,39 @@ class TestLocks:
         assert "processId" in fails(cli("locks", "heartbeat", "--process-id", ""), 400)
 
 
+class TestOutput:
+    def test_json_keeps_base64_and_adds_text_when_it_is_utf8(self, cli, client):
+        """--json shows a param or value as base64 "data" (the wire) plus "text" when its bytes are UTF-8 text."""
+        pid = uid("p")
+        client.promises_create(pid, FAR, b"\xff\x00")
+        client.promises_resolve(pid, "héllo")
+        promise = as_json(cli("promises", "get", pid, "--json"))
+        assert promise["param"] == {"data": "/wA="}
+        assert promise["value"] == {"data": "aMOpbGxv", "text": "héllo"}
+        assert as_json(cli("promises", "search", pid, "--json"))["promises"] == [promise]
+        schedule = as_json(cli("schedules", "create", uid("sched"), "--cron", "0 0 1 1 *", "--promise-id", "x",
+                               "--promise-data", "{}", "--json"))["schedule"]
+        assert schedule["promiseParam"] == {"data": "e30=", "text": "{}"}
+
+    def test_read_is_get(self, cli, client):
+        """promises read and schedules read, the operations' names, do what get does."""
+        pid = uid("p")
+        client.promises_create(pid, FAR)
+        assert as_json(cli("promises", "read", pid, "--json")) == as_json(cli("promises", "get", pid, "--json"))
+        fails(cli("schedules", "read", uid("missing")), 404, "The specified schedule was not found")
+
+
 class TestConnectionAndUsage:
+    def test_connection_options_before_the_command(self, server):
+        """--addr, --subject and --json may come before the command; after it, they win over those before it."""
+        where = ["--addr", server.url, "--subject", server.config.nats_subject]
+        result = CliRunner(**_RUNNER).invoke(app, [*where, "--json", "promises", "search", uid("none")])
+        assert json.loads(ok(result)) == {"promises": []}
+        wrong_subject = ["--subject", uid("nobody"), "--addr", server.url]
+        result = CliRunner(**_RUNNER).invoke(app, [*wrong_subject, "promises", "search", uid("none"), "--subject",
+                                                   server.config.nats_subject])
+        assert ok(result).strip() == "No promises found."
+
     def test_address_and_subject_come_from_the_environment(self, server):
         """Without --addr/--subject the RESONATE_API_NATS_ADDR/SUBJECT variables are used."""
         env = {"RESONATE_API_NATS_ADDR": server.url, "RESONATE_API_NATS_SUBJECT": server.config.nats_subject}
@@ -371,6 +422,10 @@ class TestConnectionAndUsage:
         (["promises", "create", "p", "--timeout", "1h", "--tag", "novalue"], "--tag"),
         (["promises", "get", "p", "--addr", "http://x"], "--addr"),
         (["promises", "get", "p", "--request-timeout", "5"], "--request-timeout"),
+        (["promises", "callback", "p", "--root-promise-id", "r", "--recv", "x", "--timeout", "0"], "--timeout"),
+        (["promises", "subscribe", "p", "--subscription-id", "s", "--recv", "x", "--timeout", "2026-12-31"], "--timeout"),
+        (["schedules", "create", "s", "--cron", "* * * * *", "--promise-id", "x", "--promise-timeout", "3600000"],
+         "--promise-timeout"),
         (["promises", "search", "--limit", "101"], "--limit"),
         (["tasks", "claim", "t"], "--counter"),
         (["locks", "acquire", "r", "--execution-id", "e", "--process-id", "p", "--ttl", "-1s"], "--ttl"),
@@ -391,8 +446,8 @@ class TestConnectionAndUsage:
         assert result.exit_code == 2 and flag in result.stderr, result.output
 
     @pytest.mark.parametrize("group, commands", [
-        ("promises", ["get", "create", "create-task", "resolve", "reject", "cancel", "search", "callback", "subscribe"]),
-        ("schedules", ["get", "create", "delete", "search"]),
+        ("promises", ["get", "read", "create", "create-task", "resolve", "reject", "cancel", "search", "callback", "subscribe"]),
+        ("schedules", ["get", "read", "create", "delete", "search"]),
         ("tasks", ["claim", "heartbeat", "complete", "drop"]),
         ("locks", ["acquire", "heartbeat", "release"]),
     ])  # fmt: skip
@@ -410,10 +465,12 @@ class TestConnectionAndUsage:
         text = CliRunner(**_RUNNER).invoke(app, ["promises", command, "--help"], env={"COLUMNS": "200"}).stdout
         assert "nats://<subject>" in text and "JSON object" in text
 
-    def test_promise_timeout_help_explains_both_forms(self):
-        """promises create --help says --timeout is a duration from now or absolute ms."""
+    def test_promise_timeout_help_explains_every_form(self):
+        """promises create --help says --timeout is a duration from now, an RFC 3339 time or ms from 2000 on."""
         text = CliRunner(**_RUNNER).invoke(app, ["promises", "create", "--help"], env={"COLUMNS": "200"}).stdout
-        assert "duration from now" in text and "milliseconds since the epoch" in text
+        text = " ".join(text.replace("│", " ").split())
+        assert "a duration from now" in text and "an RFC 3339 time" in text
+        assert "milliseconds since the epoch from 2000 on" in text
 
     def test_installed_program(self, server):
         """The installed resonate program runs a client command as a child process."""

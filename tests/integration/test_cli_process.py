@@ -212,7 +212,7 @@ class TestServe:
 
         second = resonate(*args)
         second.wait_for(STARTED)
-        assert second.line_with("recovered 1 promises"), second.output
+        assert second.line_with("recovered 1 promise, 0 tasks, 0 schedules, 0 locks from"), second.output
         reply = client.call(subj, "promises.read", {"id": "kept"})
         assert reply["success"] and reply["response"]["Payload"]["promise"] == promise, reply
         second.send(signal.SIGTERM)

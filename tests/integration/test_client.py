@@ -3,6 +3,7 @@
 import json
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -16,8 +17,9 @@ from resonate_sync import (
     Unavailable,
 )
 from resonate_sync.client import ConnectionFailed, Page, RequestTimeout
+from resonate_sync.core.clock import FakeClock
 from resonate_sync.models import Value
-from resonate_sync.transport.nats import Connection
+from resonate_sync.transport import Connection
 from helpers import FAR, uid
 from helpers import start_server as serve
 
@@ -141,6 +143,77 @@ class TestPromises:
             client.promises_callback(uid("missing"), root, "x", FAR)
         with pytest.raises(BadRequest):
             client.promises_callback(leaf, leaf, "x", FAR)
+
+
+NOW = FAR - 10 * 86_400_000  # the fake clock: ten days before FAR, so nothing times out during a test
+
+
+@pytest.fixture(scope="module")
+def clocked(server):
+    """A client whose "now" is NOW."""
+    with Client(server.url, server.config.nats_subject, clock=FakeClock(NOW)) as c:
+        yield c
+
+
+class TestTimes:
+    @pytest.mark.parametrize("timeout, expected", [
+        ("1h30m", NOW + 5_400_000),
+        (timedelta(minutes=90), NOW + 5_400_000),
+        (FAR, FAR),
+        (str(FAR), FAR),
+        (datetime(2100, 1, 1, tzinfo=timezone.utc), FAR),
+        ("2099-12-31T23:00:00-01:00", FAR),
+        ("2100-01-01T00:00:00.250Z", FAR + 250),
+    ])  # fmt: skip
+    def test_deadline_forms(self, clocked, timeout, expected):
+        """A deadline is ms since the epoch, an aware datetime, an RFC 3339 string, or a duration from the client's clock."""
+        promise, _ = clocked.promises_create(uid("d"), timeout)
+        assert promise.timeout == expected
+
+    @pytest.mark.parametrize("timeout, message", [
+        (60_000, "as ms since the epoch it is 1970-01-01T00:01:00.000Z"),
+        ("60000", "For 1m from now write 1m"),
+        (0, "a deadline is ms since the epoch from 2000 on"),
+        (datetime(2100, 1, 1), "naive datetime"),
+        ("2100-01-01T00:00:00", "has no UTC offset"),
+        ("tomorrow", "RFC 3339"),
+    ])  # fmt: skip
+    def test_a_small_number_is_refused_before_anything_is_sent(self, clocked, timeout, message):
+        """An int before 2000 is surely a duration: ValueError naming what it would have meant, and no promise."""
+        pid = uid("d")
+        with pytest.raises(ValueError, match="^timeout: ") as info:
+            clocked.promises_create(pid, timeout)
+        assert message in str(info.value)
+        with pytest.raises(NotFound):
+            clocked.promises_read(pid)
+
+    def test_every_deadline_parameter_follows_the_rule(self, clocked):
+        """createtask's task_timeout and the callback and subscription timeouts take the same forms and refuse the same."""
+        leaf, root = uid("leaf"), uid("root")
+        clocked.promises_create(leaf, "1h")
+        _, task, _ = clocked.promises_createtask(uid("ct"), "2h", "w", task_timeout="1h", tags=invoke_tags())
+        assert task.timeout == NOW + 3_600_000
+        assert clocked.promises_callback(leaf, root, "poll://any@default", "1h").callback.timeout == NOW + 3_600_000
+        assert clocked.promises_subscribe("s", leaf, "poll://any@default", FAR).callback.timeout == FAR
+        for call in (
+            lambda: clocked.promises_createtask(uid("ct"), "1h", "w", task_timeout=3_600_000),
+            lambda: clocked.promises_callback(leaf, root, "poll://any@default", 3_600_000),
+            lambda: clocked.promises_subscribe("s2", leaf, "poll://any@default", 0),
+        ):
+            with pytest.raises(ValueError, match="surely a duration|from 2000 on"):
+                call()
+
+    def test_durations(self, clocked):
+        """A ttl or a schedule's promise_timeout is ms, a timedelta or a Go duration; a bare number string needs a unit."""
+        assert clocked.locks_acquire(uid("r"), "e", "p", ttl="2m").ttl == 120_000
+        assert clocked.locks_acquire(uid("r"), "e", "p", ttl=timedelta(seconds=30)).ttl == 30_000
+        assert clocked.locks_acquire(uid("r"), "e", "p", ttl=45_000).ttl == 45_000
+        schedule, _ = clocked.schedules_create(uid("sched"), "0 0 1 1 *", "x", promise_timeout="30m")
+        assert schedule.promise_timeout == 1_800_000
+        with pytest.raises(ValueError, match=r'ttl: "3600000" is not a duration: .* write 3600000ms \(1h\)'):
+            clocked.locks_acquire(uid("r"), "e", "p", ttl="3600000")
+        with pytest.raises(TypeError, match="^ttl: "):
+            clocked.tasks_claim("t", 1, ttl=datetime(2100, 1, 1, tzinfo=timezone.utc))
 
 
 class TestSchedules:

@@ -19,10 +19,10 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from resonate_sync import __version__
-from resonate_sync.api import BUSY_REPLY, ERROR_REPLY_PREFIX, reply_error
+from resonate_sync.api import BUSY, BUSY_REPLY, reply_error
 from resonate_sync.config import Config
 from resonate_sync.server import Server
-from resonate_sync.transport import NatsTransport
+from resonate_sync.transport import NatsTransport, Request
 from resonate_sync.transport.embedded import EmbeddedNatsServer
 from resonate_sync.transport.micro import Service
 
@@ -254,13 +254,13 @@ class TestDiscoveryUnderLoad:
         release = threading.Event()
         subject = f"busy.{uuid.uuid4().hex[:8]}"
 
-        def stuck(payload: bytes) -> bytes:
+        def stuck(request: Request) -> None:
             release.wait(10)
-            return b'{"success":true,"response":{}}'
+            request.respond(b'{"success":true,"response":{}}')
 
-        service = Service("resonate", __version__, subject, error_prefix=ERROR_REPLY_PREFIX, describe_error=reply_error)
+        service = Service("resonate", __version__, subject)
         transport = NatsTransport(
-            nats.url, subject, stuck, workers=1, max_pending=1, busy_reply=BUSY_REPLY, service=service
+            nats.url, subject, stuck, workers=1, max_pending=1, busy_reply=BUSY, service=service
         ).start()
         try:
             pending = client.start_requests(subject, [b"{}"], timeout=10)  # takes the one slot
@@ -283,9 +283,10 @@ class TestDiscoveryUnderLoad:
     def test_discovery_survives_a_reconnect(self, nats_server):
         """After the nats-server restarts, the discovery subjects are subscribed again."""
         subject = f"reconnect.{uuid.uuid4().hex[:8]}"
-        service = Service("resonate", __version__, subject, error_prefix=ERROR_REPLY_PREFIX, describe_error=reply_error)
+        service = Service("resonate", __version__, subject)
         transport = NatsTransport(
-            nats_server.url, subject, lambda p: p, busy_reply=BUSY_REPLY, service=service, reconnect_backoff=(0.05, 0.2)
+            nats_server.url, subject, lambda request: request.respond(request.data), busy_reply=BUSY, service=service,
+            reconnect_backoff=(0.05, 0.2),
         ).start()
         try:
             nats_server.restart()

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List
 
 import nats.errors
 import pytest
 
-from resonate_sync.transport import Connection, NatsTransport, TransportError
+from resonate_sync.transport import Connection, NatsTransport, Request, TransportError
 from resonate_sync.transport.embedded import EmbeddedNatsServer
+from resonate_sync.transport.micro import Service
 
 BUSY = b'{"kind":"error","code":503,"message":"busy"}'
+BUSY_REPLY = (503, "busy", BUSY)
 
 AUTH_CONF = """
 authorization {
@@ -36,8 +39,8 @@ def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "
         time.sleep(0.01)
 
 
-def echo(payload: bytes) -> bytes:
-    return payload
+def echo(request: Request) -> None:
+    request.respond(request.data)
 
 
 @pytest.fixture
@@ -50,8 +53,8 @@ def serve(subject: str) -> Iterator[Callable[..., NatsTransport]]:
     """``serve(url, handler=echo, **kwargs)`` starts a transport on this test's subject; stopped after."""
     transports: List[NatsTransport] = []
 
-    def factory(url: str, handler: Callable[[bytes], Optional[bytes]] = echo, **kwargs: Any) -> NatsTransport:
-        kwargs.setdefault("busy_reply", BUSY)
+    def factory(url: str, handler: Callable[[Request], None] = echo, **kwargs: Any) -> NatsTransport:
+        kwargs.setdefault("busy_reply", BUSY_REPLY)
         transport = NatsTransport(url, kwargs.pop("subject", subject), handler, **kwargs)
         transports.append(transport)
         return transport.start()
@@ -96,21 +99,32 @@ class TestRequestReply:
         assert nats_client(shared_nats_server.url).request(subject, payload, timeout=5).data == payload
 
     def test_reply_over_max_payload_is_answered_with_the_error_reply(self, shared_nats_server, serve, subject, nats_client, caplog):
-        """A reply NATS would not carry is replaced by too_large_reply(size, max_payload) and logged: never silence."""
-        serve(
+        """A reply NATS would not carry is replaced by too_large_reply(size, max_payload) and logged: never silence.
+
+        The Services API stats count it as the error too_large_reply names."""
+        service = Service("resonate", "1.0.0", subject)
+        transport = serve(
             shared_nats_server.url,
-            handler=lambda payload: b"x" * (1024 * 1024 + 1),
-            too_large_reply=lambda size, max_payload: b"too large: %d > %d" % (size, max_payload),
+            handler=lambda request: request.respond(b"x" * (1024 * 1024 + 1)),
+            too_large_reply=lambda size, max_payload: (500, "too large", b"too large: %d > %d" % (size, max_payload)),
+            service=service,
         )
         with caplog.at_level(logging.WARNING, logger="resonate_sync.transport"):
             assert nats_client(shared_nats_server.url).request(subject, b"big").data == b"too large: 1048577 > 1048576"
         assert f"the reply of 1048577 bytes to a request on {subject} exceeds the NATS max_payload" in caplog.text
+        wait_until(lambda: transport.stats["in_flight"] == 0, what="the answer to be counted")
+        assert transport.stats["replied"] == 1 and transport.stats["handler_errors"] == 0
+        stats = service.stats.snapshot()
+        assert (stats["num_requests"], stats["num_errors"], stats["last_error"]) == (1, 1, "500:too large")
 
-    def test_handler_learns_max_payload_at_connect(self, shared_nats_server, serve):
-        """on_max_payload gets the server's max_payload before the first request can arrive."""
+    def test_handler_learns_max_payload_at_connect(self, shared_nats_server, serve, subject, nats_client):
+        """on_max_payload gets the server's max_payload before the first request can arrive; each request carries it."""
         seen: List[int] = []
-        transport = serve(shared_nats_server.url, on_max_payload=seen.append)
+        transport = serve(
+            shared_nats_server.url, handler=lambda request: request.respond(b"%d" % request.max_payload), on_max_payload=seen.append
+        )
         assert seen == [1024 * 1024] and transport.max_payload == 1024 * 1024
+        assert nats_client(shared_nats_server.url).request(subject, b"?").data == b"1048576"
 
     def test_request_with_headers_reaches_handler(self, shared_nats_server, serve, subject, nats_client):
         """A request carrying NATS headers (HMSG) is parsed and its payload served like any other."""
@@ -121,7 +135,7 @@ class TestRequestReply:
     def test_message_without_reply_subject_still_calls_handler(self, shared_nats_server, serve, subject, nats_client):
         """A plain publish (no reply subject) is handled; there is just nobody to answer."""
         seen: List[bytes] = []
-        transport = serve(shared_nats_server.url, handler=lambda p: seen.append(p) or b"ignored")
+        transport = serve(shared_nats_server.url, handler=lambda request: seen.append(request.data) or request.respond(b"ignored"))
         nats_client(shared_nats_server.url).publish(subject, b"fire and forget")
         wait_until(lambda: seen == [b"fire and forget"], what="handler call")
         wait_until(lambda: transport.stats["in_flight"] == 0, what="handler to finish")
@@ -130,10 +144,10 @@ class TestRequestReply:
     def test_handler_exception_is_logged_and_serving_goes_on(self, shared_nats_server, serve, subject, nats_client, caplog):
         """A handler that raises is logged; that request gets no reply and the next one is served."""
 
-        def handler(payload: bytes) -> bytes:
-            if payload == b"boom":
+        def handler(request: Request) -> None:
+            if request.data == b"boom":
                 raise RuntimeError("boom")
-            return payload
+            request.respond(request.data)
 
         transport = serve(shared_nats_server.url, handler=handler)
         client = nats_client(shared_nats_server.url)
@@ -142,6 +156,29 @@ class TestRequestReply:
         assert client.request(subject, b"fine").data == b"fine"
         assert transport.stats["handler_errors"] == 1
         assert "handler failed" in caplog.text
+
+    def test_handler_exception_gets_the_failure_reply(self, shared_nats_server, serve, subject, nats_client):
+        """With a failure_reply, a handler that raises before answering gets it: the client is not left waiting."""
+
+        def handler(request: Request) -> None:
+            raise RuntimeError("boom")
+
+        transport = serve(shared_nats_server.url, handler=handler, failure_reply=(500, "internal", b"failed"))
+        assert nats_client(shared_nats_server.url).request(subject, b"x").data == b"failed"
+        assert transport.stats["handler_errors"] == 1
+
+    def test_answer_from_another_thread_after_the_handler_returned(self, shared_nats_server, serve, subject, nats_client):
+        """A handler may hand its request to another thread: that thread's answer is the reply, and
+        the request counts as in flight until it is given."""
+        handed: "queue.Queue[Request]" = queue.Queue()
+        transport = serve(shared_nats_server.url, handler=handed.put)
+        pending = nats_client(shared_nats_server.url).start_requests(subject, [b"later"])
+        request = handed.get(timeout=5)
+        time.sleep(0.1)
+        assert transport.stats["in_flight"] == 1, "the handler returned but the request is not answered yet"
+        threading.Thread(target=request.respond, args=(b"answered:" + request.data,)).start()
+        assert pending.result(5) == [b"answered:later"]
+        wait_until(lambda: transport.stats["in_flight"] == 0, what="the request to be done")
 
     def test_connection_request_is_thread_safe(self, shared_nats_server, serve, subject):
         """Many threads may share one Connection for requests; each gets its own reply."""
@@ -279,7 +316,7 @@ class TestBackpressure:
     def test_requests_beyond_max_pending_get_busy_reply(self, shared_nats_server, serve, subject, nats_client):
         """With the backlog full, extra requests are answered busy_reply at once instead of queued."""
         gate = threading.Event()
-        transport = serve(shared_nats_server.url, handler=lambda p: gate.wait(5) and p, workers=1, max_pending=2)
+        transport = serve(shared_nats_server.url, handler=lambda request: gate.wait(5) and request.respond(request.data), workers=1, max_pending=2)
         client = nats_client(shared_nats_server.url)
         pending = client.start_requests(subject, [b"%d" % i for i in range(5)])
         wait_until(lambda: transport.stats["busy_rejections"] == 3, what="3 busy rejections")
@@ -295,10 +332,10 @@ class TestStop:
         """stop(timeout) stops taking requests but the one being handled finishes and its reply is delivered."""
         started = threading.Event()
 
-        def slow(payload: bytes) -> bytes:
+        def slow(request: Request) -> None:
             started.set()
             time.sleep(0.3)
-            return b"done:" + payload
+            request.respond(b"done:" + request.data)
 
         transport = serve(shared_nats_server.url, handler=slow)
         client = nats_client(shared_nats_server.url)
@@ -313,13 +350,13 @@ class TestStop:
         """When stop()'s timeout ends, queued requests are answered stop_reply without running the handler; none is left silent."""
         release, handled, running = threading.Event(), [], threading.Event()
 
-        def stuck_first(payload: bytes) -> bytes:
-            handled.append(payload)
+        def stuck_first(request: Request) -> None:
+            handled.append(request.data)
             running.set()
             release.wait(10)
-            return b"served:" + payload
+            request.respond(b"served:" + request.data)
 
-        transport = serve(shared_nats_server.url, handler=stuck_first, workers=1, stop_reply=b"stopping")
+        transport = serve(shared_nats_server.url, handler=stuck_first, workers=1, stop_reply=(503, "stopping", b"stopping"))
         client = nats_client(shared_nats_server.url)
         pending = client.start_requests(subject, [b"%d" % i for i in range(20)], timeout=1)
         assert running.wait(5)
@@ -336,7 +373,7 @@ class TestStop:
         """After stop() every thread the transport started has ended; a second stop() is a no-op."""
         client = nats_client(shared_nats_server.url)
         before = set(threading.enumerate())
-        transport = NatsTransport(shared_nats_server.url, subject, echo, busy_reply=BUSY).start()
+        transport = NatsTransport(shared_nats_server.url, subject, echo, busy_reply=BUSY_REPLY).start()
         client.request_many(subject, [b"%d" % i for i in range(50)])
         assert transport.stop(timeout=2) is True
         assert transport.stop(timeout=2) is True

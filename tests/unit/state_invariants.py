@@ -24,9 +24,13 @@ class ListJournal:
         self.records: List[Dict[str, Any]] = []
         self.appends = 0
 
-    def append(self, records: List[Dict[str, Any]]) -> int:
-        # Round-trip through JSON text: a record that is not plain JSON would fail here.
-        self.records.extend(json.loads(json.dumps(records)))
+    @staticmethod
+    def encode(record: Dict[str, Any]) -> bytes:
+        # Strict JSON text, as the real journal writes: a record that is not plain JSON fails here.
+        return json.dumps(record, allow_nan=False).encode()
+
+    def append_encoded(self, raws: List[bytes]) -> int:
+        self.records.extend(json.loads(raw) for raw in raws)
         self.appends += 1
         return self.appends
 
@@ -119,6 +123,7 @@ def assert_indexes_consistent(state: State, in_flight: frozenset = frozenset()) 
 
     # schedules and locks
     assert _live(state.schedule_fires) == {s.id: s.next_run_time for s in schedules.values()}
+    assert list(state._schedule_order) == sorted((s.sort_id, s.id) for s in schedules.values())
     assert _live(state.lock_expiry) == {lock.resource_id: lock.expires_at for lock in locks.values()}
     locks_by: Dict[str, set] = {}
     for lock in locks.values():
@@ -139,3 +144,4 @@ def assert_indexes_consistent(state: State, in_flight: frozenset = frozenset()) 
     assert _live(rebuilt.lock_expiry) == _live(state.lock_expiry)
     assert rebuilt._locks_by_process == state._locks_by_process
     assert _live(rebuilt.schedule_fires) == _live(state.schedule_fires)
+    assert list(rebuilt._schedule_order) == list(state._schedule_order)

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import attrs
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import resonate_sync
 from resonate_sync.cli import LOG_FORMAT, app, configure_logging, normalise_go_flags
-from resonate_sync.config import DEFAULT_SERVE_STORE_PATH, SETTINGS, Config
+from resonate_sync.config import DEFAULT_SERVE_STORE_PATH, SETTINGS, Config, read_config_file
 
 REPO = Path(resonate_sync.__file__).resolve().parents[1]
+SOURCE = Path(__file__).resolve().parents[2]
 SEED_FLAGS = ("--api-nats-enable", "--api-nats-addr", "--api-nats-subject", "--api-nats-timeout")
 WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
 # click 8.1 (the last for Python 3.9) mixes stderr into stdout unless told not to; 8.2 dropped the option.
@@ -125,6 +127,92 @@ class TestHelp:
         result = invoke(command, "--help", env=WIDE)
         assert f"Default: {default}" in result.stdout
         assert "absolute times in milliseconds" in result.stdout
+
+
+def command_paths(command, path=()):
+    """Every command of the app, as the words that run it."""
+    yield path
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from command_paths(sub, (*path, name))
+
+
+def flat(text: str) -> str:
+    """Help text without the panels' borders and line breaks."""
+    return " ".join(text.replace("│", " ").split())
+
+
+class TestHelpRendering:
+    @pytest.mark.parametrize("path", list(command_paths(typer.main.get_command(app))), ids=" ".join)
+    def test_no_artefacts(self, path):
+        """No help shows a type beside a flag (<bool>) or doubled brackets ([[PATTERN]])."""
+        result = invoke(*path, "--help", env=WIDE)
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.stdout and "[[" not in result.stdout and "<int" not in result.stdout
+
+    def test_store_path_is_a_directory(self):
+        """--store-path is described as the directory it is."""
+        text = flat(invoke("serve", "--help", env=WIDE).stdout)
+        assert "--store-path PATH Directory that makes state durable" in text and "Journal file" not in text
+
+    def test_href_base_says_what_it_is_for(self):
+        """--href-base says what the links are and that nothing serves them unless a gateway does."""
+        text = flat(invoke("serve", "--help", env=WIDE).stdout)
+        assert "for workers that follow links. This server serves no HTTP" in text
+
+    def test_points_at_config_defaults(self):
+        """serve --help names the command that prints the documented file."""
+        assert "'resonate config defaults' prints every key" in flat(invoke("serve", "--help", env=WIDE).stdout)
+
+
+class TestConfigCommands:
+    def test_defaults_prints_the_documented_file(self):
+        """resonate config defaults prints conf/resonate.yaml exactly, which loads to the defaults."""
+        result = invoke("config", "defaults")
+        assert result.exit_code == 0
+        assert result.stdout == (SOURCE / "conf" / "resonate.yaml").read_text(encoding="utf-8")
+
+    def test_packaged_file_is_conf_resonate_yaml(self):
+        """The installed package holds conf/resonate.yaml (in the source, a link to it, so they cannot drift)."""
+        packaged = Path(resonate_sync.__file__).parent / "conf" / "resonate.yaml"
+        assert packaged.read_bytes() == (SOURCE / "conf" / "resonate.yaml").read_bytes()
+
+    def test_show_names_each_layer(self, tmp_path):
+        """config show prints each value with the layer it came from: default, file, env or flag."""
+        (tmp_path / "resonate.yaml").write_text("server:\n  workers: 5\n  maxPending: 6\n", encoding="utf-8")
+        result = invoke("config", "show", "--tick", "250ms", env={"RESONATE_MAX_PENDING": "7"})
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert "# The configuration 'resonate serve' would run with in" in lines[0]
+        assert '  path: "resonate-data/resonate.journal"  # default' in lines
+        assert f"  workers: 5  # {tmp_path / 'resonate.yaml'}" in lines
+        assert "  maxPending: 7  # env RESONATE_MAX_PENDING" in lines
+        assert "  tick: 250ms  # flag --tick" in lines
+
+    def test_show_dev_is_a_config_file_of_the_same_values(self, tmp_path):
+        """config show --mode dev prints YAML that reads back to the Config dev would get."""
+        args = ["--mode", "dev", "--workers", "3", "--api-nats-addr", "nats://h:1", "--delivery-allow", "a.>,b"]
+        result = invoke("config", "show", *args)
+        assert result.exit_code == 0, result.output
+        (tmp_path / "shown.yaml").write_text(result.stdout, encoding="utf-8")
+        expected = Config(workers=3, nats_addr="nats://h:1", delivery_allow="a.>,b")
+        assert Config(**read_config_file(tmp_path / "shown.yaml")) == expected
+        assert "  path: null  # default" in result.stdout.splitlines()
+
+    def test_show_redacts_secrets(self):
+        """A password or token in a URL is shown as ***."""
+        result = invoke("config", "show", env={"RESONATE_API_NATS_ADDR": "nats://user:s3cret@h:4222"})
+        assert result.exit_code == 0, result.output
+        assert "s3cret" not in result.stdout
+        assert 'addr: "nats://user:***@h:4222"  # env RESONATE_API_NATS_ADDR' in result.stdout
+
+    @pytest.mark.parametrize("args, message", [
+        (["--mode", "prod"], "--mode: 'prod' is not one of: dev, serve"),
+        (["--workers", "many"], '--workers: "many" is not an integer'),
+    ])  # fmt: skip
+    def test_show_errors_exit_2(self, args, message):
+        """A bad mode or value exits 2 with the same message serve would give."""
+        result = invoke("config", "show", *args)
+        assert result.exit_code == 2 and message in result.stderr
 
 
 class TestServeAndDev:
@@ -262,11 +350,47 @@ class TestServeAndDev:
 
 
 class TestVersion:
-    def test_prints_version(self):
-        """resonate version prints resonate_sync.__version__."""
-        result = invoke("version")
+    @pytest.mark.parametrize("args", [["version"], ["--version"]])
+    def test_prints_version(self, args):
+        """resonate version and resonate --version print resonate_sync.__version__."""
+        result = invoke(*args)
         assert result.exit_code == 0
         assert result.stdout.strip() == resonate_sync.__version__
+
+
+class TestRootOptions:
+    @pytest.mark.parametrize("command", ["serve", "dev", "version"])
+    def test_client_options_before_another_command_are_refused(self, command, server):
+        """--addr or --json before serve, dev or version exits 2 naming them, instead of being ignored."""
+        result = invoke("--addr", "nats://h:1", "--json", command)
+        assert result.exit_code == 2
+        assert f"--addr, --json before '{command}': only the client commands" in result.stderr
+        assert server.calls == []
+
+    def test_request_timeout_from_the_environment(self):
+        """RESONATE_REQUEST_TIMEOUT sets --request-timeout; a bad one exits 2 naming the variable."""
+        result = invoke("promises", "get", "p", env={"RESONATE_REQUEST_TIMEOUT": "5"})
+        assert result.exit_code == 2
+        assert "RESONATE_REQUEST_TIMEOUT" in result.stderr and "needs a unit" in result.stderr
+
+    def test_root_options_are_listed(self):
+        """resonate --help shows --version, the completion options and the connection options."""
+        text = invoke("--help", env=WIDE).stdout
+        for flag in ("--version", "--install-completion", "--show-completion", "--addr", "--subject",
+                     "--request-timeout", "--json"):
+            assert flag in text
+
+
+class TestDeadlineOptions:
+    @pytest.mark.parametrize("text, understood", [
+        ("60000", "1970-01-01T00:01:00.000Z"), ("1767225600", "2026-01-01T00:00:00.000Z"),
+    ])  # fmt: skip
+    def test_a_small_number_is_a_usage_error_saying_what_it_would_mean(self, text, understood):
+        """promises create --timeout <number before 2000> exits 2 before connecting, naming what it would mean."""
+        result = invoke("promises", "create", "p", "--timeout", text, "--addr", "nats://127.0.0.1:1", env=WIDE)
+        assert result.exit_code == 2
+        message = " ".join(result.stderr.replace("│", " ").split())
+        assert "--timeout" in message and understood in message and "surely a duration" in message
 
 
 class TestConfigureLogging:
@@ -289,8 +413,8 @@ class TestConfigureLogging:
 
 
 class TestModuleEntryPoint:
-    def run(self, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RESONATE_")}
+    def run(self, *args: str, cwd: Path, env=None) -> subprocess.CompletedProcess:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("RESONATE_")}, **(env or {})}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         return subprocess.run(
             [sys.executable, "-m", "resonate_sync", *args],
@@ -302,6 +426,13 @@ class TestModuleEntryPoint:
         result = self.run("--help", cwd=tmp_path)
         assert result.returncode == 0
         assert "resonate" in result.stdout and "serve" in result.stdout
+
+    def test_shell_completion(self, tmp_path):
+        """The completion protocol answers: 'resonate promises r<TAB>' offers read, reject and resolve."""
+        result = self.run(env={"_RESONATE_COMPLETE": "complete_bash", "COMP_WORDS": "resonate promises r",
+                               "COMP_CWORD": "2"}, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert sorted(result.stdout.split()) == ["read", "reject", "resolve"]
 
     def test_disabled_nats_exits_2(self, tmp_path):
         """python -m resonate_sync serve --api-nats-enable=false exits 2 with a message and no traceback."""

@@ -16,7 +16,9 @@ from resonate_sync.config import (
     SETTINGS_BY_FIELD,
     Config,
     ConfigError,
+    explain_config,
     find_config_file,
+    format_config,
     format_go_duration,
     load_config,
     parse_go_bool,
@@ -52,6 +54,7 @@ LAYER_SAMPLES = {
                   ("https://flag:2", "https://flag:2")),
     "task_claim_timeout_ms": (("1s", 1_000), ("2s", 2_000), ("0", 0)),
     "task_retry_timeout_ms": (("4s", 4_000), ("5s", 5_000), ("2.5s", 2_500)),
+    "delivery_allow": (("a.>", "a.>"), ("b.*", "b.*"), ("c.>,d.x", "c.>,d.x")),
     "log_level": (("debug", "debug"), ("error", "error"), ("warn", "warning")),
 }
 
@@ -152,7 +155,8 @@ class TestDefaults:
             nats_timeout_ms=10_000, nats_queue="", store_path=None, fsync="always",
             snapshot_every=100_000, embedded_nats="auto", workers=8, max_pending=1024,
             tick_ms=1_000, batch_size=100, task_claim_timeout_ms=60_000,
-            task_retry_timeout_ms=15_000, href_base="http://localhost:8001", log_level="info",
+            task_retry_timeout_ms=15_000, delivery_allow="", href_base="http://localhost:8001",
+            log_level="info",
         )
         assert load_config(mode="dev") == Config()
 
@@ -280,6 +284,36 @@ class TestPrecedence:
         assert (config.log_level, config.fsync) == ("warning", "never")
 
 
+class TestExplainConfig:
+    @pytest.mark.parametrize("field", sorted(LAYER_SAMPLES))
+    def test_names_the_layer_each_value_came_from(self, field, tmp_path):
+        """Each value's source is the highest layer that set it: default, the file, the variable or the flag."""
+        setting = SETTINGS_BY_FIELD[field]
+        (file_value, _), (env_text, _), (flag_text, _) = LAYER_SAMPLES[field]
+        path = write_yaml(tmp_path / "c.yaml", {setting.key: file_value})
+        env, flags = {setting.env: env_text}, {field: flag_text}
+        for layers, source in (
+            ({}, "default"),
+            ({"config_file": path}, str(path)),
+            ({"config_file": path, "env": env}, f"env {setting.env}"),
+            ({"config_file": path, "env": env, "overrides": flags}, f"flag {setting.flag}"),
+        ):
+            config, sources = explain_config(mode="serve", **layers)
+            assert (config, sources[field]) == (load_config(mode="serve", **layers), source)
+
+    def test_format_config_reads_back(self, tmp_path):
+        """format_config writes a config file that loads to the same Config, each line naming its source."""
+        flags = {field: flag for field, (_, _, (flag, _)) in LAYER_SAMPLES.items()}
+        config, sources = explain_config(mode="dev", overrides=flags)
+        text = format_config(config, sources)
+        path = tmp_path / "shown.yaml"
+        path.write_text(text, encoding="utf-8")
+        assert load_config(mode="dev", config_file=path) == config
+        assert '      addr: "tls://u:p@flag:3"  # flag --api-nats-addr' in text.splitlines()
+        hidden = format_config(config, sources, redact=lambda value: value.replace("u:p@", "***@"))
+        assert '      addr: "tls://***@flag:3"  # flag --api-nats-addr' in hidden.splitlines()
+
+
 class TestConfigFileErrors:
     def test_unknown_top_level_key(self, tmp_path):
         """An unknown top-level key names the file, the key and the known keys."""
@@ -348,6 +382,12 @@ class TestConfigFileErrors:
         message = config_error(config_file=path)
         assert message.startswith(f"{path}: {key}: ")
         assert rule in message
+
+    def test_bad_nats_url_hides_its_password(self, tmp_path):
+        """A NATS URL that breaks the rule is echoed with its password hidden: errors reach terminals and logs."""
+        path = write_yaml(tmp_path / "c.yaml", {"api.subsystems.nats.addr": "nats://svc:s3cret@host:99999"})
+        message = config_error(config_file=path)
+        assert '"nats://svc:***@host:99999" is not a NATS URL' in message and "s3cret" not in message
 
     def test_zero_duration_may_be_a_number(self, tmp_path):
         """A plain 0 is a duration in YAML too (Go accepts "0" without a unit)."""

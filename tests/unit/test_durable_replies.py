@@ -1,48 +1,99 @@
-"""Replies that wait for the journal: DeferredReply hand-over and the DurableReplies thread."""
+"""Answers from any thread: the transport's Request (answered exactly once), the DurableReplies
+thread, and the api's RequestHandler that chooses between them."""
 
+import json
 import threading
+import time
+from typing import List, Optional, Tuple
 
-from resonate_sync.api import STORE_ERROR_REPLY
-from resonate_sync.server import DurableReplies
-from resonate_sync.transport.nats import DeferredReply
+from resonate_sync.api import SHUTTING_DOWN_REPLY, STORE_ERROR_REPLY
+from resonate_sync.api.replies import DurableReplies, RequestHandler
+from resonate_sync.core import Resonate
+from resonate_sync.transport import Request
+from resonate_sync.transport.protocol import Msg
+
+FAR = 4_102_444_800_000
 
 
-def collect(deferred: DeferredReply) -> list:
-    got: list = []
-    deferred._then(got.append)
-    return got
+def request_answering_into(got: List[Tuple[Optional[bytes], Optional[str]]]) -> Request:
+    """A Request whose transport side records each (data, error) answer it publishes."""
+    return Request(Msg("s", "r", b"payload", None, 1), 1, 0, 0, lambda request, data, error: got.append((data, error)))
 
 
-class TestDeferredReply:
-    def test_resolved_before_the_transport_asks(self):
-        """A reply resolved before the transport registers its callback is still delivered, once."""
-        deferred = DeferredReply()
-        deferred.resolve(b"r")
-        assert collect(deferred) == [b"r"]
+class FakeRequest:
+    """What the api sees of a request: ``got`` collects the data of every answer, ``errors`` the
+    (code, message) of error answers, ``threads`` the thread that gave each answer."""
 
-    def test_resolved_after_the_transport_asks(self):
-        """A reply resolved later is delivered to the registered callback, once."""
-        deferred = DeferredReply()
-        got = collect(deferred)
+    def __init__(self, data: bytes = b"{}", in_flight: int = 1, max_payload: int = 0) -> None:
+        self.data = data
+        self.in_flight = in_flight
+        self.max_payload = max_payload
+        self.got: List[bytes] = []
+        self.errors: List[Tuple[int, str]] = []
+        self.threads: List[str] = []
+
+    def respond(self, data: bytes) -> None:
+        self.got.append(data)
+        self.threads.append(threading.current_thread().name)
+
+    def respond_error(self, code: int, message: str, data: bytes) -> None:
+        self.errors.append((code, message))
+        self.respond(data)
+
+
+def create(promise_id: str) -> bytes:
+    return json.dumps({"operation": "promises.create", "payload": {"id": promise_id, "timeout": FAR}}).encode()
+
+
+def wait_for_answer(request: FakeRequest) -> None:
+    deadline = time.monotonic() + 5
+    while not request.got:
+        assert time.monotonic() < deadline, "no answer"
+        time.sleep(0.001)
+
+
+class TestRequest:
+    def test_answered_by_its_handler(self):
+        """An answer given by the handler's own thread is published once, with its outcome."""
+        got: list = []
+        request_answering_into(got).respond(b"r")
+        assert got == [(b"r", None)]
+
+    def test_answered_later_from_another_thread(self):
+        """An answer given later by another thread is published once; an error carries "code:message"."""
+        got: list = []
+        request = request_answering_into(got)
         assert got == []
-        deferred.resolve(b"r")
-        assert got == [b"r"]
+        thread = threading.Thread(target=request.respond_error, args=(404, "not found", b"e"))
+        thread.start()
+        thread.join()
+        assert got == [(b"e", "404:not found")]
 
-    def test_racing_resolve_and_then_deliver_exactly_once(self):
-        """Whatever the interleaving of resolve and the callback's registration, it runs exactly once."""
+    def test_a_second_answer_is_logged_not_sent(self, caplog):
+        """Answering twice is a bug: the first answer stands, the second is logged and never sent."""
+        got: list = []
+        request = request_answering_into(got)
+        request.respond(b"first")
+        request.respond_error(500, "late", b"second")
+        assert got == [(b"first", None)]
+        assert "answered twice" in caplog.text
+
+    def test_racing_answers_deliver_exactly_once(self):
+        """Whatever the interleaving of two threads answering at once, exactly one answer is published."""
         for _ in range(300):
-            deferred, got, barrier = DeferredReply(), [], threading.Barrier(2)
+            got: list = []
+            request, barrier = request_answering_into(got), threading.Barrier(2)
 
-            def resolve():
+            def answer():
                 barrier.wait()
-                deferred.resolve(b"x")
+                request.respond(b"x")
 
-            thread = threading.Thread(target=resolve)
+            thread = threading.Thread(target=answer)
             thread.start()
             barrier.wait()
-            deferred._then(got.append)
+            request.respond(b"y")
             thread.join()
-            assert got == [b"x"]
+            assert len(got) == 1 and got[0][0] in (b"x", b"y")
 
 
 class TestDurableReplies:
@@ -56,10 +107,15 @@ class TestDurableReplies:
 
         replies = DurableReplies(wait_durable)
         try:
-            first = collect(replies.after_durable(1, b"one"))
+            first_request = FakeRequest()
+            replies.after_durable(1, first_request, b"one")
+            first = first_request.got
             while not calls:  # the thread is now inside wait_durable(1)
                 threading.Event().wait(0.001)
-            later = [collect(replies.after_durable(t, b"r%d" % t)) for t in (2, 3, 4)]
+            later_requests = [FakeRequest() for _ in (2, 3, 4)]
+            for t, request in zip((2, 3, 4), later_requests):
+                replies.after_durable(t, request, b"r%d" % t)
+            later = [request.got for request in later_requests]
             assert first == [] and all(got == [] for got in later), "nothing may leave before it is durable"
             gate.set()
             for got, expected in zip(later, (b"r2", b"r3", b"r4")):
@@ -80,7 +136,9 @@ class TestDurableReplies:
 
         replies = DurableReplies(failing)
         try:
-            got = collect(replies.after_durable(7, b"success"))
+            request = FakeRequest()
+            replies.after_durable(7, request, b"success")
+            got = request.got
             while not got:
                 threading.Event().wait(0.001)
             assert got == [STORE_ERROR_REPLY]
@@ -90,6 +148,76 @@ class TestDurableReplies:
     def test_stop_sends_what_is_pending(self):
         """Stopping releases every reply already handed over before the thread ends."""
         replies = DurableReplies(lambda ticket: None)
-        got = collect(replies.after_durable(1, b"last"))
+        request = FakeRequest()
+        replies.after_durable(1, request, b"last")
         replies.stop()
-        assert got == [b"last"]
+        assert request.got == [b"last"]
+
+    def test_after_stop_the_caller_waits_and_answers(self):
+        """A reply handed over after stop() is still answered, once durable, from the caller's thread."""
+        calls: list = []
+        replies = DurableReplies(calls.append)
+        replies.stop()
+        request = FakeRequest()
+        replies.after_durable(9, request, b"late")
+        assert calls == [9] and request.got == [b"late"]
+
+
+class TestRequestHandler:
+    def test_light_load_is_answered_by_the_worker(self):
+        """With no more requests in flight than workers and nothing to wait for, the worker's own thread answers."""
+        handler = RequestHandler(Resonate(), workers=2)
+        try:
+            request = FakeRequest(create("p1"), in_flight=2)
+            handler(request)
+            assert request.threads == [threading.current_thread().name]
+            assert json.loads(request.got[0])["response"]["Status"] == 20100
+        finally:
+            handler.stop()
+
+    def test_under_load_the_reply_thread_answers(self):
+        """With more requests in flight than workers, the reply goes through the reply thread."""
+        handler = RequestHandler(Resonate(), workers=2)
+        try:
+            request = FakeRequest(create("p1"), in_flight=3)
+            handler(request)
+            wait_for_answer(request)
+            assert request.threads == ["resonate-replies"]
+        finally:
+            handler.stop()
+
+    def test_error_replies_report_their_outcome(self):
+        """An error reply is answered with respond_error, carrying its code and message for the stats."""
+        handler = RequestHandler(Resonate(), workers=2)
+        try:
+            request = FakeRequest(json.dumps({"operation": "promises.nope", "payload": {}}).encode())
+            handler(request)
+            assert request.errors == [(400, "unknown operation: promises.nope")]
+            assert json.loads(request.got[0])["error"] == {"code": 400, "message": "unknown operation: promises.nope"}
+        finally:
+            handler.stop()
+
+    def test_a_reply_over_the_requests_max_payload_is_a_500(self):
+        """The handler holds the reply to the max_payload the request came with: too large is an error answer."""
+        handler = RequestHandler(Resonate(), workers=2)
+        try:
+            request = FakeRequest(create("p1"), max_payload=100)
+            handler(request)
+            [(code, message)] = request.errors
+            assert code == 500 and message.endswith("exceeds the NATS max_payload of 100 bytes")
+            assert json.loads(request.got[0])["error"] == {"code": 500, "message": message}
+        finally:
+            handler.stop()
+
+    def test_requests_after_the_drain_deadline_are_refused(self):
+        """Past refuse_after's deadline a request is answered 503 shutting down and never executed."""
+        core = Resonate()
+        handler = RequestHandler(core, workers=2)
+        try:
+            handler.refuse_after(time.monotonic() - 1)
+            request = FakeRequest(create("p1"))
+            handler(request)
+            assert request.got == [SHUTTING_DOWN_REPLY] and request.errors[0][0] == 503
+            assert "p1" not in core.state.promises
+        finally:
+            handler.stop()

@@ -377,14 +377,115 @@ class TestRecovery:
         journal.close()
         assert history(path)[0] == [{"n": n} for n in range(1, 6)]
 
-    def test_unparsable_final_line_is_dropped(self, tmp_path):
-        """Garbage after the last whole record (e.g. zeroed blocks) is dropped with a warning."""
+    def test_last_record_cut_at_any_byte_is_dropped(self, tmp_path):
+        """The last record cut short at any byte, down to only its newline missing, was never acknowledged: it is dropped and the rest replays."""
         path = tmp_path / "j"
-        write_records(path, [[{"n": 1}]])
-        with segment(path).open("ab") as file:
-            file.write(b"\0\0\0\0\n")
+        write_records(path, [[{"n": n}] for n in range(1, 6)])
+        data = segment(path).read_bytes()
+        last = data.splitlines(keepends=True)[-1]
+        for cut in range(len(last)):
+            segment(path).write_bytes(data[: len(data) - len(last) + cut])
+            records, recovery = history(path)
+            assert records == [{"n": n} for n in range(1, 5)], cut
+            assert len(recovery.warnings) == (1 if cut else 0), cut
+        assert "whole but for its newline" in recovery.warnings[0]
+
+    def test_last_batch_cut_anywhere_in_its_last_record_is_dropped_whole(self, tmp_path):
+        """A batch whose last record is cut short at any byte is dropped with its "more" records, never half-applied."""
+        path = tmp_path / "j"
+        write_records(path, [[{"n": 1}], [{"n": 2}, {"n": 3}, {"n": 4}]])
+        data = segment(path).read_bytes()
+        last = data.splitlines(keepends=True)[-1]
+        for cut in range(len(last)):
+            segment(path).write_bytes(data[: len(data) - len(last) + cut])
+            records, recovery = history(path)
+            assert (records, recovery.last_seq) == ([{"n": 1}], 1), cut
+            assert "incomplete batch" in recovery.warnings[0], cut
+
+    @pytest.mark.parametrize(
+        "zeroed, kept",
+        [
+            (lambda last: b"\0" * len(last), 2),
+            (lambda last: last + b"\0" * 4096, 3),
+            (lambda last: last[:12] + b"\0" * 4096, 2),
+            (lambda last: last[:-3] + b"\0" * 4096, 2),
+        ],
+        ids=["instead-of-the-line", "after-the-line", "after-its-head", "after-most-of-it"],
+    )
+    def test_nul_filled_tail_is_dropped(self, tmp_path, zeroed, kept):
+        """NUL bytes after the last newline, or after part of a line, are what a power cut leaves of unsynced blocks: dropped as torn."""
+        path = tmp_path / "j"
+        write_records(path, [[{"n": n}] for n in range(1, 4)])
+        lines = segment(path).read_bytes().splitlines(keepends=True)
+        segment(path).write_bytes(b"".join(lines[:-1]) + zeroed(lines[-1]))
         records, recovery = history(path)
-        assert records == [{"n": 1}] and len(recovery.warnings) == 1
+        assert records == [{"n": n} for n in range(1, kept + 1)]
+        assert "NUL bytes" in recovery.warnings[0]
+        assert segment(path).read_bytes() == b"".join(lines[:kept])
+
+    @pytest.mark.parametrize(
+        "damage",
+        [
+            lambda line: b"[" + line[1:],
+            lambda line: line.replace(b'"r":', b'"r";'),
+            lambda line: line.replace(b'"crc":', b'"crc":x', 1),
+            lambda line: line[:-1] + b"x",
+            lambda line: line[:-1] + b"\0",
+            lambda line: line.replace(b'"n":5', b'"n":6')[:-1],
+        ],
+        ids=["first-byte", "middle-byte", "crc-digits", "newline", "newline-to-nul", "unterminated-bad-checksum"],
+    )
+    def test_damaged_last_record_stops_startup(self, tmp_path, damage):
+        """A changed byte anywhere in the last record, its newline included, is damage to a record that may have been acknowledged: startup stops, naming file, byte and record, and says what to do."""
+        path = tmp_path / "j"
+        write_records(path, [[{"n": n}] for n in range(1, 6)])
+        lines = segment(path).read_bytes().splitlines(keepends=True)
+        damaged = b"".join(lines[:-1]) + damage(lines[-1])
+        segment(path).write_bytes(damaged)
+        with pytest.raises(JournalError) as info:
+            opened(path)
+        message = str(info.value)
+        assert f"{segment(path)}: byte {line_offset(segment(path), 4)}: " in message
+        assert "record seq 5" in message and "restore the journal directory from a backup" in message
+        assert segment(path).read_bytes() == damaged
+
+    def test_any_bit_flipped_in_the_last_record_stops_startup(self, tmp_path):
+        """Flipping any one bit of any byte of the last record, newline included, never passes for a torn write."""
+        path = tmp_path / "j"
+        write_records(path, [[{"n": n}] for n in range(1, 6)])
+        data = segment(path).read_bytes()
+        last_at = len(data) - len(data.splitlines(keepends=True)[-1])
+        for at in range(last_at, len(data)):
+            for bit in range(8):
+                damaged = bytearray(data)
+                damaged[at] ^= 1 << bit
+                segment(path).write_bytes(damaged)
+                with pytest.raises(JournalError, match="restore the journal directory"):
+                    opened(path)
+
+    def test_damaged_last_record_of_a_batch_stops_startup(self, tmp_path):
+        """Damage to the last record of a batch with "more" records stops startup instead of dropping the batch as incomplete."""
+        path = tmp_path / "j"
+        write_records(path, [[{"n": 1}], [{"n": 2}, {"n": 3}, {"n": 4}]])
+        lines = segment(path).read_bytes().splitlines(keepends=True)
+        segment(path).write_bytes(b"".join(lines[:-1]) + b"[" + lines[-1][1:])
+        with pytest.raises(JournalError, match=f"byte {line_offset(segment(path), 3)}: corrupt record: .*record seq 4"):
+            opened(path)
+
+    @pytest.mark.parametrize(
+        "tail",
+        [b"xyz", b'{"seq":9,"crc":', b'{"seq":4,"crc":1', b'{"seq":5,"crc":12,"s":', b"\0\0\0\0\n"],
+        ids=["garbage", "next-but-one-seq", "earlier-seq", "wrong-key", "nul-line"],
+    )
+    def test_bytes_no_write_leaves_after_the_last_record_stop_startup(self, tmp_path, tail):
+        """Bytes after the last newline that are not the start of the next record's line, or a line that ends in a newline but is no record, are damage, not a torn write."""
+        path = tmp_path / "j"
+        write_records(path, [[{"n": n}] for n in range(1, 5)])
+        offset = segment(path).stat().st_size
+        with segment(path).open("ab") as file:
+            file.write(tail)
+        with pytest.raises(JournalError, match=f"byte {offset}: corrupt record: .*record seq 5"):
+            opened(path)
 
     def test_incomplete_last_batch_is_dropped_whole(self, tmp_path):
         """A batch whose last record never reached disk is dropped entirely, never half-applied."""

@@ -7,13 +7,11 @@ from datetime import datetime
 import pytest
 
 from resonate_sync import __version__
-from resonate_sync.api import BUSY_REPLY, ERROR_REPLY_PREFIX, SHUTTING_DOWN_REPLY, error_reply, reply_error
+from resonate_sync.api import BUSY_REPLY, SHUTTING_DOWN_REPLY, error_reply, reply_error
 from resonate_sync.transport.micro import EndpointStats, Service
 
 
 def make_service(**kwargs) -> Service:
-    kwargs.setdefault("error_prefix", ERROR_REPLY_PREFIX)
-    kwargs.setdefault("describe_error", reply_error)
     return Service("resonate", __version__, "resonate.server", **kwargs)
 
 
@@ -57,7 +55,7 @@ class TestEndpointStats:
         """last_error is the error recorded last, whichever thread recorded it."""
         stats = EndpointStats()
         stats.record(1, error="400:first")
-        other = threading.Thread(target=stats.record, args=(1, None, "404:second"))
+        other = threading.Thread(target=stats.record, args=(1, "404:second"))
         other.start()
         other.join()
         assert stats.snapshot()["last_error"] == "404:second"
@@ -106,28 +104,16 @@ class TestService:
         assert datetime.fromisoformat(stats["started"].replace("Z", "+00:00")).utcoffset().total_seconds() == 0
         assert stats["endpoints"][0]["queue_group"] == "blue"
 
-    def test_record_classifies_replies(self):
-        """A reply with success false counts as an error, shown as "code:message"; a success reply
-        or no reply at all does not."""
+    def test_record_counts_the_reported_outcome(self):
+        """An answer reported as an error counts as one, shown as "code:message"; a success answer
+        or no answer at all does not."""
         service = make_service()
-        service.record(5, b'{"success":true,"response":{}}')
-        service.record(7, error_reply(404, "promise not found"))
-        service.record(1, None)
+        service.record(5, None)
+        service.record(7, "404:promise not found")
+        service.record(1)
         snapshot = service.stats.snapshot()
         assert (snapshot["num_requests"], snapshot["num_errors"], snapshot["last_error"], snapshot["processing_time"]) == (
             3, 1, "404:promise not found", 13)
-
-    def test_without_a_describer_the_raw_reply_is_the_last_error(self):
-        """With no describe function, last_error is the error reply's text."""
-        service = Service("resonate", "1.0.0", "s", error_prefix=b"ERR")
-        service.record(1, b"ERR no")
-        assert service.stats.snapshot()["last_error"] == "ERR no"
-
-    def test_without_an_error_prefix_nothing_is_an_error(self):
-        """A service told nothing about its replies counts requests but no errors."""
-        service = Service("resonate", "1.0.0", "s")
-        service.record(1, error_reply(500, "x"))
-        assert service.stats.snapshot()["num_errors"] == 0
 
     @pytest.mark.parametrize("reply", [BUSY_REPLY, SHUTTING_DOWN_REPLY, error_reply(400, "x:y")])
     def test_reply_error_reads_every_error_reply(self, reply):

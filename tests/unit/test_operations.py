@@ -3,6 +3,8 @@
 import base64
 import itertools
 import json
+import logging
+from datetime import datetime, timezone
 
 import pytest
 
@@ -26,8 +28,10 @@ from core_situations import (
     resume_task,
     task_in,
 )
+from state_invariants import ListJournal
+from resonate_sync.core import FakeClock, Resonate
 from resonate_sync.errors import Status
-from resonate_sync.models import Mesg, Value
+from resonate_sync.models import Mesg, PutSchedule, Schedule, Value, record_to_json
 from resonate_sync.models import PromiseState as PS
 from resonate_sync.models import TaskState as TS
 
@@ -1665,6 +1669,55 @@ class TestCron:
         err = error_of(new_core().r.schedules_create, id="s", cron=cron, promise_id="x")
         assert err.code == 400 and "cron" in err.message
 
+    NEVER_FIRES = [
+        "0 0 31 2 *",
+        "* * 31 4 *",
+        "0 0 30 2 *",
+        "0 0 30,31 2 *",
+        "59 23 31 4,6,9,11 *",
+        "0 0 0 31 2 *",
+        "* * * 31 4 *",
+        "0 0 0 30 2 *",
+        "TZ=UTC 0 0 31 2 *",
+        "CRON_TZ=Europe/Berlin * * 31 4 *",
+        "TZ=America/New_York 0 0 0 30 2 *",
+    ]
+
+    @pytest.mark.parametrize("cron", NEVER_FIRES)
+    def test_never_firing_expressions_are_400(self, cron):
+        """An expression no date satisfies (31 February, 31 April) is 400 naming cron and why; nothing stored."""
+        core = new_core()
+        err = error_of(core.r.schedules_create, id="s", cron=cron, promise_id="x")
+        assert err.code == 400
+        assert "the field cron must be a valid cron expression" in err.message and "never fires" in err.message
+        assert error_of(core.r.schedules_read, id="s").code == 404
+
+    @pytest.mark.parametrize("cron", NEVER_FIRES)
+    def test_never_firing_expressions_are_400_through_the_envelope(self, cron):
+        """Through the request envelope the same expressions answer an error envelope with code 400 naming cron."""
+        reply = new_core().call("schedules.create", {"id": "s", "cron": cron, "promiseId": "x"})
+        assert reply["success"] is False and reply["error"]["code"] == 400
+        assert "the field cron must be a valid cron expression" in reply["error"]["message"]
+
+    @pytest.mark.parametrize(
+        "cron, expected",
+        [
+            ("0 0 29 2 *", datetime(2024, 2, 29, tzinfo=timezone.utc)),
+            ("0 0 31 * *", datetime(2023, 12, 31, tzinfo=timezone.utc)),
+            ("0 0 31 2 MON", datetime(2024, 2, 5, tzinfo=timezone.utc)),
+        ],
+    )
+    def test_rare_or_either_day_expressions_fire(self, cron, expected):
+        """29 February, the 31st, and 31 February OR a weekday (both day fields restricted: either) are accepted."""
+        assert self.next_run(cron) == int(expected.timestamp() * 1000)
+
+    def test_no_occurrence_left_is_400(self):
+        """An expression whose next occurrence would fall after the year 9999 is 400 naming cron too."""
+        core = new_core()
+        core.clock.set(int(datetime(9999, 6, 1, tzinfo=timezone.utc).timestamp() * 1000))
+        err = error_of(core.r.schedules_create, id="s", cron="@yearly", promise_id="x")
+        assert err.code == 400 and "the field cron must be a valid cron expression" in err.message
+
 
 # =========================================================================== 7.2 / 7.3 firing
 
@@ -1761,6 +1814,49 @@ class TestScheduleFiring:
         core.advance(1_000)
         core.tick()
         assert core.promise("fixed") == existing
+
+    def parked_logs(self, caplog) -> list:
+        logged = caplog.records
+        return [r for r in logged if r.name == "resonate_sync.core.schedules" and "not fire again" in r.getMessage()]
+
+    def test_stored_schedule_that_never_fires_is_parked_once(self, caplog):
+        """A journaled schedule whose cron never fires is logged once and parked at nextRunTime = int64 max, durably."""
+        stored = Schedule(id="old", cron="0 0 31 2 *", promise_id="old-{{.timestamp}}", next_run_time=NOW + 1_000,
+                          created_on=NOW - 1_000, sort_id=1)  # fmt: skip
+        earlier = [record_to_json(PutSchedule(stored))]
+        journal, clock = ListJournal(), FakeClock(NOW)
+        core = Core(Resonate.recover(None, earlier, clock=clock, journal=journal), clock)
+        core.r.promises_create(id="p", timeout=NOW + 1_000)
+        core.advance(1_000)
+        with caplog.at_level(logging.ERROR):
+            core.tick()
+            core.tick()
+        assert len(self.parked_logs(caplog)) == 1
+        schedule = core.r.schedules_read(id="old").payload.schedule
+        assert (schedule.next_run_time, schedule.last_run_time) == (INT64_MAX, None)
+        assert ids(core.r.promises_search(id="old-*")) == []
+        assert core.promise("p").state == PS.REJECTED_TIMEDOUT
+
+        caplog.clear()
+        restarted = Resonate.recover(None, earlier + journal.records, clock=FakeClock(NOW + 10_000))
+        with caplog.at_level(logging.ERROR):
+            restarted.tick()
+        assert restarted.state.schedules["old"].next_run_time == INT64_MAX and not self.parked_logs(caplog)
+
+    def test_schedule_past_its_last_occurrence_is_parked(self, caplog):
+        """When the occurrence after the due one falls after the year 9999: logged once, parked, nothing fired."""
+        core = new_core()
+        core.clock.set(int(datetime(9998, 12, 31, tzinfo=timezone.utc).timestamp() * 1000))
+        core.r.schedules_create(id="y", cron="@yearly", promise_id="y-{{.timestamp}}")
+        due = int(datetime(9999, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+        assert core.r.schedules_read(id="y").payload.schedule.next_run_time == due
+        core.clock.set(due)
+        with caplog.at_level(logging.ERROR):
+            core.tick()
+            core.tick()
+        assert len(self.parked_logs(caplog)) == 1
+        assert core.r.schedules_read(id="y").payload.schedule.next_run_time == INT64_MAX
+        assert ids(core.r.promises_search(id="y-*")) == []
 
     def test_huge_promise_timeout_is_clamped(self):
         """planned time + promiseTimeout is clamped to the int64 maximum (10.3)."""

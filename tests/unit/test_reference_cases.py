@@ -9,6 +9,7 @@ from typing import Any, Dict
 import pytest
 
 from core_situations import FAR, NOW, Core, invoke_tags, new_core
+from resonate_sync.api.operations import ROUTES
 from resonate_sync.core import OPERATIONS
 from resonate_sync.models import PromiseState as PS
 from resonate_sync.models import TaskState as TS
@@ -524,6 +525,11 @@ class TestEnvelope:
     def test_every_operation_is_covered(self):
         """The success table here names exactly the 18 operations of section 3."""
         assert set(SUCCESSES) == set(OPERATIONS) and len(OPERATIONS) == 18
+
+    def test_every_operation_has_a_route(self):
+        """The envelope routes every operation of the core, by the same name, and nothing else."""
+        assert set(ROUTES) == set(OPERATIONS)
+        assert all(route.operation is OPERATIONS[name] for name, route in ROUTES.items())
 
     @pytest.mark.parametrize("operation", SUCCESSES)
     def test_success_reply(self, operation):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from core_situations import FAR, NOW, error_of, new_core
 from resonate_sync.api import handle
-from resonate_sync.core.cursor import cursor_body, cursor_length, decode_cursor, encode_cursor
+from resonate_sync.core.cursor import cursor_body, cursor_length, encode_cursor
 from resonate_sync.core.sizes import (
     ENVELOPE_BYTES,
     ID_COPIES,
@@ -291,6 +291,27 @@ class TestSearchPages:
         two = pages[0].promises + pages[1].promises
         assert sum(json_bytes(p) + 1 for p in two) <= 2 * limit < self.used(two, pages[0].cursor)
 
+    def test_pages_cut_by_work_and_by_size_together(self):
+        """With a scan bound too, pages end by work (maybe empty) or by size; cursors still yield each match once."""
+        limit = promise_limit(65536)
+        core = new_core(max_promise_bytes=limit, search_scan_limit=40)
+        for i in range(12):
+            core.r.promises_create(id=f"a{i}", timeout=FAR, param=Value(data=data(20_000)))
+            for j in range(60 if i % 4 == 0 else 0):
+                core.r.promises_create(id=f"b{i}-{j}", timeout=FAR)
+        search = core.r.promises_search
+        pages = [search(id="*a*").payload]
+        while pages[-1].cursor:
+            pages.append(search(cursor=pages[-1].cursor).payload)
+        assert [p.id for page in pages for p in page.promises] == [f"a{i}" for i in reversed(range(12))]
+        assert any(not page.promises for page in pages)  # cut by work before any match
+        # cut by size: pages of a run of a's end at two, as a third would not fit
+        assert max(len(page.promises) for page in pages) == 2
+        assert sum(json_bytes(core.promise(f"a{i}")) + 1 for i in range(3)) > 2 * limit
+        for page in pages:
+            assert self.used(page.promises, page.cursor) <= 2 * limit
+        assert pages[-1].cursor is None
+
     def test_schedule_pages_are_cut_too(self):
         """schedules.search cuts its pages the same way."""
         limit = promise_limit(65536)
@@ -324,14 +345,17 @@ class TestSearchPages:
 
 
 class TestFitPage:
-    """fit_page on items of known sizes (``bound`` says three times more than ``exact``), budget 300 bytes."""
+    """fit_page on items of known sizes (``bound`` says three times more than ``exact``), budget 300 bytes.
+
+    ``fit`` returns the sizes kept and where the next page starts (the cursor's ``before``).
+    """
 
     @staticmethod
-    def fit(sizes, full=False):
+    def fit(sizes, full=False, below=None):
         items = [SimpleNamespace(sort_id=100 - i, size=size) for i, size in enumerate(sizes)]
-        cursor = encode_cursor(b"k", "promises", {"before": items[-1].sort_id}) if full else None
-        page, cursor = fit_page(items, cursor, 150, lambda i: i.size, lambda i: 3 * i.size, b"k", "promises", {})
-        return [i.size for i in page], cursor and decode_cursor(b"k", "promises", cursor)["before"]
+        below = items[-1].sort_id if full else below
+        page, below = fit_page(items, below, 150, lambda i: i.size, lambda i: 3 * i.size, "promises", {})
+        return [i.size for i in page], below
 
     def test_cursor_size(self):
         """The cursors here take 61 bytes."""
@@ -354,6 +378,16 @@ class TestFitPage:
         """A page always moves the search on, even past an item larger than the budget."""
         assert self.fit([500]) == ([500], None)
         assert self.fit([500, 1]) == ([500], 100)
+
+    def test_a_page_cut_by_work_keeps_its_cursor_when_it_fits(self):
+        """A scan that ran out of work resumes past the last item (below 98); a page that fits keeps that cursor."""
+        assert self.fit([10, 20], below=90) == ([10, 20], 90)
+        assert self.fit([], below=90) == ([], 90)
+        assert self.fit([100, 100], below=90) == ([100, 100], 90)  # 202 + 61 <= 300
+
+    def test_a_page_cut_by_work_and_then_by_size_resumes_after_its_last_item(self):
+        """Cut by size, the next page starts after the last item kept, not where the scan stopped."""
+        assert self.fit([100, 100, 100], below=90) == ([100, 100], 99)
 
 
 class TestReplyOverMaxPayload:

@@ -18,15 +18,15 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from resonate_sync.transport.nats import (
+from resonate_sync.transport import (
     AuthorizationError,
     Connection,
     ConnectionClosedError,
     Msg,
     NatsConnectionError,
-    _decode_headers,
     redact_url,
 )
+from resonate_sync.transport.protocol import decode_headers
 
 INFO: Dict[str, Any] = {"server_id": "scripted", "version": "2.15.1", "proto": 1, "headers": True, "max_payload": 1048576}
 
@@ -95,7 +95,7 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 class TestImport:
     CHECK = (
-        "from resonate_sync.transport.nats import Connection\n"
+        "from resonate_sync.transport import Connection\n"
         "import pkg_resources\n"
         "print(pkg_resources.get_distribution('pynats2').version)\n"
         "Connection('nats://127.0.0.1:1')\n"
@@ -231,6 +231,22 @@ class TestPublish:
         assert conn.max_payload == 5
         conn.close()
 
+    def test_a_failing_max_payload_callback_is_logged_and_the_connection_goes_on(self, scripted, caplog):
+        """on_max_payload raising (at connect or on the reader thread) neither fails the connect nor stops the reader."""
+
+        def fail(old: Any, new: int) -> None:
+            raise RuntimeError("boom")
+
+        scripted.accept(info={**INFO, "max_payload": 10})
+        conn = Connection(scripted.url, ping_interval=60, on_max_payload=fail)
+        conn.connect()
+        scripted.sock.sendall(b"INFO " + json.dumps({**INFO, "max_payload": 5}).encode() + b"\r\n")
+        wait_for(lambda: conn.max_payload == 5)
+        conn.publish("s", b"y" * 5)
+        assert scripted.read_until(b"yyyyy\r\n").startswith(b"PUB s 5\r\n")
+        assert conn.connected and caplog.text.count("on_max_payload callback failed") == 2
+        conn.close()
+
     @pytest.mark.parametrize("subject", ["", "a b", "a\r\nPUB"])
     def test_bad_subject_is_refused(self, connected, subject):
         """A subject with whitespace would corrupt the protocol stream: ValueError."""
@@ -248,4 +264,4 @@ class TestHelpers:
     def test_decode_headers_with_status(self):
         """A status line becomes Status/Description; repeated keys are joined."""
         raw = b"NATS/1.0 503 No Responders\r\nA: 1\r\nA: 2\r\n\r\n"
-        assert _decode_headers(raw) == {"Status": "503", "Description": "No Responders", "A": "1, 2"}
+        assert decode_headers(raw) == {"Status": "503", "Description": "No Responders", "A": "1, 2"}

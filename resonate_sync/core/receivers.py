@@ -1,0 +1,96 @@
+"""Receivers (PROTOCOL.md 2.8, 2.9, 13.7): which ones name a NATS subject, and which may be used.
+
+A receiver is stored with its task and resolved when the task is delivered. Receivers that
+name a NATS subject (``nats://<subject>``, ``{"type": "nats", "data": {"subject": …}}``) are
+published to with the server's own NATS identity, so they are checked when a request names
+them, not at delivery: a subject that is not a literal publish subject, reaches into NATS'
+own APIs (``$…``) or another client's reply inbox (``_INBOX…``), is longer than 255 bytes,
+is the server's own request subject, or lies outside the operator's ``--delivery-allow``
+patterns is a 400 naming the field. Other receivers (``poll://any@default``, ``http://…``)
+are stored as given, as the protocol asks; their deliveries fail and are retried.
+"""
+
+from typing import Any, Mapping, Optional
+
+from .. import limits
+from ..errors import BadRequest
+from ..subjects import any_match, delivery_subject_problem
+from .common import CoreSettings
+
+__all__ = ["nats_subject_of", "check_receiver", "check_invoke_tag", "invoke_recv", "INVOKE_TAG"]
+
+INVOKE_TAG = "resonate:invoke"
+_NATS_SCHEME = "nats://"
+
+
+def nats_subject_of(recv: Any) -> Optional[str]:
+    """The NATS subject a receiver names, or None when it is not a NATS receiver.
+
+    ``nats://`` with nothing after it, or a ``nats`` object without a string subject, names
+    the empty subject (which :func:`check_receiver` refuses).
+    """
+    if type(recv) is str:
+        return recv[len(_NATS_SCHEME) :] if recv.startswith(_NATS_SCHEME) else None
+    if type(recv) is dict and recv.get("type") == "nats":
+        data = recv.get("data")
+        subject = data.get("subject") if type(data) is dict else None
+        return subject if type(subject) is str else ""
+    return None
+
+
+def check_receiver(recv: Any, field: str, settings: CoreSettings) -> None:
+    """400 naming ``field`` unless the server may deliver to ``recv`` (see the module docstring)."""
+    subject = nats_subject_of(recv)
+    if subject is None:
+        return
+    if not subject:
+        raise BadRequest(
+            f"validation error: {field}: a NATS receiver needs a subject: nats://<subject> or "
+            '{"type":"nats","data":{"subject":"<subject>"}}'
+        )
+    problem = delivery_subject_problem(subject)
+    if problem is None and subject in settings.reserved_subjects:
+        problem = f"the subject {subject!r} is where this server takes requests; a delivery there would be read as one"
+    if problem is None and settings.delivery_allow and not any_match(settings.delivery_allow, subject):
+        problem = (
+            f"the subject {subject!r} is outside the subjects this server delivers to "
+            f"(--delivery-allow {','.join(settings.delivery_allow)})"
+        )
+    if problem is not None:
+        raise BadRequest(f"validation error: {field}: {problem}")
+
+
+def invoke_recv(tags: Mapping[str, str]) -> Any:
+    """The receiver named by a ``resonate:invoke`` tag, or None when the tag does not match (2.9).
+
+    A value that is valid JSON counts only as a physical receiver: an object with a non-empty
+    ``type`` and no keys but ``type``/``data``. Any other valid JSON (``"\\"foo\\""``, ``123``)
+    is no match. A string that is not JSON (``poll://any@default``) is a logical receiver.
+    JSON that breaks the request limit (``limits``) is a 400: it would be stored as a receiver.
+    """
+    value = tags.get(INVOKE_TAG)
+    if value is None:
+        return None
+    try:
+        decoded = limits.loads(value, root=f"payload.tags.{INVOKE_TAG}", depth=limits.PAYLOAD_DEPTH)
+    except limits.JsonLimitError as exc:
+        if exc.kind == "constant":  # NaN/Infinity are not JSON (RFC 8259, Go): a logical receiver
+            return value
+        raise BadRequest(f"invalid payload: {exc}") from None
+    except ValueError:
+        return value
+    if (
+        isinstance(decoded, dict)
+        and isinstance(decoded.get("type"), str)
+        and decoded["type"]
+        and set(decoded) <= {"type", "data"}
+    ):
+        return decoded
+    return None
+
+
+def check_invoke_tag(tags: Mapping[str, str], settings: CoreSettings) -> None:
+    """400 unless the ``resonate:invoke`` tag, if any, names a receiver the server may use."""
+    if INVOKE_TAG in tags:
+        check_receiver(invoke_recv(tags), f"payload.tags.{INVOKE_TAG}", settings)
+

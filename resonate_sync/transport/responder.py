@@ -1,0 +1,523 @@
+"""The server side of the transport: serve one subject with a pool of workers.
+
+:class:`NatsTransport` serves one subject: the reader thread hands each request straight to
+one ``ThreadPoolExecutor`` (no second hop), bounds the backlog with a busy reply, reconnects
+and resubscribes forever with backoff, and drains gracefully on :meth:`NatsTransport.stop`.
+The handler gets a :class:`Request` and answers it once, from whichever thread has the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from time import monotonic, perf_counter_ns
+from typing import Callable, Dict, Optional, Tuple
+
+from resonate_sync.transport.connection import Connection, Subscription
+from resonate_sync.transport.errors import ConnectionClosedError, NatsConnectionError, TransportError
+from resonate_sync.transport.micro import Service
+from resonate_sync.transport.protocol import DEFAULT_MAX_PAYLOAD, Msg, check_subject
+from resonate_sync.urls import redact_url
+
+__all__ = ["ErrorReply", "NatsTransport", "Request"]
+
+LOG = logging.getLogger("resonate_sync.transport")
+
+ErrorReply = Tuple[int, str, bytes]
+"""An error reply the transport sends on its own: (code, message, data). ``data`` is the
+reply's body, in whatever format the service speaks; ``code`` and ``message`` are what the
+Services API stats show (``last_error`` is ``"code:message"``)."""
+
+
+class Request:
+    """One request taken from the subject, and the one answer it gets.
+
+    The handler, or any thread it hands the request to, answers it exactly once with
+    :meth:`respond` or :meth:`respond_error`. Until then the request counts against
+    ``max_pending`` and ``stop()`` waits for it. A second answer is a bug: it is logged, not sent.
+
+    Attributes:
+        data: the request's payload.
+        in_flight: requests taken and not yet answered when this one reached its handler,
+            itself included: how busy the transport is.
+        max_payload: the largest reply the connected server carried when this request reached
+            its handler (its INFO's ``max_payload``). An answer larger than the connection's
+            ``max_payload`` when it is sent is never published (see :class:`NatsTransport`).
+    """
+
+    __slots__ = ("data", "in_flight", "max_payload", "_msg", "_started_ns", "_answer", "_once")
+
+    def __init__(
+        self,
+        msg: Msg,
+        in_flight: int,
+        max_payload: int,
+        started_ns: int,
+        answer: Callable[["Request", Optional[bytes], Optional[str]], None],
+    ) -> None:
+        self.data = msg.payload
+        self.in_flight = in_flight
+        self.max_payload = max_payload
+        self._msg = msg
+        self._started_ns = started_ns  # perf_counter_ns() when a worker took it
+        self._answer = answer
+        self._once = threading.Lock()  # taken by the first answer, never released
+
+    @property
+    def subject(self) -> str:
+        """The subject the request was sent to."""
+        return self._msg.subject
+
+    @property
+    def reply(self) -> str:
+        """Where the answer goes ("" when nobody waits for one)."""
+        return self._msg.reply
+
+    @property
+    def headers(self) -> Optional[Dict[str, str]]:
+        """The request's NATS headers, or None."""
+        return self._msg.headers
+
+    def respond(self, data: bytes) -> None:
+        """Answer with ``data`` (sent if the request has a reply subject); the request is done."""
+        if not self._settle(data, None):
+            self._answered_twice()
+
+    def respond_error(self, code: int, message: str, data: bytes) -> None:
+        """Answer with the error reply ``data``, counted as an error ``"code:message"``; the request is done."""
+        if not self._settle(data, f"{code}:{message}"):
+            self._answered_twice()
+
+    def _settle(self, data: Optional[bytes], error: Optional[str]) -> bool:
+        """Answer (``data`` None: without a reply) unless answered already; whether this call did."""
+        if not self._once.acquire(False):
+            return False
+        self._answer(self, data, error)
+        return True
+
+    def _answered_twice(self) -> None:
+        LOG.error("a request on %s was answered twice; the second answer is not sent", self.subject, stack_info=True)
+
+
+def _check_error_reply(name: str, value: object) -> None:
+    if not (
+        isinstance(value, tuple)
+        and len(value) == 3
+        and isinstance(value[0], int)
+        and isinstance(value[1], str)
+        and isinstance(value[2], bytes)
+    ):
+        raise TypeError(f"{name} must be (code, message, data bytes), not {value!r}")
+
+
+class NatsTransport:
+    """Serve ``handler`` on ``subject``: ``handler(request)`` answers each :class:`Request` once.
+
+    The reader thread submits each request straight to one ``ThreadPoolExecutor(workers)``;
+    a worker calls ``handler(request)``, which answers with ``request.respond(data)`` or
+    ``request.respond_error(code, message, data)``, then or later from any thread. A handler
+    that raises before answering is logged and its request answered ``failure_reply`` (no reply
+    without one). At most ``max_pending`` requests are queued or running; beyond that the reader
+    answers ``busy_reply`` at once instead of queueing, so a burst cannot grow memory without
+    bound. The three fixed replies are :data:`ErrorReply` triples. On connection loss a supervisor thread reconnects
+    with jittered exponential backoff (``reconnect_backoff`` = first delay, cap) forever until
+    :meth:`stop`, resubscribing as it goes.
+
+    With ``service`` (an ADR-32 :class:`~resonate_sync.transport.micro.Service`) it also
+    answers the Services API discovery subjects (``$SRV.PING|INFO|STATS[.name[.id]]``) and
+    counts into ``service.stats`` every request, each error answer (as the handler reported
+    it), and the nanoseconds from a worker taking the request to its answer.
+    Error replies carry no ``Nats-Service-Error`` headers: the reply itself says it failed, the
+    Go server sends none either, and they would cost every client a header parse.
+    Discovery requests are answered on the reader thread itself: they are cheap, never queue
+    behind API requests, never get the busy reply, and use plain subscriptions (every instance
+    answers, which is what discovery needs) whatever ``queue`` the API subject uses.
+
+    An answer larger than the server's ``max_payload`` is never published (NATS would drop the
+    connection): the request is answered ``too_large_reply(size, max_payload)``, an
+    :data:`ErrorReply`, instead, with a warning (without ``too_large_reply`` the answer is
+    lost, logged as an error). Each :class:`Request` carries the ``max_payload`` it was taken
+    under, for the handler to keep its answer within. ``on_max_payload(max_payload)`` is
+    called at connect, before any request is taken, and again whenever a reconnect finds a
+    different ``max_payload`` (a smaller one is logged as a warning).
+
+    ``tls_*`` configure ``tls://`` connections (see :class:`Connection`); unlike pynats2,
+    ``tls_verify`` defaults to True.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        subject: str,
+        handler: Callable[[Request], None],
+        *,
+        workers: int = 8,
+        max_pending: int = 1024,
+        busy_reply: ErrorReply,
+        stop_reply: Optional[ErrorReply] = None,
+        failure_reply: Optional[ErrorReply] = None,
+        queue: str = "",
+        name: str = "resonate",
+        reconnect_backoff: Tuple[float, float] = (0.1, 2.0),
+        ping_interval: float = 2.0,
+        max_outstanding_pings: int = 2,
+        connect_timeout: float = 2.0,
+        logger: Optional[logging.Logger] = None,
+        service: Optional[Service] = None,
+        too_large_reply: Optional[Callable[[int, int], ErrorReply]] = None,
+        on_max_payload: Optional[Callable[[int], None]] = None,
+        tls_cacert: Optional[str] = None,
+        tls_client_cert: Optional[str] = None,
+        tls_client_key: Optional[str] = None,
+        tls_verify: bool = True,
+    ) -> None:
+        for name, value in (("busy_reply", busy_reply), ("stop_reply", stop_reply), ("failure_reply", failure_reply)):
+            if value is not None or name == "busy_reply":
+                _check_error_reply(name, value)
+        if workers < 1 or max_pending < 1:
+            raise ValueError("workers and max_pending must be at least 1")
+        check_subject(subject)
+        self.url = redact_url(url)
+        self.subject = subject
+        self._raw_url = url
+        self._handler = handler
+        self._workers = workers
+        self._max_pending = max_pending
+        self._busy_data = busy_reply[2]
+        self._busy_error = f"{busy_reply[0]}:{busy_reply[1]}"
+        self._stop_reply = stop_reply
+        self._failure_reply = failure_reply
+        self._queue = queue
+        self._name = name
+        self._backoff = reconnect_backoff
+        self._ping_interval = ping_interval
+        self._max_outstanding_pings = max_outstanding_pings
+        self._connect_timeout = connect_timeout
+        self._tls = {
+            "tls_cacert": tls_cacert or None,
+            "tls_client_cert": tls_client_cert or None,
+            "tls_client_key": tls_client_key or None,
+            "tls_verify": tls_verify,
+        }
+        self._service = service
+        self._too_large_reply = too_large_reply
+        self._on_max_payload = on_max_payload
+        self._log = logger or LOG
+        self._answer = self._publish_answer  # bound once: every Request carries it
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
+        # Requests submitted to the executor and not yet picked up by a worker, by receive
+        # number: at stop()'s deadline they are answered from there, even if every worker is stuck.
+        self._queued: Dict[int, Msg] = {}
+        self._received = 0
+        self._replied = 0
+        self._busy = 0
+        self._handler_errors = 0
+        self._reconnects = 0
+        self._started = False
+        self._stopping = False
+        self._stop_event = threading.Event()
+        self._wake = threading.Event()
+        self._conn: Optional[Connection] = None
+        self._sub: Optional[Subscription] = None
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._supervisor: Optional[threading.Thread] = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the NATS connection is up right now."""
+        return self._conn is not None and self._conn.connected
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message the connected server takes (from its INFO; 1 MiB before connecting)."""
+        conn = self._conn
+        return conn.max_payload if conn is not None else DEFAULT_MAX_PAYLOAD
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """Counters since start: received, replied, busy_rejections, reconnects, handler_errors, in_flight."""
+        with self._lock:
+            return {
+                "received": self._received,
+                "replied": self._replied,
+                "busy_rejections": self._busy,
+                "reconnects": self._reconnects,
+                "handler_errors": self._handler_errors,
+                "in_flight": self._in_flight,
+            }
+
+    def start(self) -> "NatsTransport":
+        """Connect, subscribe, and start serving; returns once the subscription is registered.
+
+        Raises TransportError naming the URL if the server is unreachable, refuses the
+        credentials, or refuses the subscription.
+        """
+        if self._started:
+            raise RuntimeError("NatsTransport.start() called twice")
+        self._started = True
+        conn = Connection(
+            self._raw_url,
+            name=self._name,
+            connect_timeout=self._connect_timeout,
+            ping_interval=self._ping_interval,
+            max_outstanding_pings=self._max_outstanding_pings,
+            on_disconnect=self._on_disconnect,
+            on_max_payload=self._max_payload_changed,
+            logger=self._log,
+            **self._tls,
+        )
+        self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
+        if self._service is not None:
+            for subject, verb in self._service.subjects():
+                conn.subscribe(subject, callback=partial(self._on_discovery, verb))
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"{self._name}-worker")
+        self._conn = conn  # before connect(): requests may arrive as soon as the SUB is sent
+        try:
+            conn.connect()
+            conn.flush(self._connect_timeout)
+            if conn.server_errors and "subscription" in (conn.last_server_error or "").lower():
+                raise TransportError(
+                    f"{self.url} refused the subscription to {self.subject!r}: {conn.last_server_error}"
+                )
+        except BaseException as exc:
+            conn.close()
+            self._executor.shutdown()
+            self._conn = None
+            if isinstance(exc, (NatsConnectionError, OSError, TimeoutError)):
+                raise TransportError(str(exc)) from exc
+            raise
+        self._supervisor = threading.Thread(target=self._supervise, name=f"{self._name}-nats-supervisor", daemon=True)
+        self._supervisor.start()
+        self._log.info("serving %s on %s", self.subject, self.url)
+        return self
+
+    # -- message path ----------------------------------------------------------------------
+
+    def _on_message(self, msg: Msg) -> None:
+        """Reader thread: queue the request, or answer busy when the backlog is full."""
+        with self._lock:
+            self._received += 1
+            busy = self._in_flight >= self._max_pending
+            if busy:
+                self._busy += 1
+            else:
+                self._in_flight += 1
+                number = self._received
+                self._queued[number] = msg
+        if busy:
+            if self._service is not None:
+                self._service.record(0, self._busy_error)
+            if msg.reply:
+                try:
+                    self._conn.publish(msg.reply, self._busy_data)  # type: ignore[union-attr]
+                except NatsConnectionError:
+                    pass
+            return
+        try:
+            self._executor.submit(self._serve, number)  # type: ignore[union-attr]
+        except RuntimeError:  # executor shut down: stop() gave up waiting
+            with self._lock:
+                taken = self._queued.pop(number, None)
+            if taken is not None:
+                self._done(0, 0)
+
+    def _serve(self, number: int) -> None:
+        """Worker thread: hand the request to the handler, which answers it now or later."""
+        started = perf_counter_ns()
+        with self._lock:
+            msg = self._queued.pop(number, None)
+        if msg is None:
+            return  # stop() answered it at its deadline
+        request = Request(msg, self._in_flight, self.max_payload, started, self._answer)
+        try:
+            self._handler(request)
+        except Exception as exc:
+            self._log.exception("handler failed for a request on %s", msg.subject)
+            with self._lock:
+                self._handler_errors += 1
+            data = self._failure_reply[2] if self._failure_reply is not None else None
+            # An answer given before the raise (or handed to another thread) stands.
+            request._settle(data, f"500:handler failed: {type(exc).__name__}")
+
+    def _publish_answer(self, request: Request, data: Optional[bytes], error: Optional[str]) -> None:
+        """Count a request's answer and publish it (``data`` None: no reply), from whichever thread
+        has it; the request is done."""
+        replied = failed = 0
+        try:
+            if data is not None and self._too_large_reply is not None:
+                max_payload = self._conn.max_payload  # type: ignore[union-attr]
+                if len(data) > max_payload:
+                    self._log.warning(
+                        "the reply of %d bytes to a request on %s exceeds the NATS max_payload of %d bytes; "
+                        "answering an error instead",
+                        len(data), request.subject, max_payload,
+                    )  # fmt: skip
+                    code, message, data = self._too_large_reply(len(data), max_payload)
+                    error = f"{code}:{message}"
+            if self._service is not None:
+                self._service.record(perf_counter_ns() - request._started_ns, error)
+            reply = request.reply
+            if data is not None and reply:
+                try:
+                    self._conn.publish(reply, data)  # type: ignore[union-attr]
+                    replied = 1
+                except ConnectionClosedError as exc:
+                    self._log.debug("reply to %s lost: %s", reply, exc)
+        except Exception:
+            failed = 1
+            self._log.exception("reply to a request on %s failed", request.subject)
+        finally:
+            self._done(replied, failed)
+
+    def _on_discovery(self, verb: str, msg: Msg) -> None:
+        """Reader thread: answer a Services API PING, INFO or STATS request at once."""
+        if not msg.reply:
+            return
+        try:
+            self._conn.publish(msg.reply, self._service.respond(verb))  # type: ignore[union-attr]
+        except NatsConnectionError:
+            pass
+
+    def _done(self, replied: int, failed: int) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._replied += replied
+            self._handler_errors += failed
+            if self._stopping and self._in_flight == 0:
+                self._idle.notify_all()
+
+    def publish(self, subject: str, payload: bytes) -> None:
+        """Publish ``payload`` to ``subject`` (thread-safe; used to deliver task messages).
+
+        Raises TransportError if not connected right now (retry later), TypeError/ValueError
+        for a bad payload.
+        """
+        conn = self._conn
+        if conn is None:
+            raise TransportError(f"transport for {self.url} is not started")
+        try:
+            conn.publish(subject, payload)
+        except ConnectionClosedError as exc:
+            raise TransportError(str(exc)) from exc
+
+    # -- reconnecting ----------------------------------------------------------------------
+
+    def _on_disconnect(self, reason: str) -> None:
+        self._wake.set()
+
+    def _max_payload_changed(self, previous: Optional[int], current: int) -> None:
+        if previous is not None and current < previous:
+            self._log.warning(
+                "%s now takes messages of at most %d bytes (max_payload), down from %d: replies that no longer "
+                "fit (promises stored under the larger limit) are answered with an error",
+                self.url, current, previous,
+            )  # fmt: skip
+        if self._on_max_payload is not None:
+            self._on_max_payload(current)
+
+    def _delay(self, attempt: int) -> float:
+        first, cap = self._backoff
+        return min(cap, first * (2**attempt)) * random.uniform(0.5, 1.0)
+
+    def _supervise(self) -> None:
+        """Reconnect after every loss, with backoff, until stop(); log one line each way."""
+        conn = self._conn
+        assert conn is not None
+        while True:
+            self._wake.wait()
+            if self._stop_event.is_set():
+                return
+            self._wake.clear()
+            if conn.connected:
+                continue
+            lost_at = monotonic()
+            self._log.info("lost connection to %s: %s; reconnecting", self.url, conn.last_disconnect_reason)
+            attempt, warned_at = 0, lost_at
+            while True:
+                if self._stop_event.wait(self._delay(attempt)):
+                    return
+                try:
+                    conn.connect()
+                    break
+                except ConnectionClosedError:
+                    return
+                except (NatsConnectionError, OSError) as exc:
+                    attempt += 1
+                    self._log.debug("reconnect attempt %d to %s failed: %s", attempt, self.url, exc)
+                    if monotonic() - warned_at >= 30.0:
+                        warned_at = monotonic()
+                        self._log.warning("still disconnected from %s after %.0f s: %s", self.url, warned_at - lost_at, exc)
+            with self._lock:
+                self._reconnects += 1
+            self._log.info("reconnected to %s after %.1f s", self.url, monotonic() - lost_at)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop gracefully; returns True if every in-flight request finished in time. Idempotent.
+
+        Unsubscribes first (requests the server already sent are still served), waits up to
+        ``timeout`` s for in-flight handlers and flushes their replies, then closes the
+        connection and joins the threads. Handlers still running after ``timeout`` are
+        abandoned. Requests still queued then are answered ``stop_reply`` from this thread
+        without running the handler (a few microseconds each, even if every worker is stuck),
+        so that a backlog too long for ``timeout`` ends in replies a client can act on instead
+        of silence; without a ``stop_reply`` they get no reply.
+        """
+        with self._lock:
+            if self._stopping or self._conn is None:
+                return True
+            self._stopping = True
+        deadline = monotonic() + timeout
+        conn, executor = self._conn, self._executor
+        assert executor is not None and self._sub is not None and self._supervisor is not None
+        self._stop_event.set()
+        self._wake.set()
+        self._supervisor.join(max(0.0, deadline - monotonic()))
+        conn.unsubscribe(self._sub, flush_timeout=max(0.0, deadline - monotonic()))
+        if not conn.connected:
+            self._log.warning(
+                "connection to %s lost while stopping (%s): requests it had not delivered yet get no reply from this server",
+                self.url, conn.last_disconnect_reason,
+            )  # fmt: skip
+        with self._lock:
+            drained = self._idle.wait_for(lambda: self._in_flight == 0, max(0.0, deadline - monotonic()))
+            left = self._in_flight
+            unserved = list(self._queued.values())
+            self._queued.clear()
+        if not drained:
+            for msg in unserved:
+                request = Request(msg, left, self.max_payload, perf_counter_ns(), self._answer)
+                if self._stop_reply is not None:
+                    request.respond_error(*self._stop_reply)
+                else:
+                    request._settle(None, None)
+            if unserved and self._stop_reply is not None:
+                self._log.warning("drain deadline: answered %d queued requests without serving them", len(unserved))
+        if conn.connected:
+            try:  # past the deadline too: the replies just written must leave before the close
+                conn.flush(max(0.25, deadline - monotonic()))
+            except (NatsConnectionError, TimeoutError):
+                pass
+        conn.close()
+        executor.shutdown(wait=drained, cancel_futures=True)
+        self._supervisor.join(max(0.0, deadline - monotonic()))
+        if drained:
+            self._log.info("stopped serving %s on %s (%d requests received, %d replied)", self.subject, self.url, self._received, self._replied)
+        else:
+            self._log.warning(
+                "stopped serving %s after %g s, abandoning %d requests still being handled", self.subject, timeout, left - len(unserved)
+            )
+        return drained
+
+    def __enter__(self) -> "NatsTransport":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
