@@ -13,6 +13,10 @@ which answers it once what the reply shows is durable (``resonate_sync.api.repli
 on the request path reads this class's attributes: each component is given what it needs when
 :meth:`Server.start` builds it.
 
+Reply size: at every connect the core's ``max_promise_bytes`` is set from the server's NATS
+``max_payload``, so writes whose promise could not be returned are refused and search pages are
+cut to fit; a reply still too large is answered with a 500 error (PROTOCOL.md 13.7).
+
 Snapshots every ``snapshot_every`` records are written on a thread of their own, one at a
 time: the ticker only starts it, so task deliveries and timeouts go on while it writes.
 
@@ -27,13 +31,17 @@ import signal
 import threading
 import time
 import urllib.parse
+from functools import partial
 from typing import TYPE_CHECKING, Optional
 
+import attrs
+
 from . import __version__
-from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, RequestHandler
+from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, RequestHandler, too_large_reply
 from .config import Config
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
+from .core.sizes import promise_limit
 from .errors import ResonateError
 from .subjects import parse_patterns
 from .urls import redact_url
@@ -139,6 +147,8 @@ class Server:
             queue=config.nats_queue,
             name=f"resonate-{__version__}",
             service=service,
+            too_large_reply=too_large_reply,
+            on_max_payload=partial(_fit_replies, core),
             tls_cacert=config.nats_tls_ca,
             tls_client_cert=config.nats_tls_cert,
             tls_client_key=config.nats_tls_key,
@@ -340,6 +350,12 @@ class Server:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _fit_replies(core: Resonate, max_payload: int) -> None:
+    """Hold ``core``'s promises to what one NATS message of the connected server can carry (13.7)."""
+    core.settings = attrs.evolve(core.settings, max_promise_bytes=promise_limit(max_payload))
+    log.debug("NATS max_payload %d: promises may take up to %d bytes of JSON", max_payload, promise_limit(max_payload))
 
 
 def _snapshot_failed(what: str, exc: Exception) -> None:

@@ -4,7 +4,7 @@ Processing order, stopping at the first failure: decode the envelope (400 ``inva
 format``), route on ``operation`` (400 ``unknown operation``), decode the payload into its
 model (400 ``invalid payload``), validate fields (400), execute (the kernel status's code),
 encode (500). Whatever happens, exactly one reply document comes back and the server keeps
-serving.
+serving: a reply too large for NATS becomes a 500 error reply (:func:`too_large_reply`).
 
 Both ends use this one codec: a client encodes with :func:`encode_request` what :func:`handle`
 decodes, and decodes with :func:`decode_reply` what :func:`handle` encodes
@@ -35,6 +35,7 @@ __all__ = [
     "decode_reply",
     "Reply",
     "error_reply",
+    "too_large_reply",
     "reply_error",
     "ErrorReply",
     "ERROR_REPLY_PREFIX",
@@ -256,9 +257,15 @@ INTERNAL_ERROR = _error(Status.INTERNAL_SERVER_ERROR, 500)
 BUSY_REPLY, SHUTTING_DOWN_REPLY, STORE_ERROR_REPLY = BUSY.data, SHUTTING_DOWN.data, STORE_ERROR.data
 
 
-def handle(core: Resonate, raw: bytes) -> bytes:
+def too_large_reply(size: int, max_payload: int) -> ErrorReply:
+    """The error sent instead of a reply of ``size`` bytes that NATS would not carry."""
+    message = f"the reply of {size} bytes exceeds the NATS max_payload of {max_payload} bytes"
+    return ErrorReply(500, message, error_reply(500, message))
+
+
+def handle(core: Resonate, raw: bytes, max_payload: int = 0) -> bytes:
     """Answer one request envelope with one reply envelope, once what it shows is durable."""
-    reply, ticket, _ = handle_nowait(core, raw)
+    reply, ticket, _ = handle_nowait(core, raw, max_payload)
     try:
         core.wait_durable(ticket)
     except ResonateError as exc:
@@ -266,12 +273,15 @@ def handle(core: Resonate, raw: bytes) -> bytes:
     return reply
 
 
-def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int, Optional[Tuple[int, str]]]:
+def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Tuple[bytes, int, Optional[Tuple[int, str]]]:
     """The reply to one request envelope, the journal ticket it must wait for (0: none), and
     the reply's (code, message) when it is an error reply (None for a success).
 
     The reply must not be sent before ``core.wait_durable(ticket)`` returned; if that fails,
-    send :data:`STORE_ERROR` instead.
+    send :data:`STORE_ERROR` instead. A reply over ``max_payload`` bytes (0: no limit) is
+    replaced by :func:`too_large_reply`. The core keeps replies under it, so this means a
+    promise stored before the limit existed or under a larger ``max_payload``, or request
+    metadata too large to echo.
     """
     operation: Optional[str] = None
     ticket = 0
@@ -308,10 +318,21 @@ def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int, Optional[Tupl
         log.exception("%s failed unexpectedly", operation or "request")
         return _failed(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}", ticket)
     try:
-        return encode_reply(result.status, metadata, result.payload), ticket, None
+        reply = encode_reply(result.status, metadata, result.payload)
     except Exception as exc:  # a bug: answer 500 and keep serving
         log.exception("%s: failed to encode response", operation)
         return _failed(500, f"failed to encode response: {exc}", ticket)
+    if max_payload and len(reply) > max_payload:
+        log.warning(
+            "%s %s: the reply of %d bytes exceeds the NATS max_payload of %d bytes; answering 500 instead",
+            operation,
+            metadata["id"],
+            len(reply),
+            max_payload,
+        )
+        too_large = too_large_reply(len(reply), max_payload)
+        return too_large.data, ticket, (too_large.code, too_large.message)
+    return reply, ticket, None
 
 
 def _failed(code: int, message: str, ticket: int) -> Tuple[bytes, int, Tuple[int, str]]:
