@@ -14,6 +14,10 @@ which answers it once what the reply shows is durable (``resonate_sync.api.repli
 on the request path reads this class's attributes: each component is given what it needs when
 :meth:`Server.start` builds it.
 
+Reply size: at every connect the core's ``max_promise_bytes`` is set from the server's NATS
+``max_payload``, so writes whose promise could not be returned are refused and search pages are
+cut to fit; a reply still too large is answered with a 500 error (PROTOCOL.md 13.7).
+
 Snapshots every ``snapshot_every`` records are written on a thread of their own, one at a
 time: the ticker only starts it, so task deliveries and timeouts go on while it writes.
 
@@ -30,11 +34,14 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Optional
 
+import attrs
+
 from . import __version__
-from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, RequestHandler
+from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, RequestHandler, too_large_reply
 from .config import Config
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
+from .core.sizes import promise_limit
 from .errors import ResonateError
 from .subjects import parse_patterns
 from .urls import redact_url
@@ -88,6 +95,7 @@ class Server:
         self._background_lock = threading.Lock()  # guards the two below
         self._background: Optional[threading.Thread] = None
         self._background_closed = False
+        self._max_payload: Optional[int] = None  # the connected NATS server's, once announced
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -137,6 +145,8 @@ class Server:
             queue=config.nats_queue,
             name=f"resonate-{__version__}",
             service=service,
+            too_large_reply=too_large_reply,
+            on_max_payload=self._on_max_payload,
             tls_cacert=config.nats_tls_ca,
             tls_client_cert=config.nats_tls_cert,
             tls_client_key=config.nats_tls_key,
@@ -148,6 +158,8 @@ class Server:
         except Exception as exc:
             raise ServerError(_cannot_serve(url, exc)) from exc
         self.core = core = self._open_core(settings)
+        if self._max_payload is not None:  # announced at connect, before there was a core
+            _fit_replies(core, self._max_payload)
         self._handler = handler = RequestHandler(core, workers=config.workers)
         try:
             transport.start(handler)
@@ -166,6 +178,11 @@ class Server:
             store,
             f", fsync {config.fsync}" if config.store_path else "",
         )
+
+    def _on_max_payload(self, max_payload: int) -> None:
+        self._max_payload = max_payload
+        if self.core is not None:
+            _fit_replies(self.core, max_payload)
 
     def _open_core(self, settings: CoreSettings) -> Resonate:
         if not self.config.store_path:
@@ -366,6 +383,12 @@ def _cannot_serve(url: str, exc: Exception) -> str:
         f"{message}; no NATS server answers there. Start one, point --api-nats-addr at a running one,"
         " or let resonate start one: `resonate dev` (for development) or `resonate serve --embedded-nats`"
     )
+
+
+def _fit_replies(core: Resonate, max_payload: int) -> None:
+    """Hold ``core``'s promises to what one NATS message of the connected server can carry (13.7)."""
+    core.settings = attrs.evolve(core.settings, max_promise_bytes=promise_limit(max_payload))
+    log.debug("NATS max_payload %d: promises may take up to %d bytes of JSON", max_payload, promise_limit(max_payload))
 
 
 def _snapshot_failed(what: str, exc: Exception) -> None:

@@ -102,6 +102,9 @@ class Connection(ClientBase):
     connection was lost; every subscription is then sent again under its old sid.
     ``on_disconnect(reason)`` is called once per loss (never for :meth:`close`) from the thread
     that noticed it; reconnecting is the caller's job (see :class:`NatsTransport`).
+    ``on_max_payload(previous, current)`` is called whenever a server's INFO announces a
+    ``max_payload`` other than the last one seen (``previous`` is None the first time); at
+    connect that is before any subscription is sent, so no request arrives before it.
 
     Subscription callbacks run on the reader thread and receive a :class:`Msg`; they must be
     quick (hand work to a pool). A callback that raises is logged and does not stop the reader.
@@ -125,6 +128,7 @@ class Connection(ClientBase):
         ping_interval: float = 2.0,
         max_outstanding_pings: int = 2,
         on_disconnect: Optional[Callable[[str], None]] = None,
+        on_max_payload: Optional[Callable[[Optional[int], int], None]] = None,
         logger: Optional[logging.Logger] = None,
         tls_cacert: Optional[str] = None,
         tls_client_cert: Optional[str] = None,
@@ -146,6 +150,7 @@ class Connection(ClientBase):
         self._ping_interval_s = ping_interval
         self._max_outstanding_pings = max_outstanding_pings
         self._on_disconnect = on_disconnect
+        self._on_max_payload = on_max_payload
         self._log = logger or LOG
         self._wlock = threading.Lock()  # serialises writes: a frame is never interleaved
         self._state_lock = threading.Lock()
@@ -158,6 +163,7 @@ class Connection(ClientBase):
         self._next_sid = 1
         self.server_info: Dict[str, object] = {}
         self.max_payload = DEFAULT_MAX_PAYLOAD
+        self._announced_max_payload: Optional[int] = None
         self.last_disconnect_reason: Optional[str] = None
         self.last_server_error: Optional[str] = None
         self.server_errors = 0
@@ -360,6 +366,13 @@ class Connection(ClientBase):
     def _update_info(self, info: Dict[str, object]) -> None:
         self.server_info.update(info)
         self.max_payload = int(self.server_info.get("max_payload", DEFAULT_MAX_PAYLOAD))  # type: ignore[arg-type]
+        if self.max_payload != self._announced_max_payload:
+            previous, self._announced_max_payload = self._announced_max_payload, self.max_payload
+            if self._on_max_payload is not None:
+                try:
+                    self._on_max_payload(previous, self.max_payload)
+                except Exception:
+                    self._log.exception("on_max_payload callback failed")
         if info.get("ldm"):
             self._log.info("%s is entering lame duck mode (it will shut down soon)", self.url)
 

@@ -19,7 +19,7 @@ from typing import Callable, Dict, NoReturn, Optional, Tuple
 from resonate_sync.transport.connection import Connection, Subscription
 from resonate_sync.transport.errors import ConnectionClosedError, NatsConnectionError, TransportError
 from resonate_sync.transport.micro import Service
-from resonate_sync.transport.protocol import Msg, check_subject
+from resonate_sync.transport.protocol import DEFAULT_MAX_PAYLOAD, Msg, check_subject
 from resonate_sync.urls import redact_url
 
 __all__ = ["ErrorReply", "NatsTransport", "Request"]
@@ -43,19 +43,24 @@ class Request:
         data: the request's payload.
         in_flight: requests taken and not yet answered when this one reached its handler,
             itself included: how busy the transport is.
+        max_payload: the largest reply the connected server carried when this request reached
+            its handler (its INFO's ``max_payload``). An answer larger than the connection's
+            ``max_payload`` when it is sent is never published (see :class:`NatsTransport`).
     """
 
-    __slots__ = ("data", "in_flight", "_msg", "_started_ns", "_answer", "_once")
+    __slots__ = ("data", "in_flight", "max_payload", "_msg", "_started_ns", "_answer", "_once")
 
     def __init__(
         self,
         msg: Msg,
         in_flight: int,
+        max_payload: int,
         started_ns: int,
         answer: Callable[["Request", Optional[bytes], Optional[str]], None],
     ) -> None:
         self.data = msg.payload
         self.in_flight = in_flight
+        self.max_payload = max_payload
         self._msg = msg
         self._started_ns = started_ns  # perf_counter_ns() when a worker took it
         self._answer = answer
@@ -139,6 +144,14 @@ class NatsTransport:
     behind API requests, never get the busy reply, and use plain subscriptions (every instance
     answers, which is what discovery needs) whatever ``queue`` the API subject uses.
 
+    An answer larger than the server's ``max_payload`` is never published (NATS would drop the
+    connection): the request is answered ``too_large_reply(size, max_payload)``, an
+    :data:`ErrorReply`, instead, with a warning (without ``too_large_reply`` the answer is
+    lost, logged as an error). Each :class:`Request` carries the ``max_payload`` it was taken
+    under, for the handler to keep its answer within. ``on_max_payload(max_payload)`` is
+    called at connect, before any request is taken, and again whenever a reconnect finds a
+    different ``max_payload`` (a smaller one is logged as a warning).
+
     ``tls_*`` configure ``tls://`` connections (see :class:`Connection`); unlike pynats2,
     ``tls_verify`` defaults to True.
     """
@@ -163,6 +176,8 @@ class NatsTransport:
         disconnected_warning_every: float = 5.0,
         logger: Optional[logging.Logger] = None,
         service: Optional[Service] = None,
+        too_large_reply: Optional[Callable[[int, int], ErrorReply]] = None,
+        on_max_payload: Optional[Callable[[int], None]] = None,
         tls_cacert: Optional[str] = None,
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
@@ -198,6 +213,8 @@ class NatsTransport:
             "tls_verify": tls_verify,
         }
         self._service = service
+        self._too_large_reply = too_large_reply
+        self._on_max_payload = on_max_payload
         self._log = logger or LOG
         self._answer = self._publish_answer  # bound once: every Request carries it
         self._lock = threading.Lock()
@@ -224,6 +241,12 @@ class NatsTransport:
     def connected(self) -> bool:
         """Whether the NATS connection is up right now."""
         return self._conn is not None and self._conn.connected
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message the connected server takes (from its INFO; 1 MiB before connecting)."""
+        conn = self._conn
+        return conn.max_payload if conn is not None else DEFAULT_MAX_PAYLOAD
 
     @property
     def stats(self) -> Dict[str, int]:
@@ -254,6 +277,7 @@ class NatsTransport:
             ping_interval=self._ping_interval,
             max_outstanding_pings=self._max_outstanding_pings,
             on_disconnect=self._on_disconnect,
+            on_max_payload=self._max_payload_changed,
             logger=self._log,
             **self._tls,
         )
@@ -339,7 +363,7 @@ class NatsTransport:
             msg = self._queued.pop(number, None)
         if msg is None:
             return  # stop() answered it at its deadline
-        request = Request(msg, self._in_flight, started, self._answer)
+        request = Request(msg, self._in_flight, self.max_payload, started, self._answer)
         try:
             self._handler(request)
         except Exception as exc:
@@ -355,6 +379,16 @@ class NatsTransport:
         has it; the request is done."""
         replied = failed = 0
         try:
+            if data is not None and self._too_large_reply is not None:
+                max_payload = self._conn.max_payload  # type: ignore[union-attr]
+                if len(data) > max_payload:
+                    self._log.warning(
+                        "the reply of %d bytes to a request on %s exceeds the NATS max_payload of %d bytes; "
+                        "answering an error instead",
+                        len(data), request.subject, max_payload,
+                    )  # fmt: skip
+                    code, message, data = self._too_large_reply(len(data), max_payload)
+                    error = f"{code}:{message}"
             if self._service is not None:
                 self._service.record(perf_counter_ns() - request._started_ns, error)
             reply = request.reply
@@ -405,6 +439,16 @@ class NatsTransport:
 
     def _on_disconnect(self, reason: str) -> None:
         self._wake.set()
+
+    def _max_payload_changed(self, previous: Optional[int], current: int) -> None:
+        if previous is not None and current < previous:
+            self._log.warning(
+                "%s now takes messages of at most %d bytes (max_payload), down from %d: replies that no longer "
+                "fit (promises stored under the larger limit) are answered with an error",
+                self.url, current, previous,
+            )  # fmt: skip
+        if self._on_max_payload is not None:
+            self._on_max_payload(current)
 
     def _delay(self, attempt: int) -> float:
         first, cap = self._backoff
@@ -487,7 +531,7 @@ class NatsTransport:
             self._queued.clear()
         if not drained:
             for msg in unserved:
-                request = Request(msg, left, perf_counter_ns(), self._answer)
+                request = Request(msg, left, self.max_payload, perf_counter_ns(), self._answer)
                 if self._stop_reply is not None:
                     request.respond_error(*self._stop_reply)
                 else:

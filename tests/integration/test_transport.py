@@ -16,6 +16,7 @@ import pytest
 
 from resonate_sync.transport import Connection, NatsTransport, Request, TransportError
 from resonate_sync.transport.embedded import EmbeddedNatsServer
+from resonate_sync.transport.micro import Service
 
 BUSY = b'{"kind":"error","code":503,"message":"busy"}'
 BUSY_REPLY = (503, "busy", BUSY)
@@ -97,6 +98,34 @@ class TestRequestReply:
         payload = bytes(range(256)) * 4096
         assert len(payload) == 1024 * 1024
         assert nats_client(shared_nats_server.url).request(subject, payload, timeout=5).data == payload
+
+    def test_reply_over_max_payload_is_answered_with_the_error_reply(self, shared_nats_server, serve, subject, nats_client, caplog):
+        """A reply NATS would not carry is replaced by too_large_reply(size, max_payload) and logged: never silence.
+
+        The Services API stats count it as the error too_large_reply names."""
+        service = Service("resonate", "1.0.0", subject)
+        transport = serve(
+            shared_nats_server.url,
+            handler=lambda request: request.respond(b"x" * (1024 * 1024 + 1)),
+            too_large_reply=lambda size, max_payload: (500, "too large", b"too large: %d > %d" % (size, max_payload)),
+            service=service,
+        )
+        with caplog.at_level(logging.WARNING, logger="resonate_sync.transport"):
+            assert nats_client(shared_nats_server.url).request(subject, b"big").data == b"too large: 1048577 > 1048576"
+        assert f"the reply of 1048577 bytes to a request on {subject} exceeds the NATS max_payload" in caplog.text
+        wait_until(lambda: transport.stats["in_flight"] == 0, what="the answer to be counted")
+        assert transport.stats["replied"] == 1 and transport.stats["handler_errors"] == 0
+        stats = service.stats.snapshot()
+        assert (stats["num_requests"], stats["num_errors"], stats["last_error"]) == (1, 1, "500:too large")
+
+    def test_handler_learns_max_payload_at_connect(self, shared_nats_server, serve, subject, nats_client):
+        """on_max_payload gets the server's max_payload before the first request can arrive; each request carries it."""
+        seen: List[int] = []
+        transport = serve(
+            shared_nats_server.url, handler=lambda request: request.respond(b"%d" % request.max_payload), on_max_payload=seen.append
+        )
+        assert seen == [1024 * 1024] and transport.max_payload == 1024 * 1024
+        assert nats_client(shared_nats_server.url).request(subject, b"?").data == b"1048576"
 
     def test_request_with_headers_reaches_handler(self, shared_nats_server, serve, subject, nats_client):
         """A request carrying NATS headers (HMSG) is parsed and its payload served like any other."""

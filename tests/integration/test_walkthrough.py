@@ -115,8 +115,8 @@ class TestWalkthrough:
 
 
 class TestEmbedding:
-    def test_the_core_snippet_prints_what_its_comment_says(self):
-        """The in-process core snippet of the Embedding section runs and prints what its comment says."""
+    def test_the_in_process_snippet_prints_what_its_comment_says(self):
+        """The first snippet of the Embedding section (a core in process) runs and prints what its comment says."""
         language, code = fenced_blocks(section("Embedding"))[0]
         assert language == "python" and promised_lines(code), code
         run_python(code, environment())
