@@ -95,7 +95,6 @@ class Server:
         self._background_lock = threading.Lock()  # guards the two below
         self._background: Optional[threading.Thread] = None
         self._background_closed = False
-        self._max_payload: Optional[int] = None  # the connected NATS server's, once announced
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -158,8 +157,7 @@ class Server:
         except Exception as exc:
             raise ServerError(_cannot_serve(url, exc)) from exc
         self.core = core = self._open_core(settings)
-        if self._max_payload is not None:  # announced at connect, before there was a core
-            _fit_replies(core, self._max_payload)
+        _fit_replies(core, transport.max_payload)  # announced at connect, before there was a core
         self._handler = handler = RequestHandler(core, workers=config.workers)
         try:
             transport.start(handler)
@@ -180,7 +178,6 @@ class Server:
         )
 
     def _on_max_payload(self, max_payload: int) -> None:
-        self._max_payload = max_payload
         if self.core is not None:
             _fit_replies(self.core, max_payload)
 
