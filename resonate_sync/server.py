@@ -248,7 +248,10 @@ class Server:
             log.debug("%s\n%s", exc.command, exc.output)
             hint = "" if log.isEnabledFor(logging.DEBUG) else "; run with --log-level debug for nats-server's log"
             if "address already in use" in str(exc):
-                hint = f"; something else listens on {host}:{port}: stop it, or give --api-nats-addr another port{hint}"
+                taken = "a NATS server already answers there: use it with --embedded-nats=never, stop it," if (
+                    is_reachable(url)
+                ) else f"something else listens on {host}:{port}: stop it,"
+                hint = f"; {taken} or give --api-nats-addr another port{hint}"
             raise ServerError(f"{failed}: {exc}{hint}") from exc
         except RuntimeError as exc:  # the nats-server binary is missing
             raise ServerError(f"{failed}: {exc}") from exc

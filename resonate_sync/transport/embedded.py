@@ -163,13 +163,17 @@ class EmbeddedNatsServer:
     def _wait_ready(self, deadline: float) -> None:
         assert self._process is not None and self._workdir is not None
         ports_file = Path(self._workdir) / f"{Path(nats_server_binary()).name}_{self._process.pid}.ports"
+        # Ready when our child wrote its ports file (it has bound the port), never merely when
+        # something answers at the address: that may be another nats-server our child lost the port to.
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise _Exited
-            if self.port is None or self.port < 0:
-                self.port = self._read_port(ports_file)
-            if self.port is not None and is_reachable(self.url, timeout=0.2):
-                return
+            port = self._read_port(ports_file)
+            if port is not None:
+                if self.port is None or self.port < 0:
+                    self.port = port
+                if is_reachable(self.url, timeout=0.2):
+                    return
             time.sleep(0.01)
         raise TimeoutError
 

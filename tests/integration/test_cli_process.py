@@ -212,6 +212,17 @@ class TestDev:
         assert process.line_with("[FTL] Error listening on port") and process.line_with("Starting nats-server"), process.output
 
 
+    def test_embedded_nats_on_a_port_another_nats_server_holds_fails_instead_of_joining_it(self, resonate, nats_server):
+        """--embedded-nats=always on the port of a running nats-server: its own child cannot bind, so it exits 1
+        saying so (the answering server is someone else's), and never serves through that server."""
+        process = run_to_exit(resonate, "serve", "--embedded-nats=always", "--api-nats-addr", nats_server.url, "--store-path", "j")
+        assert process.proc.returncode == 1, process.output
+        [error] = [line for line in process.lines if " ERROR " in line]
+        for part in (nats_server.url, "address already in use", "a NATS server already answers there", "--embedded-nats=never"):
+            assert part in error, error
+        assert not process.line_with(STARTED) and not process.line_with("embedded nats-server)"), process.output
+
+
 class TestServe:
     def test_state_survives_sigterm_and_restart(self, resonate, shared_nats_server, nats_client, tmp_path):
         """resonate serve journals to --store-path: after SIGTERM and a restart on the same store the promise is still there."""
