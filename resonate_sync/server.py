@@ -1,7 +1,8 @@
 """``Server``: wires config → journal → core → NATS transport → ticker, and stops them in order.
 
-Start: start an embedded nats-server if the configuration asks for one, connect to NATS, and
-only then open and recover the journal (``store_path``: a start that fails for want of NATS
+Start: start an embedded nats-server if the configuration asks for one, connect to NATS, refuse
+to start if another instance serves the subject (`resonate_sync.peers`), and only then open and
+recover the journal (``store_path``: a start that fails for want of NATS
 leaves nothing on disk), build the core, subscribe, start the ticker, log one line saying
 where it serves. Stop (SIGINT/SIGTERM or :meth:`stop`): unsubscribe so no
 new request is taken, serve the requests already taken for half of ``nats_timeout_ms`` and
@@ -43,6 +44,7 @@ from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
 from .core.sizes import promise_limit
 from .errors import ResonateError
+from .peers import PEER_WINDOW, handover_warning, instance_metadata, refusal, serving
 from .subjects import parse_patterns
 from .urls import redact_url
 
@@ -60,7 +62,15 @@ _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]", ""}
 
 
 class ServerError(RuntimeError):
-    """The server could not start (NATS unreachable or refused, journal unusable, …)."""
+    """The server could not start (NATS unreachable or refused, journal unusable, …).
+
+    ``exit_code`` is what :meth:`Server.run` returns for it: 2 when another instance already
+    serves the subject (as for a configuration to change), else 1.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Server:
@@ -70,6 +80,8 @@ class Server:
         config: what to serve and where.
         mode: ``"dev"`` or ``"serve"``; only changes the start-up line (defaults live in Config).
         clock: the core's clock (tests inject a fake one).
+        peer_window: seconds to wait for other instances to say which subject they serve
+            (:mod:`resonate_sync.peers`); tests that start many servers shorten it.
 
     Attributes (None until :meth:`start` built them): ``core``, ``journal`` (None without a
     ``store_path``), ``embedded`` (the embedded nats-server, if one was started), ``service``
@@ -77,10 +89,13 @@ class Server:
     served (the embedded server's, when there is one).
     """
 
-    def __init__(self, config: Config, *, mode: str = "serve", clock: Optional[Clock] = None) -> None:
+    def __init__(
+        self, config: Config, *, mode: str = "serve", clock: Optional[Clock] = None, peer_window: float = PEER_WINDOW
+    ) -> None:
         self.config = config
         self.mode = mode
         self._clock = clock
+        self._peer_window = peer_window
         self.core: Optional[Resonate] = None
         self.journal: Optional["Journal"] = None
         self.embedded: Optional["EmbeddedNatsServer"] = None
@@ -132,6 +147,7 @@ class Server:
             queue_group=config.nats_queue,
             description="Resonate durable promises over NATS request-reply (resonate_sync)",
             endpoint="api",
+            metadata=instance_metadata(config.store_path),
         )
         self.transport = transport = NatsTransport(
             url,
@@ -156,6 +172,7 @@ class Server:
             transport.connect()
         except Exception as exc:
             raise ServerError(_cannot_serve(url, exc)) from exc
+        self._claim_subject(transport, url)
         self.core = core = self._open_core(settings)
         _fit_replies(core, transport.max_payload)  # announced at connect, before there was a core
         self._handler = handler = RequestHandler(core, workers=config.workers)
@@ -167,15 +184,32 @@ class Server:
         self.ticker.start()
         store = config.store_path or "memory (nothing survives a restart)"
         log.info(
-            "resonate_sync %s (%s) serving subject %r on %s%s; store: %s%s",
+            "resonate_sync %s (%s) instance %s serving subject %r on %s%s; store: %s%s",
             __version__,
             self.mode,
+            service.id,
             config.nats_subject,
             redact_url(url),
             " (embedded nats-server)" if self.embedded is not None else "",
             store,
             f", fsync {config.fsync}" if config.store_path else "",
         )
+
+    def _claim_subject(self, transport: "NatsTransport", url: str) -> None:
+        """Refuse to serve a subject another instance serves (one writer per subject), then answer
+        discovery at once, before the store is opened: an instance starting meanwhile sees this one."""
+        subject, queue = self.config.nats_subject, self.config.nats_queue
+        try:
+            peers = serving(subject, transport.discover(self._peer_window))
+        except Exception as exc:
+            raise ServerError(_cannot_serve(url, exc)) from exc
+        refused = refusal(subject, queue, redact_url(url), peers)
+        if refused:
+            raise ServerError(refused, exit_code=2)
+        warning = handover_warning(subject, queue, peers)
+        if warning:
+            log.warning("%s", warning)
+        transport.announce()
 
     def _on_max_payload(self, max_payload: int) -> None:
         if self.core is not None:
@@ -248,9 +282,10 @@ class Server:
             log.debug("%s\n%s", exc.command, exc.output)
             hint = "" if log.isEnabledFor(logging.DEBUG) else "; run with --log-level debug for nats-server's log"
             if "address already in use" in str(exc):
-                taken = "a NATS server already answers there: use it with --embedded-nats=never, stop it," if (
-                    is_reachable(url)
-                ) else f"something else listens on {host}:{port}: stop it,"
+                if is_reachable(url):
+                    taken = "a NATS server already answers there: use it with --embedded-nats=never, stop it,"
+                else:
+                    taken = f"something else listens on {host}:{port}: stop it,"
                 hint = f"; {taken} or give --api-nats-addr another port{hint}"
             raise ServerError(f"{failed}: {exc}{hint}") from exc
         except RuntimeError as exc:  # the nats-server binary is missing
@@ -359,7 +394,7 @@ class Server:
             self.start()
         except ServerError as exc:
             log.error("%s", exc)
-            return 1
+            return exc.exit_code
         while not stop_requested.wait(0.5) and not self._stopped.is_set():
             pass
         self.stop()

@@ -8,17 +8,18 @@ The handler gets a :class:`Request` and answers it once, from whichever thread h
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from time import monotonic, perf_counter_ns
-from typing import Callable, Dict, NoReturn, Optional, Tuple
+from typing import Callable, Dict, List, NoReturn, Optional, Tuple
 
 from resonate_sync.transport.connection import Connection, Subscription
 from resonate_sync.transport.errors import ConnectionClosedError, NatsConnectionError, TransportError
-from resonate_sync.transport.micro import Service
+from resonate_sync.transport.micro import API_PREFIX, Service
 from resonate_sync.transport.protocol import DEFAULT_MAX_PAYLOAD, Msg, check_subject
 from resonate_sync.urls import redact_url
 
@@ -229,6 +230,7 @@ class NatsTransport:
         self._handler_errors = 0
         self._reconnects = 0
         self._started = False
+        self._announced = False
         self._stopping = False
         self._stop_event = threading.Event()
         self._wake = threading.Event()
@@ -307,9 +309,7 @@ class NatsTransport:
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"{self._name}-worker")
         try:
             self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
-            if self._service is not None:
-                for subject, verb in self._service.subjects():
-                    conn.subscribe(subject, callback=partial(self._on_discovery, verb))
+            self.announce()
             conn.connect()  # again if lost since connect(): the subscriptions go with it
             conn.flush(self._connect_timeout)
             if conn.server_errors and "subscription" in (conn.last_server_error or "").lower():
@@ -325,6 +325,50 @@ class NatsTransport:
         self._supervisor.start()
         self._log.info("serving %s on %s", self.subject, self.url)
         return self
+
+    def announce(self) -> None:
+        """Answer the Services API discovery subjects from now on, before :meth:`start` serves the
+        subject (connects unless connected; a no-op without a service or when done already)."""
+        conn = self.connect()._conn
+        assert conn is not None
+        if self._service is None or self._announced:
+            return
+        self._announced = True
+        for subject, verb in self._service.subjects():
+            conn.subscribe(subject, callback=partial(self._on_discovery, verb))
+
+    def discover(self, window: float) -> List[Dict[str, object]]:
+        """The INFO documents of every other instance of this service that answers within ``window``
+        seconds; at once when none is running (NATS says there are no responders).
+
+        Raises TransportError when not connected.
+        """
+        assert self._service is not None
+        conn = self.connect()._conn
+        assert conn is not None
+        documents: List[Dict[str, object]] = []
+        nobody = threading.Event()
+
+        def on_reply(msg: Msg) -> None:
+            if msg.headers and msg.headers.get("Status") == "503" and not msg.payload:
+                nobody.set()
+                return
+            try:
+                document = json.loads(msg.payload)
+            except ValueError:
+                return
+            if isinstance(document, dict) and document.get("id") != self._service.id:
+                documents.append(document)
+
+        inbox = conn.subscribe(conn.new_inbox(), callback=on_reply)
+        try:
+            conn.publish(f"{API_PREFIX}.INFO.{self._service.name}", b"", inbox.subject)
+            nobody.wait(window)
+        except NatsConnectionError as exc:
+            _raise_transport_error(exc)
+        finally:
+            conn.unsubscribe(inbox)
+        return list(documents)
 
     # -- message path ----------------------------------------------------------------------
 

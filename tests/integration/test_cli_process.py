@@ -329,6 +329,47 @@ class TestServe:
         created(nats_client(url).call(subj, "promises.create", {"id": "after-outage", "timeout": FAR}))
 
 
+class TestOneWriterPerSubject:
+    """Real ``resonate serve`` processes on one nats-server: a subject has one writer, unless in a handover."""
+
+    @staticmethod
+    def serve(resonate, url: str, subj: str, store: Path, *extra: str) -> Resonate:
+        return resonate("serve", "--api-nats-addr", url, "--api-nats-subject", subj, "--store-path", str(store), *extra)
+
+    def test_a_second_serve_on_a_served_subject_exits_2_naming_the_first(self, resonate, nats_server, tmp_path):
+        """The second exits 2 with one error line naming the first instance's id and the remedies; the first serves on."""
+        subj = subject()
+        first = self.serve(resonate, nats_server.url, subj, tmp_path / "a")
+        first_id = first.wait_for(STARTED).split(" instance ")[1].split()[0]
+        second = self.serve(resonate, nats_server.url, subj, tmp_path / "b")
+        assert second.wait() == 2, second.output
+        [error] = [line for line in second.lines if " ERROR " in line]
+        for part in (first_id, f"pid {first.proc.pid}", str(tmp_path / "a"), "--api-nats-subject", "stop that instance"):
+            assert part in error, error
+        assert not second.line_with(STARTED) and not (tmp_path / "b").exists(), second.output
+        assert first.proc.poll() is None, first.output
+
+    def test_the_same_queue_group_on_both_is_a_handover_with_a_warning(self, resonate, nats_server, nats_client, tmp_path):
+        """Both started with the same --api-nats-queue: both serve, and the second warns that the first must stop."""
+        subj = subject()
+        first = self.serve(resonate, nats_server.url, subj, tmp_path / "a", "--api-nats-queue", "handover")
+        first_id = first.wait_for(STARTED).split(" instance ")[1].split()[0]
+        second = self.serve(resonate, nats_server.url, subj, tmp_path / "b", "--api-nats-queue", "handover")
+        second.wait_for(STARTED)
+        warning = second.line_with(" WARNING ")
+        assert warning and first_id in warning and "blue/green handover" in warning, second.output
+        assert first.proc.poll() is None and second.proc.poll() is None
+        created(nats_client(nats_server.url).call(subj, "promises.create", {"id": "either", "timeout": FAR}))
+
+    def test_other_subjects_on_one_nats_server_both_serve(self, resonate, nats_server, tmp_path):
+        """Servers on different subjects of one nats-server start side by side, without a warning."""
+        first = self.serve(resonate, nats_server.url, subject(), tmp_path / "a")
+        first.wait_for(STARTED)
+        second = self.serve(resonate, nats_server.url, subject(), tmp_path / "b")
+        second.wait_for(STARTED)
+        assert not second.line_with(" WARNING ") and first.proc.poll() is None, second.output
+
+
 class TestStartFailures:
     def test_nats_disabled_is_nothing_to_serve(self, resonate):
         """--api-nats-enable=false exits 2 saying there is nothing to serve."""

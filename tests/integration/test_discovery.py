@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -21,12 +24,14 @@ import pytest
 from resonate_sync import __version__
 from resonate_sync.api import BUSY, BUSY_REPLY, reply_error
 from resonate_sync.config import Config
-from resonate_sync.server import Server
+from resonate_sync.peers import PEER_WINDOW as PEER_WINDOW_REAL
+from resonate_sync.server import Server, ServerError
 from resonate_sync.transport import NatsTransport, Request
 from resonate_sync.transport.embedded import EmbeddedNatsServer
 from resonate_sync.transport.micro import Service
 
 from natsclient import NatsPyClient
+from helpers import PEER_WINDOW
 
 FAR = 4_102_444_800_000
 NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
@@ -126,14 +131,14 @@ def gather(client: NatsPyClient, subject: str, expect: int, timeout: float = 3.0
     return client.run(go())
 
 
-def start_server(url: str, subject: Optional[str] = None, **overrides: Any) -> Server:
+def start_server(url: str, subject: Optional[str] = None, peer_window: float = PEER_WINDOW, **overrides: Any) -> Server:
     config = Config(
         nats_addr=url,
         nats_subject=subject or f"resonate.disco.{uuid.uuid4().hex[:8]}",
         embedded_nats="never",
         **overrides,
     )
-    return Server(config, mode="dev").start()
+    return Server(config, mode="dev", peer_window=peer_window).start()
 
 
 def call(client: NatsPyClient, subject: str, operation: str, payload: Dict[str, Any]) -> Dict[str, Any]:
@@ -152,7 +157,7 @@ def servers():
     started: List[Server] = []
 
     def start(url: str, subject: Optional[str] = None, **overrides: Any) -> Server:
-        server = start_server(url, subject, **overrides)
+        server = start_server(url, subject, **overrides)  # raises before it counts as started
         started.append(server)
         return server
 
@@ -178,8 +183,8 @@ class TestDiscoveryDocuments:
         for subject in (f"$SRV.{verb}", f"$SRV.{verb}.resonate", f"$SRV.{verb}.resonate.{service_id}"):
             [doc] = gather(client, subject, expect=1)
             CHECKS[verb](doc)
-            assert (doc["name"], doc["id"], doc["version"], doc["metadata"]) == (
-                "resonate", service_id, __version__, {})
+            assert (doc["name"], doc["id"], doc["version"]) == ("resonate", service_id, __version__)
+            assert doc["metadata"] == {"host": socket.gethostname(), "pid": str(os.getpid()), "store": "memory"}
 
     def test_other_names_and_ids_are_not_answered(self, nats, servers, client):
         """A request for another service name, or another instance id, gets no answer."""
@@ -319,14 +324,62 @@ class TestQueueGroups:
         assert sum(counts) == 60
         assert min(counts) > 0, counts
 
-    def test_without_a_queue_group_every_server_gets_every_request(self, nats, servers, client):
-        """Why instances must not share a subject: without a queue group both servers execute
-        every request (the client sees only the first reply), so their states diverge."""
-        subject = f"shared.{uuid.uuid4().hex[:8]}"
-        first = servers(nats.url, subject=subject)
-        second = servers(nats.url, subject=subject)
-        for i in range(10):
-            assert call(client, subject, "promises.create", {"id": f"dup{i}", "timeout": FAR})["success"]
-        time.sleep(0.2)  # the slower server's duplicate replies are dropped by the client
-        stats = {doc["id"]: doc["endpoints"][0] for doc in gather(client, "$SRV.STATS.resonate", expect=2)}
-        assert stats[first.service.id]["num_requests"] == stats[second.service.id]["num_requests"] == 10
+
+class TestOneWriter:
+    """One writer per subject: a server asks $SRV.INFO who serves its subject before it takes it."""
+
+    def test_a_second_instance_on_a_served_subject_is_refused(self, nats, servers):
+        """Another instance on the same subject, without a shared queue group, is a ServerError
+        with exit code 2 naming the first instance and what to do instead."""
+        first = servers(nats.url, subject="orders.one", peer_window=PEER_WINDOW_REAL)
+        with pytest.raises(ServerError) as refused:
+            servers(nats.url, subject="orders.one", peer_window=PEER_WINDOW_REAL)
+        message = str(refused.value)
+        assert refused.value.exit_code == 2
+        for part in (first.service.id, f"pid {os.getpid()}", "'orders.one'", "--api-nats-subject", "--api-nats-queue"):
+            assert part in message, message
+
+    @pytest.mark.parametrize("queues", [("", "green"), ("blue", ""), ("blue", "green")])
+    def test_queue_groups_that_differ_are_refused(self, nats, servers, queues):
+        """Only the same queue group on both is a handover: different groups each get every request."""
+        servers(nats.url, subject="orders.one", nats_queue=queues[0], peer_window=PEER_WINDOW_REAL)
+        with pytest.raises(ServerError, match="already served"):
+            servers(nats.url, subject="orders.one", nats_queue=queues[1], peer_window=PEER_WINDOW_REAL)
+
+    def test_the_same_queue_group_is_a_handover_with_a_warning(self, nats, servers, caplog):
+        """Both in one queue group: the second starts, warning that both keep their own writes until the first stops."""
+        first = servers(nats.url, subject="orders.one", nats_queue="handover", peer_window=PEER_WINDOW_REAL)
+        with caplog.at_level(logging.WARNING, logger="resonate_sync.server"):
+            second = servers(nats.url, subject="orders.one", nats_queue="handover", peer_window=PEER_WINDOW_REAL)
+        [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert first.service.id in warning and "'handover'" in warning and "blue/green" in warning, warning
+        assert second.transport.connected
+
+    def test_other_subjects_are_no_conflict(self, nats, servers, caplog):
+        """Instances on other subjects of the same NATS start without a word."""
+        servers(nats.url, subject="orders.one", peer_window=PEER_WINDOW_REAL)
+        with caplog.at_level(logging.WARNING):
+            servers(nats.url, subject="orders.two", peer_window=PEER_WINDOW_REAL)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    def test_a_refused_start_leaves_nothing_on_disk(self, nats, servers, tmp_path):
+        """The check comes before the store: a refused server creates no store directory."""
+        servers(nats.url, subject="orders.one", peer_window=PEER_WINDOW_REAL)
+        store = tmp_path / "second"
+        with pytest.raises(ServerError):
+            servers(nats.url, subject="orders.one", store_path=str(store), peer_window=PEER_WINDOW_REAL)
+        assert not store.exists()
+
+    def test_info_names_the_store(self, nats, servers, client, tmp_path):
+        """INFO metadata says where the instance runs and which store it writes, for the refusal to name."""
+        server = servers(nats.url, store_path=str(tmp_path / "store"))
+        [info] = gather(client, f"$SRV.INFO.resonate.{server.service.id}", expect=1)
+        assert info["metadata"] == {
+            "host": socket.gethostname(), "pid": str(os.getpid()), "store": "file", "store_path": str(tmp_path / "store"),
+        }
+
+    def test_no_other_instance_costs_no_wait(self, nats, servers):
+        """With no instance running, NATS answers "no responders" at once: the start does not wait the window."""
+        started = time.monotonic()
+        servers(nats.url, peer_window=10)
+        assert time.monotonic() - started < 5
