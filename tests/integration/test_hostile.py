@@ -657,14 +657,8 @@ def receiver_cases(target: Target, subject: str, verdict: str) -> List[Case]:
         requests = {
             "promises.callback": {"promiseId": LEAF, "rootPromiseId": uid("root"), "recv": recv, "timeout": FAR},
             "promises.subscribe": {"id": uid("sub"), "promiseId": LEAF, "recv": recv, "timeout": FAR},
-            "promises.create": {"id": uid("inv"), "timeout": FAR, "tags": {"resonate:invoke": tag}},
-            "promises.createtask": {
-                "id": uid("inv"),
-                "timeout": FAR,
-                "tags": {"resonate:invoke": tag},
-                "taskProcessId": "w",
-                "taskTtl": 60_000,
-            },
+            "promises.create": invoke_payload("promises.create", uid("inv"), tag),
+            "promises.createtask": invoke_payload("promises.createtask", uid("inv"), tag),
         }
         for operation, payload in requests.items():
             path = "payload.recv" if "recv" in payload else "payload.tags.resonate:invoke"
@@ -672,7 +666,41 @@ def receiver_cases(target: Target, subject: str, verdict: str) -> List[Case]:
     return cases
 
 
+def invoke_tag_data() -> Dict[str, Tuple[str, str]]:
+    """JSON a receiver in a resonate:invoke tag may hold as its ``data``: name -> (JSON text, verdict).
+
+    The tag's JSON is held to the request limit as if it stood where a ``recv`` does (level 3),
+    so its ``data`` starts at level 4. Text that is not JSON (``NaN``) is a logical receiver (2.9).
+    """
+    limit = max_depth()
+    return {
+        "at the depth limit": (nest(limit - 3), ACCEPTED),
+        "one past the depth limit": (nest(limit - 2), NAMED),
+        "100,000 levels": (nest(100_000, "[]"), NAMED),
+        "1e400": ("1e400", NAMED),
+        "-1e400": ("-1e400", NAMED),
+        "2**64": (str(2**64), NAMED),
+        "-(2**63)-1": (str(-(2**63) - 1), NAMED),
+        "5000-digit integer": ("9" * 5000, NAMED),
+        "2**64-1": (str(2**64 - 1), ACCEPTED),
+        "int64 min": (str(-(2**63)), ACCEPTED),
+        "1e308": ("1e308", ACCEPTED),
+        "NaN": ("NaN", NAMED_OR_ACCEPTED),
+        "Infinity": ("Infinity", NAMED_OR_ACCEPTED),
+    }
+
+
 class TestReceivers:
+    def test_invoke_tag_json_is_held_to_the_request_limit(self, target):
+        """JSON in a resonate:invoke tag is held to the request's depth and number limit: past it is a 400 naming the tag."""
+        cases = []
+        for name, (data, verdict) in invoke_tag_data().items():
+            for operation in ("promises.create", "promises.createtask"):
+                payload = invoke_payload(operation, uid("tag"), '{"type":"x","data":%s}' % data)
+                cases.append(Case(f"{operation} tag data {name}", request_bytes(operation, payload), verdict, "payload.tags.resonate:invoke"))
+        target.check(cases)
+
+
     @pytest.mark.parametrize("name", sorted(subjects("own")))
     def test_invalid_nats_subject_is_refused(self, target, pending_pair, name):
         """A NATS receiver naming a reserved, wildcard, malformed, too long or the server's own subject is a 400 naming the field."""
@@ -812,17 +840,23 @@ REPORTED_ATTACKS = {  # name -> (operation, the receiver as JSON text)
 }
 
 
+def invoke_payload(operation: str, pid: str, tag: str) -> Dict[str, Any]:
+    """A promises.create or createtask payload whose resonate:invoke tag is ``tag``."""
+    payload = {"id": pid, "timeout": FAR, "tags": {"resonate:invoke": tag}}
+    if operation == "promises.createtask":
+        payload.update(taskProcessId="w", taskTtl=60_000)
+    return payload
+
+
 def reported_attack(operation: str, recv: str, n: int) -> Tuple[bytes, str, str]:
     """The attack as its ``n``-th request (ids of its own): (raw request, field path, verdict)."""
     if operation == "promises.callback":
         payload = '{"promiseId":"leaf","rootPromiseId":"root%d","timeout":%d,"recv":%s}' % (n, FAR, recv)
     elif operation == "promises.subscribe":
         payload = '{"id":"s%d","promiseId":"leaf","timeout":%d,"recv":%s}' % (n, FAR, recv)
-    else:  # the receiver is JSON text inside the tag's string, so 1e400 there is no number of the request
-        extra = ',"taskProcessId":"w","taskTtl":60000' if operation == "promises.createtask" else ""
-        tags = json.dumps({"resonate:invoke": recv})
-        payload = '{"id":"invoked%d","timeout":%d,"tags":%s%s}' % (n, FAR, tags, extra)
-        return envelope_bytes(operation, payload), "payload.tags.resonate:invoke", NAMED_OR_ACCEPTED
+    else:
+        payload = json.dumps(invoke_payload(operation, f"invoked{n}", recv))
+        return envelope_bytes(operation, payload), "payload.tags.resonate:invoke", NAMED
     return envelope_bytes(operation, payload), "payload.recv", NAMED
 
 
