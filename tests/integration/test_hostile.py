@@ -726,12 +726,52 @@ class TestReceivers:
 # cron, sizes
 
 
+IMPOSSIBLE_CRONS = [
+    "0 0 31 2 *",
+    "* * 31 4 *",
+    "0 0 30 2 *",
+    "0 0 0 31 11 *",
+    "0 0 30 2 ?",
+    "* * 30-31 2 *",
+    "0 0 31 2,4,6,9,11 *",
+    "CRON_TZ=UTC 0 0 31 2 *",
+]
+ODD_CRONS = [
+    "*/0 * * * *",
+    "0 0 0 0 0",
+    "60 * * * *",
+    "* * * * 8",
+    "1-0 * * * *",
+    "0 0 1-31/40 * *",
+    "0 0 L 2 *",
+    "0 0 31 2 MON",
+    "@every -1s",
+    "@every 0s",
+    "@every 1000000h",
+    "@every 9999999999h",
+    "@reboot",
+    "TZ=Nowhere/Bad * * * * *",
+    "* * * * * * *",
+    "0 0 0 29 2 ? 2100",
+    "\ud800",
+    "\x00",
+]
+
+
 class TestCron:
-    @pytest.mark.parametrize("cron", ["0 0 31 2 *", "* * 31 4 *", "0 0 30 2 *", "0 0 0 31 11 *"])
+    @pytest.mark.parametrize("cron", IMPOSSIBLE_CRONS)
     def test_impossible_cron_is_refused(self, target, cron):
         """A cron expression that never fires is a 400 naming cron."""
         payload = {"id": uid("never"), "cron": cron, "promiseId": uid("p")}
         target.check([Case(cron, request_bytes("schedules.create", payload), NAMED, "cron")])
+
+    def test_odd_crons_are_answered(self, target):
+        """Malformed, out-of-range and extreme cron expressions get a 2xx or 4xx reply each."""
+        cases = []
+        for cron in ODD_CRONS:
+            payload = {"id": uid("odd"), "cron": cron, "promiseId": uid("p")}
+            cases.append(Case(repr(cron), request_bytes("schedules.create", payload), ANSWERED))
+        target.check(cases)
 
     def test_rare_cron_is_accepted(self, target):
         """A cron expression that fires only on leap days is possible, so it is accepted."""
