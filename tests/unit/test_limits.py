@@ -220,7 +220,6 @@ class TestEchoedFields:
 
         def send(text: str) -> dict:
             value = text if field == "requestId" else {"k": text}
-            overhead = 2 if field == "requestId" else len('{"k":""}')
             raw = json.dumps({"operation": "promises.read", field: value, "payload": {"id": "x"}}).encode()
             return reply(core, raw)
 
