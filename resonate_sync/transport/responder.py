@@ -365,14 +365,21 @@ class NatsTransport:
             if isinstance(document, dict) and document.get("id") != self._service.id:
                 documents.append(document)
 
+        errors = conn.server_errors
+        subject = f"{API_PREFIX}.INFO.{self._service.name}"
         inbox = conn.subscribe(conn.new_inbox(), callback=on_reply)
         try:
-            conn.publish(f"{API_PREFIX}.INFO.{self._service.name}", b"", inbox.subject)
+            conn.publish(subject, b"", inbox.subject)
             nobody.wait(window)
         except NatsConnectionError as exc:
             _raise_transport_error(exc)
         finally:
             conn.unsubscribe(inbox)
+        if conn.server_errors != errors and not documents:  # e.g. no permission to publish there
+            self._log.warning(
+                "could not ask %s who else serves %s (%s): another instance on it would go unnoticed",
+                subject, self.subject, conn.last_server_error,
+            )  # fmt: skip
         return list(documents)
 
     # -- message path ----------------------------------------------------------------------

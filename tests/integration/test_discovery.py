@@ -383,3 +383,12 @@ class TestOneWriter:
         started = time.monotonic()
         servers(nats.url, peer_window=10)
         assert time.monotonic() - started < 5
+
+    def test_no_permission_to_ask_is_a_warning(self, nats_server_factory, servers, tmp_path, caplog):
+        """A NATS user that may not publish to $SRV.> starts, warning that another instance would go unnoticed."""
+        conf = tmp_path / "nats.conf"
+        conf.write_text('authorization { users = [ {user: a, password: a, permissions: {publish: {deny: ["$SRV.>"]}}} ] }\n')
+        url = nats_server_factory(["-c", str(conf)]).url.replace("nats://", "nats://a:a@")
+        with caplog.at_level(logging.WARNING):
+            servers(url, peer_window=PEER_WINDOW_REAL)
+        assert any("would go unnoticed" in r.getMessage() for r in caplog.records), caplog.text
