@@ -373,6 +373,13 @@ class Resonate:
 
         self._atomically(step)
 
+    def counts(self) -> Tuple[Dict[str, int], Dict[str, int]]:
+        """Promises by state and tasks by state (state name → count), as of now; O(1)."""
+        with self._lock:
+            promises = dict(self.state.promise_counts)
+            tasks = self.state.task_counts.copy()
+        return promises, {TaskState.NAMES[state]: n for state, n in tasks.items()}
+
     def next_deadline(self) -> Optional[int]:
         """When a background job next has work (ms since the epoch), or None."""
         with self._lock:

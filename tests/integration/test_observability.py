@@ -1,0 +1,105 @@
+"""What an operator sees of a running server: Prometheus metrics, request logs, ``resonate status``."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import urllib.request
+from typing import Dict, Tuple
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from resonate_sync import Client, NotFound
+from resonate_sync.server import ServerError
+
+from helpers import poll, start_server, uid
+
+Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
+
+
+def scrape(port: int) -> Samples:
+    """Every sample the endpoint serves, by (name, sorted labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def requests_count(samples: Samples, operation: str, status: str) -> float:
+    key = ("resonate_request_duration_seconds_count", (("operation", operation), ("status", status)))
+    return samples.get(key, 0)
+
+
+class TestMetrics:
+    @pytest.fixture
+    def server(self, shared_nats_server, tmp_path):
+        server = start_server(shared_nats_server.url, metrics_addr="127.0.0.1:0", store_path=str(tmp_path / "store"))
+        yield server
+        server.stop()
+
+    def test_counts_after_known_traffic(self, server, nats_client):
+        """After known traffic, each count the endpoint serves is exactly what the traffic made."""
+        workers = uid("workers")
+        inbox = nats_client(server.url).collect(workers)
+        with Client(server.url, server.config.nats_subject, retries=0) as client:
+            for n in range(3):
+                client.promises_create(f"p{n}", "1h")
+            client.promises_create("job", "1h", tags={"resonate:invoke": f"nats://{workers}"})
+            client.promises_resolve("p0", value=b"done")
+            client.promises_read("p1")
+            with pytest.raises(NotFound):
+                client.promises_read("missing")
+        assert poll(lambda: inbox)  # the ticker published the invoke message
+        server.snapshot()
+        port = server.metrics_endpoint.port
+        expected = {("promises.create", "201"): 4, ("promises.complete", "201"): 1,
+                    ("promises.read", "200"): 1, ("promises.read", "404"): 1}  # fmt: skip
+        # The client has its reply a moment before the server has counted it.
+        samples = poll(lambda: (lambda s: s if all(
+            requests_count(s, *key) == count for key, count in expected.items()) else None)(scrape(port)))  # fmt: skip
+        assert samples, scrape(port)
+        answered = {key[1]: value for key, value in samples.items() if key[0] == "resonate_request_duration_seconds_count"}
+        assert sum(answered.values()) == 7
+        assert samples[("resonate_requests_in_flight", ())] == 0
+        assert samples[("resonate_requests_busy_total", ())] == 0
+        assert samples[("resonate_nats_reconnects_total", ())] == 0
+        promises = {labels[0][1]: value for (name, labels), value in samples.items() if name == "resonate_promises"}
+        assert promises == {"PENDING": 3, "RESOLVED": 1, "REJECTED": 0, "REJECTED_CANCELED": 0, "REJECTED_TIMEDOUT": 0}
+        tasks = {labels[0][1]: value for (name, labels), value in samples.items() if name == "resonate_tasks"}
+        assert tasks == {"INIT": 0, "ENQUEUED": 1, "CLAIMED": 0, "COMPLETED": 0, "TIMEDOUT": 0}
+        assert samples[("resonate_deliveries_total", (("result", "sent"),))] == 1
+        assert samples[("resonate_deliveries_total", (("result", "failed"),))] == 0
+        assert samples[("resonate_journal_records_per_fsync_sum", ())] == server.journal.last_seq
+        assert samples[("resonate_journal_fsync_seconds_count", ())] == samples[("resonate_journal_write_seconds_count", ())] >= 1
+        assert samples[("resonate_snapshot_duration_seconds_count", ())] == 1
+
+    def test_endpoint_stops_with_the_server(self, shared_nats_server):
+        """Once the server stopped, nothing listens on the metrics port and no metrics thread is left."""
+        server = start_server(shared_nats_server.url, metrics_addr="127.0.0.1:0")
+        port = server.metrics_endpoint.port
+        assert scrape(port)
+        server.stop()
+        assert not [t for t in threading.enumerate() if t.name == "resonate-metrics"]
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+    def test_address_in_use_fails_the_start(self, shared_nats_server):
+        """A metrics address that cannot be bound stops the start with a message naming it and the flag."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            addr = f"127.0.0.1:{taken.getsockname()[1]}"
+            with pytest.raises(ServerError, match=rf"cannot serve metrics on {addr} \(--metrics-addr\)"):
+                start_server(shared_nats_server.url, metrics_addr=addr)
+
+    def test_no_endpoint_without_an_address(self, shared_nats_server):
+        """Without a metrics address (dev's default) no endpoint is started."""
+        server = start_server(shared_nats_server.url)
+        try:
+            assert server.metrics is None and server.metrics_endpoint is None
+        finally:
+            server.stop()
