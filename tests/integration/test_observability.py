@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
 import threading
 import urllib.request
@@ -11,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from resonate_sync import Client, NotFound
+from resonate_sync.cli.server import configure_logging
 from resonate_sync.server import ServerError
 
 from helpers import poll, start_server, uid
@@ -103,3 +106,37 @@ class TestMetrics:
             assert server.metrics is None and server.metrics_endpoint is None
         finally:
             server.stop()
+
+
+class TestRequestLog:
+    @pytest.fixture
+    def json_debug_logging(self):
+        root = logging.getLogger()
+        level, handlers = root.level, list(root.handlers)
+        configure_logging("debug", "json")
+        yield
+        for handler in root.handlers:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+
+    def test_json_lines_with_one_line_per_request(self, shared_nats_server, json_debug_logging, capsys):
+        """With --log-format json every line is a JSON object; at debug each request has one, with its fields."""
+        server = start_server(shared_nats_server.url)
+        try:
+            with Client(server.url, server.config.nats_subject, retries=0) as client:
+                client.promises_create("logged", "1h")
+                with pytest.raises(NotFound):
+                    client.promises_read("missing")
+            err = []  # the client has its reply a moment before the line is logged
+            poll(lambda: err.append(capsys.readouterr().err) or "promises.read" in "".join(err))
+        finally:
+            server.stop()
+        err.append(capsys.readouterr().err)
+        lines = [json.loads(line) for line in "".join(err).splitlines() if line.strip()]
+        assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+        requests = [line for line in lines if line["logger"] == "resonate_sync.requests"]
+        assert [(r["operation"], r["status"]) for r in requests] == [("promises.create", 201), ("promises.read", 404)]
+        for line in requests:
+            assert line["level"] == "debug" and line["request_id"]
+            assert isinstance(line["latency_ms"], float) and line["latency_ms"] >= 0
