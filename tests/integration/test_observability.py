@@ -11,8 +11,10 @@ from typing import Dict, Tuple
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
-from resonate_sync import Client, NotFound
+from resonate_sync import Client, NotFound, __version__
+from resonate_sync.cli import app
 from resonate_sync.cli.server import configure_logging
 from resonate_sync.server import ServerError
 
@@ -30,6 +32,14 @@ def scrape(port: int) -> Samples:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def create_and_miss(server) -> None:
+    """Two requests: a promise created (201), a promise not found (404)."""
+    with Client(server.url, server.config.nats_subject, retries=0) as client:
+        client.promises_create(uid("p"), "1h")
+        with pytest.raises(NotFound):
+            client.promises_read("missing")
 
 
 def requests_count(samples: Samples, operation: str, status: str) -> float:
@@ -124,10 +134,7 @@ class TestRequestLog:
         """With --log-format json every line is a JSON object; at debug each request has one, with its fields."""
         server = start_server(shared_nats_server.url)
         try:
-            with Client(server.url, server.config.nats_subject, retries=0) as client:
-                client.promises_create("logged", "1h")
-                with pytest.raises(NotFound):
-                    client.promises_read("missing")
+            create_and_miss(server)
             err = []  # the client has its reply a moment before the line is logged
             poll(lambda: err.append(capsys.readouterr().err) or "promises.read" in "".join(err))
         finally:
@@ -140,3 +147,45 @@ class TestRequestLog:
         for line in requests:
             assert line["level"] == "debug" and line["request_id"]
             assert isinstance(line["latency_ms"], float) and line["latency_ms"] >= 0
+
+
+class TestStatus:
+    def status(self, url: str, subject: str, *args: str):
+        return CliRunner().invoke(app, ["status", "--addr", url, "--subject", subject, "--request-timeout", "2s", *args])
+
+    def test_one_server(self, shared_nats_server):
+        """Each server answering on the subject is one row: id, version, uptime, requests, errors, average latency."""
+        server = start_server(shared_nats_server.url)
+        try:
+            create_and_miss(server)
+            result = self.status(server.url, server.config.nats_subject)
+        finally:
+            server.stop()
+        assert result.exit_code == 0, result.output
+        heading, header, row = result.output.splitlines()
+        assert heading == f"1 server on subject '{server.config.nats_subject}'"
+        assert header.split() == ["ID", "VERSION", "UPTIME", "REQUESTS", "ERRORS", "AVG", "LATENCY"]
+        cells = row.split()
+        assert cells[:2] == [server.service.id, __version__] and cells[3:5] == ["2", "1"]
+        assert cells[2].endswith("s") and cells[6] == "ms"
+
+    def test_two_servers_and_json(self, shared_nats_server):
+        """Two servers on one subject (a queue group) are both listed; servers on other subjects are not."""
+        subject = f"resonate.test.{uid('status')}"
+        other = start_server(shared_nats_server.url)
+        servers = [start_server(shared_nats_server.url, subject, nats_queue="q") for _ in range(2)]
+        try:
+            result = self.status(shared_nats_server.url, subject, "--json")
+        finally:
+            for server in (*servers, other):
+                server.stop()
+        assert result.exit_code == 0, result.output
+        documents = json.loads(result.output)
+        assert sorted(d["id"] for d in documents) == sorted(s.service.id for s in servers)
+        assert all(d["endpoints"][0]["subject"] == subject for d in documents)
+
+    def test_no_server_exits_1(self, shared_nats_server):
+        """When no server answers on the subject, status says so and exits 1."""
+        result = self.status(shared_nats_server.url, f"resonate.test.{uid('nobody')}")
+        assert result.exit_code == 1
+        assert "no resonate server answers on subject" in result.output
