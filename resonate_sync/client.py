@@ -316,12 +316,14 @@ class Client:
     through the transport given, such as ``LocalTransport(core)`` for a core in this process.
 
     Args:
-        url, subject, name, connect_timeout, tls_cacert, tls_client_cert, tls_client_key, tls_verify:
+        url, subject, name, connect_timeout, tls_cacert, tls_client_cert, tls_client_key, tls_verify,
+        user_credentials, nkeys_seed:
             the NATS transport's (:class:`~resonate_sync.transport.client.NatsClientTransport`):
             the server's URL (default ``nats://localhost:4222``; ``nats://user:pass@host`` or
             ``nats://token@host`` for auth) and request subject (default ``resonate.server``),
             the connection name, the handshake timeout in seconds, PEM files for ``tls://``
-            URLs and whether to verify the server's certificate. Not with ``transport``.
+            URLs and whether to verify the server's certificate, and a NATS identity: a ``.creds``
+            file (user JWT and NKey seed) or a file holding an NKey user seed. Not with ``transport``.
         transport: what to send requests through (see :class:`Transport`); default a NATS
             transport built from the arguments above. The client closes it when it is closed.
         timeout: seconds each attempt waits for its reply (override per call with ``request_timeout=``).
@@ -332,8 +334,8 @@ class Client:
             object whose ``now()`` returns ms since the epoch; default the system clock.
 
     Over NATS it connects at once; raises :class:`ConnectionFailed` naming the URL when it
-    cannot (refused credentials or certificates included), ValueError for a TLS file it cannot
-    read. After a lost connection, the next call reconnects. Close it with :meth:`close` or a
+    cannot (refused credentials or certificates included), ValueError for a TLS, ``.creds`` or
+    seed file it cannot use. After a lost connection, the next call reconnects. Close it with :meth:`close` or a
     ``with`` block.
     """
 
@@ -352,6 +354,8 @@ class Client:
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
         tls_verify: Optional[bool] = None,
+        user_credentials: Optional[str] = None,
+        nkeys_seed: Optional[str] = None,
         clock: Optional[Clock] = None,
     ) -> None:
         if timeout <= 0:
@@ -367,6 +371,8 @@ class Client:
             "tls_client_cert": tls_client_cert,
             "tls_client_key": tls_client_key,
             "tls_verify": tls_verify,
+            "user_credentials": user_credentials,
+            "nkeys_seed": nkeys_seed,
         }
         given = {key: value for key, value in nats_options.items() if value is not None}
         if transport is None:

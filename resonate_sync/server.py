@@ -42,7 +42,7 @@ import attrs
 
 from . import __version__
 from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, Observer, RequestHandler, log_request, too_large_reply
-from .config import Config, split_host_port
+from .config import Config, identity_settings, split_host_port
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
 from .core.sizes import promise_limit
@@ -120,9 +120,14 @@ class Server:
         it exists, so that a failure further on stops what was started."""
         from .ticker import Ticker
         from .transport import NatsTransport
+        from .transport.credentials import CredentialsError, NatsCredentials
         from .transport.micro import Service
 
         config = self.config
+        try:  # before anything starts, an embedded nats-server included
+            NatsCredentials(creds=config.nats_creds or None, nkey=config.nats_nkey or None).check()
+        except CredentialsError as exc:
+            raise ServerError(f"cannot use the NATS credentials of {identity_settings(config)}: {exc}") from None
         settings = CoreSettings(
             href_base=config.href_base,
             task_claim_timeout_ms=config.task_claim_timeout_ms,
@@ -161,6 +166,8 @@ class Server:
             tls_client_cert=config.nats_tls_cert,
             tls_client_key=config.nats_tls_key,
             tls_verify=config.nats_tls_verify,
+            user_credentials=config.nats_creds,
+            nkeys_seed=config.nats_nkey,
         )
         # Before the store: a start that fails for want of NATS leaves no directory or LOCK behind.
         try:

@@ -75,7 +75,35 @@ def _decode_envelope(raw: bytes) -> Dict[str, Any]:
     if metadata is not None:
         if type(metadata) is not dict or any(type(v) is not str for v in metadata.values()):
             raise BadRequest("invalid request format: metadata must be an object of string values")
+    if request_id and _echo_size(request_id) > MAX_REQUEST_ID_BYTES:
+        raise BadRequest(
+            f"invalid request format: requestId takes more than {MAX_REQUEST_ID_BYTES} bytes of JSON; "
+            "every reply echoes it, so it must stay short"
+        )
+    if metadata and _echo_size(metadata) > MAX_METADATA_BYTES:
+        raise BadRequest(
+            f"invalid request format: metadata takes more than {MAX_METADATA_BYTES} bytes of JSON; "
+            "every reply echoes it, so it must stay small"
+        )
     return envelope
+
+
+# Replies echo requestId and metadata. Bounded here, they fit in the envelope allowance that
+# core.sizes keeps beside the largest promise, so no request is refused only once its reply is
+# too big for NATS (a 500 for what is the client's data).
+MAX_REQUEST_ID_BYTES = 512
+MAX_METADATA_BYTES = 2048
+
+
+def _echo_size(value: Any) -> int:
+    """The JSON size of a string or string map, exact only when a quick bound says it may matter."""
+    if type(value) is str:
+        chars = len(value)
+    else:
+        chars = sum(len(key) + len(item) + 6 for key, item in value.items())
+    if chars * 12 <= MAX_REQUEST_ID_BYTES:  # \uXXXX\uXXXX: the most one character can take
+        return chars * 12
+    return len(_encode(value))
 
 
 class _FailureLog:

@@ -28,7 +28,9 @@ x``); given in both places, the one after the command wins:
   layers ``resonate serve`` reads, so a client run next to a server finds it.
 * ``--subject``: likewise (``RESONATE_API_NATS_SUBJECT``; default ``resonate.server``).
 * TLS for ``tls://`` addresses comes from the same layers, without flags of its own:
-  ``RESONATE_API_NATS_TLS_CA``/``_CERT``/``_KEY``/``_VERIFY`` or ``api.subsystems.nats.tls.*``.
+  ``RESONATE_API_NATS_TLS_CA``/``_CERT``/``_KEY``/``_VERIFY`` or ``api.subsystems.nats.tls.*``;
+  so does a NATS identity: ``RESONATE_API_NATS_CREDS`` (a ``.creds`` file) or
+  ``RESONATE_API_NATS_NKEY`` (an NKey seed file), or ``api.subsystems.nats.creds``/``nkey``.
 * ``--request-timeout``: how long each attempt waits for the reply, a Go duration; default from
   ``RESONATE_REQUEST_TIMEOUT``, else 5s. It is not ``--timeout``: in the protocol ``timeout``
   is a promise's deadline, and ``promises create --timeout`` keeps that meaning (as the Go
@@ -80,7 +82,7 @@ from resonate_sync.cli.render import (
     task_table,
     when,
 )
-from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_file, load_config
+from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_file, identity_settings, load_config
 from resonate_sync.errors import ResonateError
 from resonate_sync.models import Value, unstructure
 from resonate_sync.times import deadline_ms, duration_ms
@@ -202,6 +204,7 @@ class _Session:
         """A NATS connection to the configured address (the caller closes it); exits saying why if none."""
         from resonate_sync.client import ConnectionFailed
         from resonate_sync.transport.client import NatsClientTransport
+        from resonate_sync.transport.credentials import CredentialsError
 
         config = self.config
         try:
@@ -213,7 +216,12 @@ class _Session:
                 tls_client_cert=config.nats_tls_cert or None,
                 tls_client_key=config.nats_tls_key or None,
                 tls_verify=config.nats_tls_verify,
+                user_credentials=config.nats_creds or None,
+                nkeys_seed=config.nats_nkey or None,
             )
+        except CredentialsError as error:
+            where = identity_settings(config, flags=False)
+            raise fail(f"cannot use the NATS credentials of {where}: {error}") from None
         except ValueError as error:  # an unreadable TLS file: a configuration error
             raise fail(str(error)) from None
         except ConnectionFailed as error:

@@ -180,6 +180,8 @@ def _server_command(mode: Optional[str]) -> Any:
         api_nats_tls_cert: Annotated[Optional[str], _option("nats_tls_cert", mode)] = None,
         api_nats_tls_key: Annotated[Optional[str], _option("nats_tls_key", mode)] = None,
         api_nats_tls_verify: Annotated[Optional[str], _option("nats_tls_verify", mode)] = None,
+        api_nats_creds: Annotated[Optional[str], _option("nats_creds", mode)] = None,
+        api_nats_nkey: Annotated[Optional[str], _option("nats_nkey", mode)] = None,
         embedded_nats: Annotated[Optional[str], _option("embedded_nats", mode)] = None,
         store_path: Annotated[Optional[str], _option("store_path", mode)] = None,
         fsync: Annotated[Optional[str], _option("fsync", mode)] = None,

@@ -39,10 +39,14 @@ class NatsClientTransport:
             the server's certificate (default: the system's CAs), and a client certificate and key
             for servers that verify their clients.
         tls_verify: check the server's certificate and host name (``tls://``); False only for tests.
+        user_credentials: a NATS ``.creds`` file (user JWT and NKey seed), for servers in
+            operator/JWT mode.
+        nkeys_seed: a file holding an NKey user seed (``SU…``), for servers listing NKey users.
+            Not with ``user_credentials``.
 
     Connects at once; raises :class:`ConnectionFailed` naming the URL when it cannot (refused
-    credentials or certificates included), ValueError for a TLS file it cannot read. After a
-    lost connection, the next request reconnects.
+    credentials or certificates included), ValueError for a TLS, ``.creds`` or seed file it
+    cannot use (naming the file). After a lost connection, the next request reconnects.
     """
 
     def __init__(
@@ -56,13 +60,21 @@ class NatsClientTransport:
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
         tls_verify: bool = True,
+        user_credentials: Optional[str] = None,
+        nkeys_seed: Optional[str] = None,
     ) -> None:
-        files = {"tls_cacert": tls_cacert, "tls_client_cert": tls_client_cert, "tls_client_key": tls_client_key}
-        tls = {key: value for key, value in files.items() if value}
+        files = {
+            "tls_cacert": tls_cacert,
+            "tls_client_cert": tls_client_cert,
+            "tls_client_key": tls_client_key,
+            "user_credentials": user_credentials,
+            "nkeys_seed": nkeys_seed,
+        }
+        given = {key: value for key, value in files.items() if value}
         self.url = redact_url(url)
         self.subject = subject
         self._closed = threading.Event()
-        self._conn = Connection(url, name=name, connect_timeout=connect_timeout, tls_verify=tls_verify, **tls)
+        self._conn = Connection(url, name=name, connect_timeout=connect_timeout, tls_verify=tls_verify, **given)
         try:
             self._conn.connect()
         except (NatsConnectionError, OSError, ValueError) as exc:

@@ -153,7 +153,8 @@ class NatsTransport:
     different ``max_payload`` (a smaller one is logged as a warning).
 
     ``tls_*`` configure ``tls://`` connections (see :class:`Connection`); unlike pynats2,
-    ``tls_verify`` defaults to True.
+    ``tls_verify`` defaults to True. ``user_credentials`` (a ``.creds`` file) or ``nkeys_seed``
+    (an NKey seed file) give the connection a NATS identity (see :class:`Connection`).
     """
 
     def __init__(
@@ -182,6 +183,8 @@ class NatsTransport:
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
         tls_verify: bool = True,
+        user_credentials: Optional[str] = None,
+        nkeys_seed: Optional[str] = None,
     ) -> None:
         for name, value in (("busy_reply", busy_reply), ("stop_reply", stop_reply), ("failure_reply", failure_reply)):
             if value is not None or name == "busy_reply":
@@ -212,6 +215,7 @@ class NatsTransport:
             "tls_client_key": tls_client_key or None,
             "tls_verify": tls_verify,
         }
+        self._identity = {"user_credentials": user_credentials or None, "nkeys_seed": nkeys_seed or None}
         self._service = service
         self._too_large_reply = too_large_reply
         self._on_max_payload = on_max_payload
@@ -280,6 +284,7 @@ class NatsTransport:
             on_max_payload=self._max_payload_changed,
             logger=self._log,
             **self._tls,
+            **self._identity,
         )
         try:
             conn.connect()
