@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from resonate_sync.core.resonate import OPERATIONS
 from resonate_sync.errors import BadRequest
 from resonate_sync.models import (
     _FAST_REQUESTS,
@@ -317,7 +318,7 @@ class TestFastStructure:
         names = sorted(wire_names(cls).values()) + ["unknown"]
         return st.dictionaries(st.sampled_from(names), TestFastStructure._json, max_size=len(names))
 
-    @pytest.mark.parametrize("cls", list(_FAST_REQUESTS), ids=lambda c: c.__name__)
+    @pytest.mark.parametrize("cls", [op.request_type for op in OPERATIONS.values()], ids=lambda c: c.__name__)
     def test_fast_and_detailed_accept_the_same_payloads_and_build_the_same_request(self, cls):
         @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
         @given(self._payloads(cls))
@@ -338,3 +339,4 @@ class TestFastStructure:
                     structure_request(payload, cls)
 
         check()
+
