@@ -1,15 +1,18 @@
 """What goes over the wire: one request model per operation, and the response models.
 
-The defaults of request fields are the zero values, as on the wire, where a missing key and
-``null`` mean the same.
+Every request field converts its value by its rule (:mod:`.fields`), so a request is valid and
+canonical once it is built, from the wire or in Python; a field that breaks its rule is a 400
+naming it (``invalid payload: payload.timeout: expected an integer``). The defaults are the
+zero values, as on the wire, where a missing key and ``null`` mean the same.
 """
 
 from typing import Any, List, Optional
 
-from attrs import Factory, frozen
+from attrs import Factory, field, frozen
 
+from .convert import VALUE
 from .entities import EMPTY_VALUE, Callback, Lock, Promise, Schedule, Task, Value
-from .fields import StrMap
+from .fields import FLAG, INT64, JSON, STR_LIST, STR_MAP, TEXT, StrMap
 
 __all__ = [
     "ReadPromiseRequest",
@@ -45,144 +48,168 @@ __all__ = [
 ]
 
 
+def _text() -> Any:
+    return field(default="", converter=TEXT)
+
+
+def _int64() -> Any:
+    return field(default=0, converter=INT64)
+
+
+def _flag() -> Any:
+    return field(default=False, converter=FLAG)
+
+
+def _str_map() -> Any:
+    return field(factory=dict, converter=STR_MAP)
+
+
+def _value() -> Any:
+    return field(default=EMPTY_VALUE, converter=VALUE)
+
+
+def _json() -> Any:
+    return field(default=None, converter=JSON)
+
+
 # --------------------------------------------------------------------------- requests
 
 
 @frozen
 class ReadPromiseRequest:
-    id: str = ""
+    id: str = _text()
 
 
 @frozen
 class SearchPromisesRequest:
-    id: str = ""
-    states: List[str] = Factory(list)
-    tags: StrMap = Factory(dict)
-    limit: int = 0
-    cursor: str = ""
+    id: str = _text()
+    states: List[str] = field(factory=list, converter=STR_LIST)
+    tags: StrMap = _str_map()
+    limit: int = _int64()
+    cursor: str = _text()
 
 
 @frozen
 class CreatePromiseRequest:
-    id: str = ""
-    timeout: int = 0
-    param: Value = EMPTY_VALUE
-    tags: StrMap = Factory(dict)
-    idempotency_key: str = ""
-    strict: bool = False
+    id: str = _text()
+    timeout: int = _int64()
+    param: Value = _value()
+    tags: StrMap = _str_map()
+    idempotency_key: str = _text()
+    strict: bool = _flag()
 
 
 @frozen
 class CreatePromiseAndTaskRequest:
-    id: str = ""
-    timeout: int = 0
-    param: Value = EMPTY_VALUE
-    tags: StrMap = Factory(dict)
-    idempotency_key: str = ""
-    strict: bool = False
-    task_process_id: str = ""
-    task_ttl: int = 0
-    task_timeout: int = 0
+    id: str = _text()
+    timeout: int = _int64()
+    param: Value = _value()
+    tags: StrMap = _str_map()
+    idempotency_key: str = _text()
+    strict: bool = _flag()
+    task_process_id: str = _text()
+    task_ttl: int = _int64()
+    task_timeout: int = _int64()
 
 
 @frozen
 class CompletePromiseRequest:
-    id: str = ""
-    state: str = ""
-    value: Value = EMPTY_VALUE
-    idempotency_key: str = ""
-    strict: bool = False
+    id: str = _text()
+    state: str = _text()
+    value: Value = _value()
+    idempotency_key: str = _text()
+    strict: bool = _flag()
 
 
 @frozen
 class CreateCallbackRequest:
-    promise_id: str = ""
-    root_promise_id: str = ""
-    recv: Any = None
-    timeout: int = 0
+    promise_id: str = _text()
+    root_promise_id: str = _text()
+    recv: Any = _json()
+    timeout: int = _int64()
 
 
 @frozen
 class CreateSubscriptionRequest:
-    id: str = ""
-    promise_id: str = ""
-    recv: Any = None
-    timeout: int = 0
+    id: str = _text()
+    promise_id: str = _text()
+    recv: Any = _json()
+    timeout: int = _int64()
 
 
 @frozen
 class ReadScheduleRequest:
-    id: str = ""
+    id: str = _text()
 
 
 @frozen
 class SearchSchedulesRequest:
-    id: str = ""
-    tags: StrMap = Factory(dict)
-    limit: int = 0
-    cursor: str = ""
+    id: str = _text()
+    tags: StrMap = _str_map()
+    limit: int = _int64()
+    cursor: str = _text()
 
 
 @frozen
 class CreateScheduleRequest:
-    id: str = ""
-    description: str = ""
-    cron: str = ""
-    tags: StrMap = Factory(dict)
-    promise_id: str = ""
-    promise_timeout: int = 0
-    promise_param: Value = EMPTY_VALUE
-    promise_tags: StrMap = Factory(dict)
-    idempotency_key: str = ""
+    id: str = _text()
+    description: str = _text()
+    cron: str = _text()
+    tags: StrMap = _str_map()
+    promise_id: str = _text()
+    promise_timeout: int = _int64()
+    promise_param: Value = _value()
+    promise_tags: StrMap = _str_map()
+    idempotency_key: str = _text()
 
 
 @frozen
 class DeleteScheduleRequest:
-    id: str = ""
+    id: str = _text()
 
 
 @frozen
 class AcquireLockRequest:
-    resource_id: str = ""
-    execution_id: str = ""
-    process_id: str = ""
-    ttl: int = 0
+    resource_id: str = _text()
+    execution_id: str = _text()
+    process_id: str = _text()
+    ttl: int = _int64()
 
 
 @frozen
 class ReleaseLockRequest:
-    resource_id: str = ""
-    execution_id: str = ""
+    resource_id: str = _text()
+    execution_id: str = _text()
 
 
 @frozen
 class HeartbeatLocksRequest:
-    process_id: str = ""
+    process_id: str = _text()
 
 
 @frozen
 class ClaimTaskRequest:
-    id: str = ""
-    counter: int = 0
-    process_id: str = ""
-    ttl: int = 0
+    id: str = _text()
+    counter: int = _int64()
+    process_id: str = _text()
+    ttl: int = _int64()
 
 
 @frozen
 class CompleteTaskRequest:
-    id: str = ""
-    counter: int = 0
+    id: str = _text()
+    counter: int = _int64()
 
 
 @frozen
 class DropTaskRequest:
-    id: str = ""
-    counter: int = 0
+    id: str = _text()
+    counter: int = _int64()
 
 
 @frozen
 class HeartbeatTasksRequest:
-    process_id: str = ""
+    process_id: str = _text()
 
 
 # --------------------------------------------------------------------------- responses
