@@ -41,6 +41,7 @@ from .common import CoreSettings, Result, clamp_add, require, tags_match, take_p
 from .cron import CronError, parse_cron
 from .cursor import decode_cursor, encode_cursor
 from .state import Tx
+from .tables import ABSENT, PromiseAction, promise_transition
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,10 @@ def fire_schedules(tx: Tx, batch: int) -> int:
             log.warning("schedule %r: promise %r already exists; skipping the occurrence at %d", schedule.id, promise_id, at)
         else:
             tags = {**schedule.promise_tags, "resonate:schedule": schedule.id, "resonate:invocation": "true"}
+            created = promise_transition(ABSENT, PromiseAction.CREATE)
             promises.insert(
                 tx,
+                state=created.to,
                 id=promise_id,
                 timeout=clamp_add(at, schedule.promise_timeout),
                 param=schedule.promise_param,
