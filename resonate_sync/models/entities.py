@@ -20,7 +20,11 @@ __all__ = ["PromiseState", "TaskState", "Value", "EMPTY_VALUE", "Promise", "Mesg
 
 
 class PromiseState:
-    """The five promise states; the four completed ones are final."""
+    """The five promise states; the four completed ones (:attr:`COMPLETED`) are final.
+
+    Plain strings, not enum members: every table lookup hashes and compares them, which enums
+    make slower in CPython (``bench/results/promise-states-enum.txt``).
+    """
 
     PENDING = "PENDING"
     RESOLVED = "RESOLVED"
