@@ -10,9 +10,12 @@ processes on a busy machine do not count), plus:
 - what a journal adds to ``execute`` for writes: ``record_to_json`` alone (a journal sink
   that drops records) and a real ``Journal`` with fsync "never" (encoding, CRC, write).
 
+The cores hold promises to what a reply of ``--max-payload`` bytes can carry, as a server
+connected to NATS does (default 1 MiB; 0 = no limit, the in-process default).
+
 Usage::
 
-    python bench/breakdown.py [--n 20000] [--rounds 3]
+    python bench/breakdown.py [--n 20000] [--rounds 3] [--max-payload 1048576]
 
 Stages use private helpers of ``resonate_sync.api.envelope``; if those change, fix this file.
 """
@@ -34,7 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from resonate_sync.api import envelope as env  # noqa: E402
 from resonate_sync.api import handle  # noqa: E402
 from resonate_sync.api.operations import ROUTES  # noqa: E402
-from resonate_sync.core import Resonate  # noqa: E402
+from resonate_sync.core import CoreSettings, Resonate  # noqa: E402
+from resonate_sync.core.sizes import promise_limit  # noqa: E402
 from resonate_sync.journal import Journal  # noqa: E402
 from resonate_sync.models import structure_request, unstructure  # noqa: E402
 
@@ -132,7 +136,7 @@ def stages(core: Resonate, op_name: str, raws: List[bytes]) -> dict:
     return out
 
 
-def scenario(n: int, journal_dir: str, rounds: int) -> dict:
+def scenario(n: int, journal_dir: str, rounds: int, max_payload: int) -> dict:
     """For each op, the best (least CPU) of ``rounds`` rounds of every stage, and handle() whole."""
     sequence = ["promises.create", "promises.read", "promises.search", "promises.complete",
                 "tasks.claim", "tasks.complete", "locks.acquire", "locks.release"]  # fmt: skip
@@ -144,8 +148,9 @@ def scenario(n: int, journal_dir: str, rounds: int) -> dict:
                 journal.open()
             else:
                 journal = make_journal()
-            core = Resonate(journal=journal)
-            whole = Resonate(journal=None) if label == "memory" else None
+            settings = CoreSettings(max_promise_bytes=promise_limit(max_payload) if max_payload else 0)
+            core = Resonate(journal=journal, settings=settings)
+            whole = Resonate(journal=None, settings=settings) if label == "memory" else None
             tag = f"r{round_}"
             # promises for the task ops: tagged so each create makes an invoke task
             tagged = [raw("promises.create", {"id": f"{tag}/{i}", "timeout": FAR_FUTURE_MS, "param": PARAM,
@@ -157,10 +162,10 @@ def scenario(n: int, journal_dir: str, rounds: int) -> dict:
                     for r in tagged:
                         handle(core, r)
                         if whole is not None:
-                            handle(whole, r)
+                            handle(whole, r, max_payload)
                 got = stages(core, op_name, raws)
                 if whole is not None:
-                    got["handle"] = cpu_us(lambda: [handle(whole, r) for r in raws], n)
+                    got["handle"] = cpu_us(lambda: [handle(whole, r, max_payload) for r in raws], n)
                 key = (label, op_name)
                 if key not in best:
                     best[key] = got
@@ -175,15 +180,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20_000, help="requests per op and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the least CPU of each stage counts")
+    parser.add_argument("--max-payload", type=int, default=1024 * 1024, help="NATS max_payload the replies must fit (0: none)")
     args = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="bench-breakdown-")
     try:
-        best = scenario(args.n, directory, args.rounds)
+        best = scenario(args.n, directory, args.rounds, args.max_payload)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     cols = ["decode", "structure", "metadata", "execute", "unstructure", "encode"]
-    print(f"CPU us per request, in process, {args.n:,} requests per op, best of {args.rounds}; "
-          f"load {open('/proc/loadavg').read().split()[:3]}")  # fmt: skip
+    print(f"CPU us per request, in process, {args.n:,} requests per op, best of {args.rounds}, "
+          f"max_payload {args.max_payload}; load {open('/proc/loadavg').read().split()[:3]}")  # fmt: skip
     print(f"{'op':<18} " + " ".join(f"{c:>11}" for c in cols) + f" {'sum':>7} {'handle()':>9} {'lock held':>9}"
           f" {'+rec_to_json':>12} {'+journal':>9} {'held w/ journal':>15}")  # fmt: skip
     for op_name in ["promises.create", "promises.read", "promises.search", "promises.complete",

@@ -7,7 +7,8 @@ What it does:
 2. runs ``resonate_sync.Server`` as a context manager in a background thread of this program,
    journaling to a temporary directory so every acknowledged change is on disk;
 3. shares one thread-safe ``resonate_sync.Client`` between two threads: a producer creates
-   promises and waits for them, a worker resolves them;
+   promises and waits for them, a worker resolves them (the same Client API serves a core in
+   this process, without NATS: see embedded_core.py);
 4. stops the server, starts a new one on the same journal, and reads a promise back;
 5. stops everything and exits 0.
 

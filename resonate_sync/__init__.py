@@ -4,7 +4,9 @@ What users may import (everything else may change):
 
 * :class:`Resonate`: the in-process state machine (no NATS).
 * :class:`Server`: the NATS server, usable as a context manager in a thread of an application.
-* :class:`Client`: the synchronous, thread-safe client of a server over NATS.
+* :class:`Client`: the synchronous, thread-safe client of a server over NATS, or, with
+  ``Client(transport=LocalTransport(core))``, of a :class:`Resonate` in this process: the way
+  to embed the core.
 * :class:`Config` / :class:`ConfigError`: its configuration.
 * The error types every layer raises: :class:`ResonateError` and its subclasses.
 """
@@ -22,13 +24,14 @@ from .errors import (  # noqa: E402
     ResonateError,
     Unavailable,
 )
-from .client import Client  # noqa: E402
+from .client import Client, LocalTransport  # noqa: E402
 from .server import Server  # noqa: E402
 
 __all__ = [
     "Resonate",
     "Server",
     "Client",
+    "LocalTransport",
     "Config",
     "ConfigError",
     "ResonateError",

@@ -1,12 +1,23 @@
-"""``Client``: a synchronous, thread-safe client of a resonate server over NATS request-reply.
+"""``Client``: a synchronous, thread-safe client of resonate, over NATS or in process.
 
-One NATS connection and one wildcard reply inbox serve every thread: any number of threads
-may call one ``Client`` at once, each call waits for its own reply. Every method is named
-after its operation as the core names it (``promises.create`` → :meth:`Client.promises_create`)
-and takes the same keyword fields::
+One ``Client``, two transports (as an ``httpx.Client`` sends through a transport):
 
-    with Client("nats://localhost:4222") as client:
+* over NATS request-reply to a server, given its URL: one NATS connection and one wildcard
+  reply inbox serve every thread (:class:`~resonate_sync.transport.client.NatsClientTransport`);
+* straight into a :class:`~resonate_sync.core.Resonate` in this process, with
+  :class:`LocalTransport`: no NATS, no server. This is the way to embed the core.
+
+Either way a request takes the same path through the api's envelope codec
+(:mod:`resonate_sync.api.envelope`), so the methods, their results and their errors are the
+same. Any number of threads may call one ``Client`` at once; each call waits for its own
+reply. Every method is named after its operation as the core names it (``promises.create`` →
+:meth:`Client.promises_create`) and takes the same keyword fields::
+
+    with Client("nats://localhost:4222") as client:          # a server, over NATS
         promise, created = client.promises_create("p1", timeout="1m", param=b"hi")
+
+    with Client(transport=LocalTransport(Resonate())) as client:   # a core, in process
+        client.promises_create("p1", timeout="1m", param=b"hi")
         client.promises_resolve("p1", value=b"done")
         assert client.promises_read("p1").value.raw == b"done"
 
@@ -37,9 +48,10 @@ Fields the protocol never sends (a task's ``state``, ``ttl``, ``expires_at``, ``
 
 Errors: an error reply raises the :class:`~resonate_sync.errors.ResonateError` subclass of its
 code (``NotFound``, ``AlreadyExists``, ``Forbidden``, ``BadRequest``, ``InternalError``,
-``Unavailable``) carrying ``code`` and ``message``. Transport failures are ``Unavailable``
-too: :class:`RequestTimeout` (no reply in time; the operation may or may not have happened)
-and :class:`ConnectionFailed` (NATS unreachable, credentials refused, connection lost).
+``Unavailable``) carrying ``code`` and ``message``, whichever the transport. NATS failures are
+``Unavailable`` too: :class:`RequestTimeout` (no reply in time; the operation may or may not
+have happened) and :class:`ConnectionFailed` (NATS unreachable, credentials refused,
+connection lost); after :meth:`Client.close`, every call raises ``ConnectionFailed``.
 
 Timeouts and retries: each attempt waits ``request_timeout`` seconds (default: the client's
 ``timeout``). A call is retried, up to ``retries`` more times with jittered exponential
@@ -54,7 +66,6 @@ and keyless creates and completes, because a repeat of one that did happen answe
 differently (403, 404, 409).
 """
 
-import json
 import logging
 import random
 import threading
@@ -70,19 +81,20 @@ from typing import (
     Mapping,
     NamedTuple,
     Optional,
+    Protocol,
     Tuple,
     TypeVar,
     Union,
 )
 
 import attrs
-import cattrs
 
+from .api.envelope import Reply, decode_reply, encode_request, handle
+from .core import Resonate
 from .core.clock import Clock, SystemClock
-from .errors import BadRequest, InternalError, ResonateError, Status, Unavailable
+from .errors import ConnectionFailed, InternalError, RequestTimeout, Retryable, Status, Unavailable
 from .models import (
     EMPTY_VALUE,
-    WIRE,
     AcquireLockRequest,
     Callback,
     CallbackResponse,
@@ -120,12 +132,13 @@ from .models import (
     TaskResponse,
     TasksAffectedResponse,
     Value,
-    unstructure,
 )
 from .times import Deadline, Duration, deadline_ms, duration_ms
 
 __all__ = [
     "Client",
+    "LocalTransport",
+    "Transport",
     "Page",
     "PromiseResult",
     "PromiseTaskResult",
@@ -135,6 +148,7 @@ __all__ = [
     "ClaimTaskResponse",
     "RequestTimeout",
     "ConnectionFailed",
+    "Retryable",
     "Deadline",
     "Duration",
     "Value",
@@ -163,15 +177,7 @@ _IDEMPOTENT = frozenset(
 _IDEMPOTENT_WITH_KEY = frozenset({"promises.create", "promises.createtask", "promises.complete", "schedules.create"})
 
 
-# --------------------------------------------------------------------------- results and errors
-
-
-class RequestTimeout(Unavailable):
-    """503: no reply within the request timeout; the operation may or may not have taken effect."""
-
-
-class ConnectionFailed(Unavailable):
-    """503: NATS is unreachable, refused the credentials, or the connection was lost (or closed)."""
+# --------------------------------------------------------------------------- results
 
 
 @attrs.frozen
@@ -236,22 +242,6 @@ class TaskResult(NamedTuple):
     created: bool
 
 
-class _Failed(Exception):
-    """An attempt failed in a way that may be retried; ``delivered`` says whether a server may have acted."""
-
-    def __init__(self, error: ResonateError, delivered: bool) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.delivered = delivered
-
-
-def _transport():
-    # Imported on first use: pynats2 is slow to import and `import resonate_sync` should not pay for it.
-    from . import transport
-
-    return transport
-
-
 def _value(data: Data) -> Value:
     if data is None:
         return EMPTY_VALUE
@@ -269,88 +259,147 @@ def _every_page(search: Callable[..., "Page[T]"], query: Dict[str, Any], **optio
         yield from page.items
 
 
-def _status(value: Any) -> Union[Status, int]:
-    try:
-        return Status(value)
-    except ValueError:
-        return value
+# --------------------------------------------------------------------------- transports
+
+
+class Transport(Protocol):
+    """What a :class:`Client` sends its requests through: envelope bytes out, reply bytes back.
+
+    ``request`` returns the reply to one request envelope, waiting at most ``timeout`` seconds
+    where anything is in transit. It raises a :class:`~resonate_sync.errors.ResonateError` that
+    no repeat can mend (``ConnectionFailed`` for refused credentials or a closed transport, say),
+    or wraps one in :class:`~resonate_sync.errors.Retryable` when another attempt may succeed,
+    saying whether a server may have acted on this one. ``close`` releases what the transport
+    holds; a ``connected`` property is optional (the client reports True without one).
+    """
+
+    def request(self, data: bytes, timeout: float) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class LocalTransport:
+    """Requests answered by a :class:`~resonate_sync.core.Resonate` in this process: no NATS, no server.
+
+    Each request takes the path a server's takes, minus the network: the api's
+    :func:`~resonate_sync.api.handle` decodes the envelope, runs the operation on ``core`` and
+    encodes the reply, in the calling thread, once what the reply shows is durable (if the core
+    has a journal). A :class:`Client` over it therefore gives the same results and raises the
+    same errors as over NATS. ``timeout`` does not apply: nothing is in transit.
+
+    The core stays the caller's: closing the transport (or its client) leaves it running, and
+    other clients and threads may use it at once. What a server's ticker does is up to its
+    owner: promise timeouts are applied when a promise is read, but task deliveries and
+    schedule firings happen only when something calls ``core.tick()``.
+    """
+
+    def __init__(self, core: Resonate) -> None:
+        self.core = core
+
+    def request(self, data: bytes, timeout: float) -> bytes:
+        return handle(self.core, data)
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"LocalTransport({self.core!r})"
 
 
 # --------------------------------------------------------------------------- the client
 
 
 class Client:
-    """A synchronous, thread-safe client of one resonate server (see the module docstring).
+    """A synchronous, thread-safe client of one resonate server or core (see the module docstring).
+
+    ``Client(url, subject, …)`` talks to a server over NATS; ``Client(transport=…)`` sends
+    through the transport given, such as ``LocalTransport(core)`` for a core in this process.
 
     Args:
-        url: NATS server URL; ``nats://user:pass@host:4222`` or ``nats://token@host:4222`` for auth.
-        subject: the server's request subject.
+        url, subject, name, connect_timeout, tls_cacert, tls_client_cert, tls_client_key, tls_verify,
+        user_credentials, nkeys_seed:
+            the NATS transport's (:class:`~resonate_sync.transport.client.NatsClientTransport`):
+            the server's URL (default ``nats://localhost:4222``; ``nats://user:pass@host`` or
+            ``nats://token@host`` for auth) and request subject (default ``resonate.server``),
+            the connection name, the handshake timeout in seconds, PEM files for ``tls://``
+            URLs and whether to verify the server's certificate, and a NATS identity: a ``.creds``
+            file (user JWT and NKey seed) or a file holding an NKey user seed. Not with ``transport``.
+        transport: what to send requests through (see :class:`Transport`); default a NATS
+            transport built from the arguments above. The client closes it when it is closed.
         timeout: seconds each attempt waits for its reply (override per call with ``request_timeout=``).
         retries: extra attempts after a retryable failure (see the module docstring); 0 disables.
-        name: the NATS connection name (shows in the nats-server's connection list).
         backoff: the first delay between attempts in seconds; it doubles each time, capped at 2 s,
             jittered down by up to half.
-        connect_timeout: seconds to wait for the NATS handshake.
-        tls_cacert, tls_client_cert, tls_client_key: PEM files for ``tls://`` URLs: the CA that signed
-            the server's certificate (default: the system's CAs), and a client certificate and key
-            for servers that verify their clients.
-        tls_verify: check the server's certificate and host name (``tls://``); False only for tests.
         clock: what "now" is for deadlines given as durations (``"1h"``, a ``timedelta``): an
             object whose ``now()`` returns ms since the epoch; default the system clock.
 
-    Connects at once; raises :class:`ConnectionFailed` naming the URL when it cannot (refused
-    credentials or certificates included), ValueError for a TLS file it cannot read. After a
-    lost connection, the next call reconnects. Close it with :meth:`close` or a ``with`` block.
+    Over NATS it connects at once; raises :class:`ConnectionFailed` naming the URL when it
+    cannot (refused credentials or certificates included), ValueError for a TLS, ``.creds`` or
+    seed file it cannot use. After a lost connection, the next call reconnects. Close it with :meth:`close` or a
+    ``with`` block.
     """
 
     def __init__(
         self,
-        url: str = "nats://localhost:4222",
-        subject: str = "resonate.server",
+        url: Optional[str] = None,
+        subject: Optional[str] = None,
         *,
+        transport: Optional[Transport] = None,
         timeout: float = 5.0,
         retries: int = 2,
-        name: str = "resonate-client",
+        name: Optional[str] = None,
         backoff: float = 0.1,
-        connect_timeout: float = 2.0,
+        connect_timeout: Optional[float] = None,
         tls_cacert: Optional[str] = None,
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
-        tls_verify: bool = True,
+        tls_verify: Optional[bool] = None,
+        user_credentials: Optional[str] = None,
+        nkeys_seed: Optional[str] = None,
         clock: Optional[Clock] = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         if retries < 0:
             raise ValueError("retries must be 0 or more")
-        nats = _transport()
-        files = {"tls_cacert": tls_cacert, "tls_client_cert": tls_client_cert, "tls_client_key": tls_client_key}
-        tls = {key: value for key, value in files.items() if value}
-        self.url = nats.redact_url(url)
-        self.subject = subject
+        nats_options = {
+            "url": url,
+            "subject": subject,
+            "name": name,
+            "connect_timeout": connect_timeout,
+            "tls_cacert": tls_cacert,
+            "tls_client_cert": tls_client_cert,
+            "tls_client_key": tls_client_key,
+            "tls_verify": tls_verify,
+            "user_credentials": user_credentials,
+            "nkeys_seed": nkeys_seed,
+        }
+        given = {key: value for key, value in nats_options.items() if value is not None}
+        if transport is None:
+            # Imported on first use: pynats2 is slow to import and `import resonate_sync` should not pay for it.
+            from .transport.client import NatsClientTransport
+
+            transport = NatsClientTransport(**given)
+        elif given:
+            raise TypeError(f"{', '.join(given)}: options of the NATS transport, not to be given with transport=")
         self.timeout = timeout
         self.retries = retries
+        self._transport = transport
         self._backoff = backoff
         self._clock = clock or SystemClock()
         self._closed = threading.Event()
-        self._conn = nats.Connection(url, name=name, connect_timeout=connect_timeout, tls_verify=tls_verify, **tls)
-        try:
-            self._conn.connect()
-        except (nats.NatsConnectionError, OSError, ValueError) as exc:
-            self._conn.close()
-            raise ConnectionFailed(str(exc)) from exc
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def connected(self) -> bool:
-        """Whether the NATS connection is up right now (a call reconnects if it is not)."""
-        return self._conn.connected
+        """Whether a call can go out right now without reconnecting (False once closed)."""
+        return not self._closed.is_set() and getattr(self._transport, "connected", True)
 
     def close(self) -> None:
-        """Close the connection; calls in flight and later fail with :class:`ConnectionFailed`. Idempotent."""
+        """Close the client and its transport; calls in flight and later fail with :class:`ConnectionFailed`. Idempotent."""
         self._closed.set()
-        self._conn.close()
+        self._transport.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -359,7 +408,7 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Client(url={self.url!r}, subject={self.subject!r})"
+        return f"Client(transport={self._transport!r})"
 
     # ------------------------------------------------------------------ requests
 
@@ -388,16 +437,16 @@ class Client:
         key = getattr(request, "idempotency_key", "")
         idempotent = operation in _IDEMPOTENT or (operation in _IDEMPOTENT_WITH_KEY and bool(key))
         request_id = uuid.uuid4().hex
-        envelope: Dict[str, Any] = {"operation": operation, "requestId": request_id, "payload": unstructure(request)}
-        if metadata:
-            envelope["metadata"] = dict(metadata)
-        body = json.dumps(envelope, separators=(",", ":")).encode()
+        data = encode_request(operation, request, request_id, metadata)
         timeout = self.timeout if request_timeout is None else request_timeout
         attempt = 0
         while True:
+            if self._closed.is_set():
+                raise ConnectionFailed("the client was closed")
             try:
-                return self._decode(self._attempt(body, timeout), request_id, response_type)
-            except _Failed as failure:
+                reply = self._reply(self._transport.request(data, timeout), request_id, response_type)
+                return reply.status, reply.payload
+            except Retryable as failure:
                 error, retryable = failure.error, idempotent or not failure.delivered
             if not retryable or attempt >= self.retries or self._closed.is_set():
                 raise error
@@ -407,62 +456,16 @@ class Client:
             if self._closed.wait(delay):
                 raise ConnectionFailed("the client was closed")
 
-    def _attempt(self, body: bytes, timeout: float) -> bytes:
-        nats = _transport()
-        conn = self._conn
-        if self._closed.is_set():
-            raise ConnectionFailed("the client was closed")
-        if not conn.connected:
-            try:
-                conn.connect()
-            except nats.AuthorizationError as exc:
-                raise ConnectionFailed(str(exc)) from exc
-            except nats.ConnectionClosedError as exc:
-                raise ConnectionFailed("the client was closed") from exc
-            except (nats.NatsConnectionError, OSError) as exc:
-                raise _Failed(ConnectionFailed(str(exc)), delivered=False) from exc
-        try:
-            return conn.request(self.subject, payload=body, timeout=timeout).payload
-        except nats.NoRespondersError:
-            raise _Failed(
-                Unavailable(f"no resonate server listens on subject {self.subject!r} at {self.url}"), delivered=False
-            ) from None
-        except nats.RequestTimeoutError:
-            message = f"no reply on subject {self.subject!r} at {self.url} within {timeout:g} s"
-            raise _Failed(RequestTimeout(message), delivered=True) from None
-        except nats.ConnectionClosedError as exc:
-            if self._closed.is_set():
-                raise ConnectionFailed("the client was closed") from None
-            raise _Failed(ConnectionFailed(str(exc)), delivered=True) from None
-        except ValueError as exc:  # larger than the server's max_payload: nothing was sent
-            raise BadRequest(str(exc)) from None
-
     @staticmethod
-    def _decode(raw: bytes, request_id: str, response_type: type) -> Tuple[Union[Status, int], Any]:
+    def _reply(raw: bytes, request_id: str, response_type: type) -> Reply:
         try:
-            reply = json.loads(raw)
-        except ValueError:
-            raise InternalError(f"unreadable reply from the server: {raw[:80]!r}") from None
-        if not isinstance(reply, dict):
-            raise InternalError(f"unexpected reply from the server: {raw[:80]!r}")
-        if reply.get("success") is not True:
-            error = reply.get("error") or {}
-            code, message = error.get("code"), error.get("message")
-            if type(code) is not int:
-                raise InternalError(f"unexpected error reply from the server: {raw[:80]!r}")
-            error = ResonateError.from_code(code, message if isinstance(message, str) and message else f"error {code}")
-            if code == 503:  # busy or shutting down: retried like a timeout
-                raise _Failed(error, delivered=True)
-            raise error
-        response = reply.get("response") or {}
-        reply_id = (response.get("Metadata") or {}).get("id")
+            reply = decode_reply(raw, response_type)
+        except Unavailable as error:  # busy or shutting down: retried like a timeout
+            raise Retryable(error, delivered=True) from None
+        reply_id = reply.metadata.get("id")
         if reply_id is not None and reply_id != request_id:  # one inbox per request: this would be a bug
             raise InternalError(f"reply to request {reply_id!r} arrived for request {request_id!r}")
-        try:
-            payload = WIRE.structure(response.get("Payload") or {}, response_type)
-        except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
-            raise InternalError(f"unexpected reply payload from the server: {exc}") from None
-        return _status(response.get("Status")), payload
+        return reply
 
     # ------------------------------------------------------------------ promises
 

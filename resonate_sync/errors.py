@@ -3,6 +3,9 @@
 The core speaks in 5-digit kernel statuses (PROTOCOL.md 1.5); the envelope carries
 ``code = status // 100`` and the status text. 4xx are protocol outcomes, never logged as
 errors; 5xx are failures, logged with context by whoever catches them.
+
+A client's transport raises :class:`ConnectionFailed` and :class:`RequestTimeout` (both 503),
+and wraps a failure another attempt may mend in :class:`Retryable`.
 """
 
 import enum
@@ -16,6 +19,9 @@ __all__ = [
     "AlreadyExists",
     "Unavailable",
     "InternalError",
+    "RequestTimeout",
+    "ConnectionFailed",
+    "Retryable",
 ]
 
 
@@ -132,6 +138,29 @@ class Unavailable(ResonateError):
     """503: the server is shutting down or overloaded; retry later."""
 
     code = 503
+
+
+class RequestTimeout(Unavailable):
+    """503: no reply within the request timeout; the operation may or may not have taken effect."""
+
+
+class ConnectionFailed(Unavailable):
+    """503: NATS is unreachable, refused the credentials, or the connection was lost (or closed)."""
+
+
+class Retryable(Exception):
+    """An attempt at a request failed and another may succeed; raised by a client's transport.
+
+    Attributes:
+        error: the error the caller gets when no attempt succeeds.
+        delivered: whether a server may have received the request and acted on it; if so, only
+            an idempotent operation is tried again.
+    """
+
+    def __init__(self, error: ResonateError, delivered: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.delivered = delivered
 
 
 _BY_CODE = {400: BadRequest, 403: Forbidden, 404: NotFound, 409: AlreadyExists, 500: InternalError, 503: Unavailable}

@@ -1,8 +1,9 @@
 """``Server``: wires config → journal → core → NATS transport → ticker, and stops them in order.
 
-Start: open and recover the journal (``store_path``), build the core, start an embedded
-nats-server if the configuration asks for one, connect and subscribe, start the ticker, log
-one line saying where it serves. Stop (SIGINT/SIGTERM or :meth:`stop`): unsubscribe so no
+Start: start an embedded nats-server if the configuration asks for one, connect to NATS, and
+only then open and recover the journal (``store_path``: a start that fails for want of NATS
+leaves nothing on disk), build the core, subscribe, start the ticker, log one line saying
+where it serves. Stop (SIGINT/SIGTERM or :meth:`stop`): unsubscribe so no
 new request is taken, serve the requests already taken for half of ``nats_timeout_ms`` and
 answer the rest 503 (the transport answers any still queued at the deadline), stop the
 ticker, wait for a background snapshot still being written, write a final snapshot, close the
@@ -12,6 +13,10 @@ Requests: the transport hands each one to the api's :class:`~resonate_sync.api.R
 which answers it once what the reply shows is durable (``resonate_sync.api.replies``). Nothing
 on the request path reads this class's attributes: each component is given what it needs when
 :meth:`Server.start` builds it.
+
+Reply size: at every connect the core's ``max_promise_bytes`` is set from the server's NATS
+``max_payload``, so writes whose promise could not be returned are refused and search pages are
+cut to fit; a reply still too large is answered with a 500 error (PROTOCOL.md 13.7).
 
 Snapshots every ``snapshot_every`` records are written on a thread of their own, one at a
 time: the ticker only starts it, so task deliveries and timeouts go on while it writes.
@@ -29,11 +34,14 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Optional
 
+import attrs
+
 from . import __version__
-from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, RequestHandler
-from .config import Config
+from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, RequestHandler, too_large_reply
+from .config import Config, identity_settings
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
+from .core.sizes import promise_limit
 from .errors import ResonateError
 from .subjects import parse_patterns
 from .urls import redact_url
@@ -104,9 +112,14 @@ class Server:
         it exists, so that a failure further on stops what was started."""
         from .ticker import Ticker
         from .transport import NatsTransport
+        from .transport.credentials import CredentialsError, NatsCredentials
         from .transport.micro import Service
 
         config = self.config
+        try:  # before anything starts, an embedded nats-server included
+            NatsCredentials(creds=config.nats_creds or None, nkey=config.nats_nkey or None).check()
+        except CredentialsError as exc:
+            raise ServerError(f"cannot use the NATS credentials of {identity_settings(config)}: {exc}") from None
         settings = CoreSettings(
             href_base=config.href_base,
             task_claim_timeout_ms=config.task_claim_timeout_ms,
@@ -115,8 +128,6 @@ class Server:
             delivery_allow=parse_patterns(config.delivery_allow),
             reserved_subjects=(config.nats_subject,),
         )
-        self.core = core = self._open_core(settings)
-        self._handler = handler = RequestHandler(core, workers=config.workers)
         self.url = url = self._ensure_nats()
         # ADR-32 discovery: `nats micro ls/info/stats` find every server as service "resonate".
         self.service = service = Service(
@@ -130,7 +141,6 @@ class Server:
         self.transport = transport = NatsTransport(
             url,
             config.nats_subject,
-            handler,
             workers=config.workers,
             max_pending=config.max_pending,
             busy_reply=BUSY,
@@ -139,15 +149,27 @@ class Server:
             queue=config.nats_queue,
             name=f"resonate-{__version__}",
             service=service,
+            too_large_reply=too_large_reply,
+            on_max_payload=self._on_max_payload,
             tls_cacert=config.nats_tls_ca,
             tls_client_cert=config.nats_tls_cert,
             tls_client_key=config.nats_tls_key,
             tls_verify=config.nats_tls_verify,
+            user_credentials=config.nats_creds,
+            nkeys_seed=config.nats_nkey,
         )
+        # Before the store: a start that fails for want of NATS leaves no directory or LOCK behind.
         try:
-            transport.start()
+            transport.connect()
         except Exception as exc:
-            raise ServerError(f"cannot serve on {redact_url(url)}: {exc}") from exc
+            raise ServerError(_cannot_serve(url, exc)) from exc
+        self.core = core = self._open_core(settings)
+        _fit_replies(core, transport.max_payload)  # announced at connect, before there was a core
+        self._handler = handler = RequestHandler(core, workers=config.workers)
+        try:
+            transport.start(handler)
+        except Exception as exc:
+            raise ServerError(_cannot_serve(url, exc)) from exc
         self.ticker = Ticker(core, transport.publish, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot)
         self.ticker.start()
         store = config.store_path or "memory (nothing survives a restart)"
@@ -161,6 +183,10 @@ class Server:
             store,
             f", fsync {config.fsync}" if config.store_path else "",
         )
+
+    def _on_max_payload(self, max_payload: int) -> None:
+        if self.core is not None:
+            _fit_replies(self.core, max_payload)
 
     def _open_core(self, settings: CoreSettings) -> Resonate:
         if not self.config.store_path:
@@ -208,7 +234,7 @@ class Server:
 
     def _ensure_nats(self) -> str:
         """The URL to connect to, after starting an embedded nats-server if configured."""
-        from .transport.embedded import EmbeddedNatsServer, is_reachable
+        from .transport.embedded import EmbeddedNatsError, EmbeddedNatsServer, is_reachable
 
         mode, url = self.config.embedded_nats, self.config.nats_addr
         parsed = urllib.parse.urlsplit(url)
@@ -221,10 +247,18 @@ class Server:
         host = parsed.hostname or "127.0.0.1"
         if host == "localhost":
             host = "127.0.0.1"
+        port = parsed.port or 4222
+        failed = f"cannot start an embedded nats-server for {redact_url(url)}"
         try:
-            self.embedded = EmbeddedNatsServer(host=host, port=parsed.port or 4222).start()
-        except RuntimeError as exc:  # port taken by something that is not NATS, binary missing, ...
-            raise ServerError(f"cannot start an embedded nats-server for {redact_url(url)}: {exc}") from exc
+            self.embedded = EmbeddedNatsServer(host=host, port=port).start()
+        except EmbeddedNatsError as exc:
+            log.debug("%s\n%s", exc.command, exc.output)
+            hint = "" if log.isEnabledFor(logging.DEBUG) else "; run with --log-level debug for nats-server's log"
+            if "address already in use" in str(exc):
+                hint = f"; something else listens on {host}:{port}: stop it, or give --api-nats-addr another port{hint}"
+            raise ServerError(f"{failed}: {exc}{hint}") from exc
+        except RuntimeError as exc:  # the nats-server binary is missing
+            raise ServerError(f"{failed}: {exc}") from exc
         return self.embedded.url
 
     def _maybe_snapshot(self) -> None:
@@ -340,6 +374,25 @@ class Server:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _cannot_serve(url: str, exc: Exception) -> str:
+    """Why the server cannot serve on ``url``, and how to get a NATS server when none answers there."""
+    from .transport.embedded import is_reachable
+
+    message = f"cannot serve on {redact_url(url)}: {exc}"
+    if is_reachable(url):
+        return message
+    return (
+        f"{message}; no NATS server answers there. Start one, point --api-nats-addr at a running one,"
+        " or let resonate start one: `resonate dev` (for development) or `resonate serve --embedded-nats`"
+    )
+
+
+def _fit_replies(core: Resonate, max_payload: int) -> None:
+    """Hold ``core``'s promises to what one NATS message of the connected server can carry (13.7)."""
+    core.settings = attrs.evolve(core.settings, max_promise_bytes=promise_limit(max_payload))
+    log.debug("NATS max_payload %d: promises may take up to %d bytes of JSON", max_payload, promise_limit(max_payload))
 
 
 def _snapshot_failed(what: str, exc: Exception) -> None:

@@ -4,7 +4,11 @@ Processing order, stopping at the first failure: decode the envelope (400 ``inva
 format``), route on ``operation`` (400 ``unknown operation``), decode the payload into its
 model (400 ``invalid payload``), validate fields (400), execute (the kernel status's code),
 encode (500). Whatever happens, exactly one reply document comes back and the server keeps
-serving.
+serving: a reply too large for NATS becomes a 500 error reply (:func:`too_large_reply`).
+
+Both ends use this one codec: a client encodes with :func:`encode_request` what :func:`handle`
+decodes, and decodes with :func:`decode_reply` what :func:`handle` encodes
+(:func:`encode_reply`, :func:`error_reply`).
 """
 
 import json
@@ -12,19 +16,26 @@ import logging
 import threading
 import time
 from random import getrandbits
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+
+import cattrs
 
 from .. import limits
 from ..core import Resonate
-from ..errors import BadRequest, ResonateError, Status
+from ..errors import BadRequest, InternalError, ResonateError, Status
 from ..jsonenc import compact_encoder
-from ..models import structure_request, unstructure
+from ..models import WIRE, structure_request, unstructure
 from .operations import ROUTES
 
 __all__ = [
     "handle",
     "handle_nowait",
+    "encode_request",
+    "encode_reply",
+    "decode_reply",
+    "Reply",
     "error_reply",
+    "too_large_reply",
     "reply_error",
     "ErrorReply",
     "ERROR_REPLY_PREFIX",
@@ -63,7 +74,35 @@ def _decode_envelope(raw: bytes) -> Dict[str, Any]:
     if metadata is not None:
         if type(metadata) is not dict or any(type(v) is not str for v in metadata.values()):
             raise BadRequest("invalid request format: metadata must be an object of string values")
+    if request_id and _echo_size(request_id) > MAX_REQUEST_ID_BYTES:
+        raise BadRequest(
+            f"invalid request format: requestId takes more than {MAX_REQUEST_ID_BYTES} bytes of JSON; "
+            "every reply echoes it, so it must stay short"
+        )
+    if metadata and _echo_size(metadata) > MAX_METADATA_BYTES:
+        raise BadRequest(
+            f"invalid request format: metadata takes more than {MAX_METADATA_BYTES} bytes of JSON; "
+            "every reply echoes it, so it must stay small"
+        )
     return envelope
+
+
+# Replies echo requestId and metadata. Bounded here, they fit in the envelope allowance that
+# core.sizes keeps beside the largest promise, so no request is refused only once its reply is
+# too big for NATS (a 500 for what is the client's data).
+MAX_REQUEST_ID_BYTES = 512
+MAX_METADATA_BYTES = 2048
+
+
+def _echo_size(value: Any) -> int:
+    """The JSON size of a string or string map, exact only when a quick bound says it may matter."""
+    if type(value) is str:
+        chars = len(value)
+    else:
+        chars = sum(len(key) + len(item) + 6 for key, item in value.items())
+    if chars * 12 <= MAX_REQUEST_ID_BYTES:  # \uXXXX\uXXXX: the most one character can take
+        return chars * 12
+    return len(_encode(value))
 
 
 class _FailureLog:
@@ -137,6 +176,77 @@ def _metadata(envelope: Mapping[str, Any], kernel_name: str) -> Dict[str, str]:
     return metadata
 
 
+def encode_request(
+    operation: str, request: Any, request_id: str, metadata: Optional[Mapping[str, str]] = None
+) -> bytes:
+    """The request envelope of ``operation`` carrying the request model ``request``.
+
+    ``request_id`` comes back in the reply's ``Metadata.id``; ``metadata`` (trace context, say)
+    is passed through to the reply's ``Metadata``.
+    """
+    envelope: Dict[str, Any] = {"operation": operation, "requestId": request_id, "payload": unstructure(request)}
+    if metadata:
+        envelope["metadata"] = dict(metadata)
+    return _encode(envelope).encode()
+
+
+def encode_reply(status: int, metadata: Mapping[str, str], payload: Any) -> bytes:
+    """The success reply: the kernel ``status``, the request's ``metadata`` and the response model ``payload``."""
+    response = {"Status": int(status), "Metadata": metadata, "Payload": unstructure(payload)}
+    return _encode({"success": True, "response": response}).encode()
+
+
+class Reply(NamedTuple):
+    """A success reply, decoded.
+
+    Attributes:
+        status: the kernel status (a :class:`Status`; a plain int if this version knows no such status).
+        metadata: the request's metadata as the server echoed it (``id``, ``name``, …).
+        payload: the response model.
+    """
+
+    status: Union[Status, int]
+    metadata: Mapping[str, Any]
+    payload: Any
+
+
+def decode_reply(raw: bytes, response_type: type) -> Reply:
+    """The reply envelope ``raw``, its payload structured as ``response_type``.
+
+    An error reply raises the :class:`ResonateError` subclass of its code, with its message;
+    anything that is not a reply envelope raises :class:`InternalError`.
+    """
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        raise InternalError(f"unreadable reply from the server: {raw[:80]!r}") from None
+    if type(reply) is not dict:
+        raise InternalError(f"unexpected reply from the server: {raw[:80]!r}")
+    if reply.get("success") is not True:
+        error = reply.get("error")
+        code = error.get("code") if type(error) is dict else None
+        if type(code) is not int:
+            raise InternalError(f"unexpected error reply from the server: {raw[:80]!r}")
+        message = error.get("message")
+        raise ResonateError.from_code(code, message if type(message) is str and message else f"error {code}")
+    response = reply.get("response")
+    if type(response) is not dict:
+        raise InternalError(f"unexpected reply from the server: {raw[:80]!r}")
+    try:
+        payload = WIRE.structure(response.get("Payload") or {}, response_type)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        raise InternalError(f"unexpected reply payload from the server: {exc}") from None
+    metadata = response.get("Metadata")
+    return Reply(_status(response.get("Status")), metadata if type(metadata) is dict else {}, payload)
+
+
+def _status(value: Any) -> Union[Status, int]:
+    try:
+        return Status(value)
+    except ValueError:
+        return value
+
+
 def error_reply(code: int, message: str) -> bytes:
     return _encode({"success": False, "error": {"code": code, "message": message}}).encode()
 
@@ -175,9 +285,15 @@ INTERNAL_ERROR = _error(Status.INTERNAL_SERVER_ERROR, 500)
 BUSY_REPLY, SHUTTING_DOWN_REPLY, STORE_ERROR_REPLY = BUSY.data, SHUTTING_DOWN.data, STORE_ERROR.data
 
 
-def handle(core: Resonate, raw: bytes) -> bytes:
+def too_large_reply(size: int, max_payload: int) -> ErrorReply:
+    """The error sent instead of a reply of ``size`` bytes that NATS would not carry."""
+    message = f"the reply of {size} bytes exceeds the NATS max_payload of {max_payload} bytes"
+    return ErrorReply(500, message, error_reply(500, message))
+
+
+def handle(core: Resonate, raw: bytes, max_payload: int = 0) -> bytes:
     """Answer one request envelope with one reply envelope, once what it shows is durable."""
-    reply, ticket, _ = handle_nowait(core, raw)
+    reply, ticket, _ = handle_nowait(core, raw, max_payload)
     try:
         core.wait_durable(ticket)
     except ResonateError as exc:
@@ -185,12 +301,15 @@ def handle(core: Resonate, raw: bytes) -> bytes:
     return reply
 
 
-def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int, Optional[Tuple[int, str]]]:
+def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Tuple[bytes, int, Optional[Tuple[int, str]]]:
     """The reply to one request envelope, the journal ticket it must wait for (0: none), and
     the reply's (code, message) when it is an error reply (None for a success).
 
     The reply must not be sent before ``core.wait_durable(ticket)`` returned; if that fails,
-    send :data:`STORE_ERROR` instead.
+    send :data:`STORE_ERROR` instead. A reply over ``max_payload`` bytes (0: no limit) is
+    replaced by :func:`too_large_reply`. The core keeps replies under it, so this means a
+    promise stored before the limit existed or under a larger ``max_payload``, or request
+    metadata too large to echo.
     """
     operation: Optional[str] = None
     ticket = 0
@@ -215,7 +334,6 @@ def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int, Optional[Tupl
         if pending.error is not None:
             raise pending.error
         result = pending.result
-        response = {"Status": int(result.status), "Metadata": metadata, "Payload": unstructure(result.payload)}
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %d", operation, metadata["id"], int(result.status))
     except ResonateError as exc:
@@ -228,10 +346,21 @@ def handle_nowait(core: Resonate, raw: bytes) -> Tuple[bytes, int, Optional[Tupl
         log.exception("%s failed unexpectedly", operation or "request")
         return _failed(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}", ticket)
     try:
-        return _encode({"success": True, "response": response}).encode(), ticket, None
-    except (TypeError, ValueError) as exc:
+        reply = encode_reply(result.status, metadata, result.payload)
+    except Exception as exc:  # a bug: answer 500 and keep serving
         log.exception("%s: failed to encode response", operation)
         return _failed(500, f"failed to encode response: {exc}", ticket)
+    if max_payload and len(reply) > max_payload:
+        log.warning(
+            "%s %s: the reply of %d bytes exceeds the NATS max_payload of %d bytes; answering 500 instead",
+            operation,
+            metadata["id"],
+            len(reply),
+            max_payload,
+        )
+        too_large = too_large_reply(len(reply), max_payload)
+        return too_large.data, ticket, (too_large.code, too_large.message)
+    return reply, ticket, None
 
 
 def _failed(code: int, message: str, ticket: int) -> Tuple[bytes, int, Tuple[int, str]]:

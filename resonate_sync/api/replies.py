@@ -25,6 +25,7 @@ class Request(Protocol):
 
     data: bytes
     in_flight: int
+    max_payload: int  # the largest reply the transport can carry (0: no limit)
 
     def respond(self, data: bytes) -> None: ...
 
@@ -107,6 +108,9 @@ class RequestHandler:
             reply thread, since one thread publishing every reply beats workers contending
             for the connection's write lock (dev, N=64: 0.57x -> 0.87x of the bare responder).
 
+    A reply over ``request.max_payload`` bytes is answered with a 500 error instead
+    (:func:`~resonate_sync.api.envelope.too_large_reply`): NATS would not carry it.
+
     Stopping: :meth:`refuse_after` a deadline, then requests that reach the handler later are
     answered 503 "shutting down" without being executed; :meth:`stop` refuses every one from
     then on and sends the replies still waiting for the journal.
@@ -123,7 +127,7 @@ class RequestHandler:
         if self._refusing or (self._refuse_after and time.monotonic() > self._refuse_after):
             request.respond_error(*SHUTTING_DOWN)
             return
-        reply, ticket, failure = handle_nowait(self._core, request.data)
+        reply, ticket, failure = handle_nowait(self._core, request.data, request.max_payload)
         if request.in_flight <= self._workers and self._core.is_durable(ticket):
             send(request, reply, failure)
         else:

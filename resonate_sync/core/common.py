@@ -37,6 +37,10 @@ class CoreSettings:
             cursor to the rest (see :func:`take_page`). 50,000 units hold the lock for about
             10 ms on 2 cores; a search of a million promises that matches nothing takes 20 pages.
         cursor_secret: key that signs search cursors.
+        max_promise_bytes: the most bytes of JSON a promise may take in replies (see
+            :mod:`.sizes`): larger creates and completions are a 400, and a search page holds at
+            most twice this. 0 = no limit (the in-process core); a server sets it from the NATS
+            ``max_payload`` with ``sizes.promise_limit``.
         delivery_allow: NATS subject patterns receivers must match; empty allows any valid subject.
         reserved_subjects: subjects no receiver may name (the server's own request subject).
     """
@@ -47,6 +51,7 @@ class CoreSettings:
     batch_size: int = 100
     search_scan_limit: int = attrs.field(default=50_000, validator=attrs.validators.ge(1))
     cursor_secret: bytes = attrs.field(factory=lambda: os.urandom(32))
+    max_promise_bytes: int = 0
     delivery_allow: Tuple[str, ...] = ()
     reserved_subjects: Tuple[str, ...] = ()
 

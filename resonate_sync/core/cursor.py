@@ -13,7 +13,10 @@ from typing import Any, Dict
 
 from ..errors import BadRequest
 
-__all__ = ["encode_cursor", "decode_cursor"]
+__all__ = ["encode_cursor", "decode_cursor", "cursor_body", "cursor_length"]
+
+
+_MAC_BYTES = 16
 
 
 def _b64(raw: bytes) -> str:
@@ -24,10 +27,20 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def cursor_body(kind: str, query: Dict[str, Any]) -> bytes:
+    """The signed JSON text of a cursor (ASCII)."""
+    return json.dumps({"k": kind, **query}, separators=(",", ":"), sort_keys=True).encode()
+
+
 def encode_cursor(secret: bytes, kind: str, query: Dict[str, Any]) -> str:
-    body = json.dumps({"k": kind, **query}, separators=(",", ":"), sort_keys=True).encode()
-    mac = hmac.new(secret, body, hashlib.sha256).digest()[:16]
+    body = cursor_body(kind, query)
+    mac = hmac.new(secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
     return f"{_b64(body)}.{_b64(mac)}"
+
+
+def cursor_length(body_bytes: int) -> int:
+    """The length of a cursor whose body takes ``body_bytes``, without signing it."""
+    return (4 * body_bytes + 2) // 3 + 1 + (4 * _MAC_BYTES + 2) // 3
 
 
 def decode_cursor(secret: bytes, kind: str, cursor: str) -> Dict[str, Any]:
@@ -37,7 +50,7 @@ def decode_cursor(secret: bytes, kind: str, cursor: str) -> Dict[str, Any]:
         body, mac = _unb64(body_text), _unb64(mac_text)
     except (ValueError, TypeError):
         raise BadRequest("invalid cursor: not a cursor issued by this server") from None
-    if not hmac.compare_digest(mac, hmac.new(secret, body, hashlib.sha256).digest()[:16]):
+    if not hmac.compare_digest(mac, hmac.new(secret, body, hashlib.sha256).digest()[:_MAC_BYTES]):
         raise BadRequest("invalid cursor: not a cursor issued by this server (or it was issued before a restart)")
     query = json.loads(body)
     if query.pop("k", None) != kind:

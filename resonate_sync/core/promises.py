@@ -39,9 +39,9 @@ from ..models import (
     TaskState,
     Value,
 )
-from . import tasks
+from . import sizes, tasks
 from .common import CoreSettings, Result, clamp_add, require, require_non_negative, tags_match, take_page
-from .cursor import decode_cursor, encode_cursor
+from .cursor import decode_cursor
 from .receivers import check_invoke_tag, check_receiver, invoke_recv
 from .state import Tx
 from .tables import ABSENT, PromiseAction, TaskAction, promise_target, promise_transition
@@ -70,12 +70,16 @@ def expire_if_due(tx: Tx, promise: Promise) -> Promise:
 
 
 def complete(
-    tx: Tx, promise: Promise, state: str, value: Value, key: Optional[str], completed_on: int
+    tx: Tx, promise: Promise, state: str, value: Value, key: Optional[str], completed_on: int, max_bytes: int = 0
 ) -> Promise:
-    """Move a PENDING promise to ``state`` with the section-5 side effects, in this one step."""
+    """Move a PENDING promise to ``state`` with the section-5 side effects, in this one step.
+
+    400, changing nothing, if the completed promise would take more than ``max_bytes`` in replies.
+    """
     done = attrs.evolve(
         promise, state=state, value=value, idempotency_key_for_complete=key, completed_on=completed_on
     )
+    sizes.check_promise(done, max_bytes, lambda: {"value": value, "idempotencyKey": key})
     tx.put(PutPromise(done))
     for task in tx.state.open_tasks_of_root(promise.id):
         tasks.apply(tx, task, TaskAction.ROOT_COMPLETED)
@@ -114,11 +118,13 @@ def insert(
     tags: dict,
     key: Optional[str],
     claim_for: Optional[CreatePromiseAndTaskRequest] = None,
+    max_bytes: int = 0,
 ) -> "tuple[Promise, Optional[Task]]":
     """Create a new promise in ``state`` (PENDING, by the table) and, if tagged ``resonate:invoke``,
     its invoke task (3.3, 3.4).
 
     ``claim_for`` (promises.createtask) makes the task CLAIMED by the caller instead of INIT.
+    400, storing nothing, if the promise would take more than ``max_bytes`` in replies.
     """
     promise = Promise(
         id=id,
@@ -130,6 +136,9 @@ def insert(
         tags=tags,
         created_on=tx.now,
         sort_id=tx.next_promise_sort_id(),
+    )
+    sizes.check_promise(
+        promise, max_bytes, lambda: {"id": id, "param": param, "tags": tags, "idempotencyKey": key}
     )
     tx.put(PutPromise(promise))
     recv = invoke_recv(tags)
@@ -211,6 +220,16 @@ def validate_limit(limit: int) -> None:
 
 
 def search(tx: Tx, req: SearchPromisesRequest) -> Result:
+    """Matching promises, newest first, ``limit`` to a page (PROTOCOL.md 3.2).
+
+    A page is cut short by work (``search_scan_limit``, see :func:`.common.take_page`) or, with
+    ``max_promise_bytes`` set, by size: it then ends before the first promise that would take
+    the page's JSON and cursor past twice that (so the reply fits in the NATS max_payload).
+    Either way it holds fewer than ``limit`` promises and a cursor to the rest, with the
+    requested ``limit`` kept: a cursor whenever more may follow. The core cuts the page after
+    building it (:func:`.sizes.fit_page`, exact), rather than the api layer re-running smaller
+    searches; a page cut by size keeps at least its first promise.
+    """
     secret = tx.config.cursor_secret
     if req.cursor:
         query = decode_cursor(secret, "promises", req.cursor)
@@ -228,10 +247,10 @@ def search(tx: Tx, req: SearchPromisesRequest) -> Result:
 
     candidates = tx.state.search_promises(pattern, before, tx.config.search_scan_limit)
     found, below = take_page(candidates, keep, limit)
-    cursor = None
-    if below is not None:
-        query = {"id": pattern, "states": states, "tags": tags, "limit": limit, "before": below}
-        cursor = encode_cursor(secret, "promises", query)
+    query = {"id": pattern, "states": states, "tags": tags, "limit": limit}
+    found, cursor = sizes.search_page(
+        tx.config, found, below, sizes.promise_json_bytes, sizes.promise_bound, "promises", query
+    )
     return Result(Status.OK, SearchPromisesResponse(found, cursor))
 
 
@@ -270,6 +289,7 @@ def _create(tx: Tx, req, claim_for) -> "tuple[tuple[Promise, Status], Optional[T
             tags=req.tags,
             key=_key(req.idempotency_key),
             claim_for=claim_for,
+            max_bytes=tx.config.max_promise_bytes,
         )
         return (promise, outcome.status), task
     stored = expire_if_due(tx, stored)
@@ -307,8 +327,15 @@ def complete_op(tx: Tx, req: CompletePromiseRequest) -> Result:
         action = PromiseAction.COMPLETE_KEY_MATCH_STRICT_OTHER
     outcome = promise_transition(stored.state, action)
     if outcome.to is not None:
-        state = promise_target(outcome.to, stored, req.state)
-        stored = complete(tx, stored, state, req.value, _key(req.idempotency_key), completed_on=tx.now)
+        stored = complete(
+            tx,
+            stored,
+            promise_target(outcome.to, stored, req.state),
+            req.value,
+            _key(req.idempotency_key),
+            completed_on=tx.now,
+            max_bytes=tx.config.max_promise_bytes,
+        )
     return Result(outcome.status, PromiseResponse(stored))
 
 

@@ -25,10 +25,13 @@ import attrs
 from ..errors import BadRequest, ResonateError, Status
 from ..models import (
     INT64_MAX,
+    INT64_MIN,
     CreateScheduleRequest,
     DeleteSchedule,
     DeleteScheduleRequest,
     EmptyResponse,
+    Promise,
+    PromiseState,
     PutSchedule,
     ReadScheduleRequest,
     Schedule,
@@ -36,10 +39,10 @@ from ..models import (
     SearchSchedulesRequest,
     SearchSchedulesResponse,
 )
-from . import promises
+from . import promises, sizes
 from .common import CoreSettings, Result, clamp_add, require, tags_match, take_page
 from .cron import CronError, parse_cron
-from .cursor import decode_cursor, encode_cursor
+from .cursor import decode_cursor
 from .state import Tx
 from .tables import ABSENT, PromiseAction, promise_transition
 
@@ -62,6 +65,46 @@ def _check_template(template: str) -> None:
         )
 
 
+def _occurrence(schedule: Schedule, at: int) -> "tuple[str, int, dict]":
+    """The id, timeout and tags of the promise ``schedule`` creates when it fires at ``at`` (7.3)."""
+    promise_id = expand_template(schedule.promise_id, schedule.id, at)
+    tags = {**schedule.promise_tags, "resonate:schedule": schedule.id, "resonate:invocation": "true"}
+    return promise_id, clamp_add(at, schedule.promise_timeout), tags
+
+
+def _check_size(schedule: Schedule, req: CreateScheduleRequest, limit: int) -> None:
+    """400 if the schedule, or a promise it creates, would take more than ``limit`` bytes in replies.
+
+    The promise is measured with the widest fire time and timeout an occurrence can have.
+    """
+    fields = {
+        "id": req.id,
+        "description": req.description,
+        "cron": req.cron,
+        "tags": req.tags,
+        "promiseId": req.promise_id,
+        "promiseParam": req.promise_param,
+        "promiseTags": req.promise_tags,
+        "idempotencyKey": req.idempotency_key,
+    }
+    sizes.check_schedule(schedule, limit, fields)
+    promise_id, _, tags = _occurrence(schedule, INT64_MAX)
+    widest = Promise(
+        id=promise_id,
+        state=PromiseState.PENDING,
+        param=schedule.promise_param,
+        timeout=INT64_MIN,
+        tags=tags,
+        created_on=INT64_MIN,
+    )
+    sizes.check_promise(
+        widest,
+        limit,
+        lambda: {"promiseId": promise_id, "promiseParam": req.promise_param, "promiseTags": req.promise_tags},
+        id_field="promiseId",
+    )
+
+
 def _not_found() -> ResonateError:
     return ResonateError.from_status(Status.SCHEDULE_NOT_FOUND)
 
@@ -81,6 +124,7 @@ def validate_search(req: SearchSchedulesRequest, settings: CoreSettings) -> None
 
 
 def search(tx: Tx, req: SearchSchedulesRequest) -> Result:
+    """Matching schedules, newest first; pages are cut by work and by size as in ``promises.search``."""
     secret = tx.config.cursor_secret
     if req.cursor:
         query = decode_cursor(secret, "schedules", req.cursor)
@@ -89,10 +133,8 @@ def search(tx: Tx, req: SearchSchedulesRequest) -> Result:
         pattern, tags, limit, before = req.id, req.tags, req.limit or 100, None
     candidates = tx.state.search_schedules(pattern, before, tx.config.search_scan_limit)
     found, below = take_page(candidates, lambda s: s if tags_match(s.tags, tags) else None, limit)
-    cursor = None
-    if below is not None:
-        query = {"id": pattern, "tags": tags, "limit": limit, "before": below}
-        cursor = encode_cursor(secret, "schedules", query)
+    query = {"id": pattern, "tags": tags, "limit": limit}
+    found, cursor = sizes.search_page(tx.config, found, below, sizes.json_bytes, sizes.json_bytes, "schedules", query)
     return Result(Status.OK, SearchSchedulesResponse(found, cursor))
 
 
@@ -136,6 +178,8 @@ def create(tx: Tx, req: CreateScheduleRequest) -> Result:
         created_on=tx.now,
         sort_id=tx.state.schedule_seq + 1,
     )
+    if tx.config.max_promise_bytes:
+        _check_size(schedule, req, tx.config.max_promise_bytes)
     tx.put(PutSchedule(schedule))
     return Result(Status.CREATED, ScheduleResponse(schedule))
 
@@ -161,20 +205,13 @@ def fire_schedules(tx: Tx, batch: int) -> int:
             )
             tx.put(PutSchedule(attrs.evolve(schedule, next_run_time=INT64_MAX)))
             continue
-        promise_id = expand_template(schedule.promise_id, schedule.id, at)
+        promise_id, timeout, tags = _occurrence(schedule, at)
         if promise_id in tx.state.promises:
             log.warning("schedule %r: promise %r already exists; skipping the occurrence at %d", schedule.id, promise_id, at)
         else:
-            tags = {**schedule.promise_tags, "resonate:schedule": schedule.id, "resonate:invocation": "true"}
             created = promise_transition(ABSENT, PromiseAction.CREATE)
             promises.insert(
-                tx,
-                state=created.to,
-                id=promise_id,
-                timeout=clamp_add(at, schedule.promise_timeout),
-                param=schedule.promise_param,
-                tags=tags,
-                key=None,
+                tx, state=created.to, id=promise_id, timeout=timeout, param=schedule.promise_param, tags=tags, key=None
             )
         advanced = attrs.evolve(schedule, last_run_time=at, next_run_time=following)
         tx.put(PutSchedule(advanced))

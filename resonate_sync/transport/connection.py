@@ -19,6 +19,7 @@ from time import monotonic
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 from resonate_sync.transport._pynats2 import ClientBase, Subscription
+from resonate_sync.transport.credentials import CredentialsError, NatsCredentials
 from resonate_sync.transport.errors import (
     AuthorizationError,
     ConnectionClosedError,
@@ -102,6 +103,9 @@ class Connection(ClientBase):
     connection was lost; every subscription is then sent again under its old sid.
     ``on_disconnect(reason)`` is called once per loss (never for :meth:`close`) from the thread
     that noticed it; reconnecting is the caller's job (see :class:`NatsTransport`).
+    ``on_max_payload(previous, current)`` is called whenever a server's INFO announces a
+    ``max_payload`` other than the last one seen (``previous`` is None the first time); at
+    connect that is before any subscription is sent, so no request arrives before it.
 
     Subscription callbacks run on the reader thread and receive a :class:`Msg`; they must be
     quick (hand work to a pool). A callback that raises is logged and does not stop the reader.
@@ -114,6 +118,12 @@ class Connection(ClientBase):
     ``tls_verify`` whether the server's certificate and host name are checked. Unlike plain
     pynats2, the CA and client certificate are used whether or not ``tls_verify`` is set, and
     unreadable files are a ValueError here, not a failure at connect time.
+
+    NATS identities (see :mod:`~resonate_sync.transport.credentials`): ``user_credentials``, a
+    ``.creds`` file (user JWT and NKey seed, for operator/JWT mode), or ``nkeys_seed``, a file
+    holding an NKey user seed; not both. Both are read here (a missing or malformed file is a
+    CredentialsError, a ValueError, naming it) and again at every connect, where they sign the
+    server's nonce.
     """
 
     def __init__(
@@ -125,11 +135,14 @@ class Connection(ClientBase):
         ping_interval: float = 2.0,
         max_outstanding_pings: int = 2,
         on_disconnect: Optional[Callable[[str], None]] = None,
+        on_max_payload: Optional[Callable[[Optional[int], int], None]] = None,
         logger: Optional[logging.Logger] = None,
         tls_cacert: Optional[str] = None,
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
         tls_verify: bool = False,
+        user_credentials: Optional[str] = None,
+        nkeys_seed: Optional[str] = None,
     ) -> None:
         super().__init__(
             url,
@@ -142,10 +155,13 @@ class Connection(ClientBase):
         )
         self.url = redact_url(url)
         self._ssl_context = self._tls_context() if self.options.tls else None
+        self._credentials = NatsCredentials(creds=user_credentials or None, nkey=nkeys_seed or None)
+        self._credentials.check()
         self._connect_timeout = connect_timeout
         self._ping_interval_s = ping_interval
         self._max_outstanding_pings = max_outstanding_pings
         self._on_disconnect = on_disconnect
+        self._on_max_payload = on_max_payload
         self._log = logger or LOG
         self._wlock = threading.Lock()  # serialises writes: a frame is never interleaved
         self._state_lock = threading.Lock()
@@ -158,6 +174,7 @@ class Connection(ClientBase):
         self._next_sid = 1
         self.server_info: Dict[str, object] = {}
         self.max_payload = DEFAULT_MAX_PAYLOAD
+        self._announced_max_payload: Optional[int] = None
         self.last_disconnect_reason: Optional[str] = None
         self.last_server_error: Optional[str] = None
         self.server_errors = 0
@@ -242,7 +259,8 @@ class Connection(ClientBase):
                 raise NatsConnectionError(f"cannot connect to {self.url}: server requires {need}")
             if self._ssl_context is not None:
                 sock = self._ssl_context.wrap_socket(sock, server_hostname=opts.host)
-            sock.sendall(encode_connect(self._connect_options()) + encode_ping())
+            nonce = first.info.get("nonce")
+            sock.sendall(encode_connect(self._connect_options(str(nonce or ""))) + encode_ping())
             while True:
                 try:
                     message = self._handshake_message(sock, parser, deadline)
@@ -333,10 +351,13 @@ class Connection(ClientBase):
         text = self._server_error(message)
         lowered = text.lower()
         if "authoriz" in lowered or "authentica" in lowered:
-            raise AuthorizationError(f"cannot connect to {self.url}: server refused the credentials: {text}")
+            which = self._credentials.describe()
+            raise AuthorizationError(
+                f"cannot connect to {self.url}: server refused the credentials{f' ({which})' if which else ''}: {text}"
+            )
         raise NatsConnectionError(f"cannot connect to {self.url}: server error: {text}")
 
-    def _connect_options(self) -> Dict[str, object]:
+    def _connect_options(self, nonce: str) -> Dict[str, object]:
         opts = self.options
         headers = bool(self.server_info.get("headers"))
         options: Dict[str, object] = {
@@ -355,11 +376,23 @@ class Connection(ClientBase):
             options["pass"] = opts.password
         elif opts.username:
             options["auth_token"] = opts.username
+        if self._credentials:
+            try:
+                options.update(self._credentials.connect_fields(nonce))
+            except CredentialsError as exc:  # changed since start-up: a reconnect fails, and is retried
+                raise NatsConnectionError(f"cannot connect to {self.url}: {exc}") from None
         return options
 
     def _update_info(self, info: Dict[str, object]) -> None:
         self.server_info.update(info)
         self.max_payload = int(self.server_info.get("max_payload", DEFAULT_MAX_PAYLOAD))  # type: ignore[arg-type]
+        if self.max_payload != self._announced_max_payload:
+            previous, self._announced_max_payload = self._announced_max_payload, self.max_payload
+            if self._on_max_payload is not None:
+                try:
+                    self._on_max_payload(previous, self.max_payload)
+                except Exception:
+                    self._log.exception("on_max_payload callback failed")
         if info.get("ldm"):
             self._log.info("%s is entering lame duck mode (it will shut down soon)", self.url)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import IO, Callable, Optional, Sequence
 from urllib.parse import urlparse
 
-__all__ = ["EmbeddedNatsServer", "is_reachable", "nats_server_binary"]
+__all__ = ["EmbeddedNatsError", "EmbeddedNatsServer", "is_reachable", "nats_server_binary"]
 
 _LIVE: "weakref.WeakSet[EmbeddedNatsServer]" = weakref.WeakSet()
 
@@ -120,8 +121,8 @@ class EmbeddedNatsServer:
     def start(self, timeout: float = 10.0) -> "EmbeddedNatsServer":
         """Start the server and return once it accepts client connections.
 
-        Raises RuntimeError, quoting the server's last output, if it exits or does not become
-        reachable within ``timeout`` seconds.
+        Raises :class:`EmbeddedNatsError`, naming the cause in one line, if it exits or does not
+        become reachable within ``timeout`` seconds.
         """
         if self.running:
             return self
@@ -156,7 +157,7 @@ class EmbeddedNatsServer:
             self.stop()
             if not isinstance(exc, (_Exited, TimeoutError)):
                 raise
-            raise RuntimeError(f"nats-server {why}: {' '.join(cmd)}\n{tail}") from None
+            raise EmbeddedNatsError(f"nats-server {why}", " ".join(cmd), tail) from None
         return self
 
     def _wait_ready(self, deadline: float) -> None:
@@ -241,6 +242,30 @@ class EmbeddedNatsServer:
 
     def __repr__(self) -> str:
         return f"EmbeddedNatsServer(url={self.url if self.port else None!r}, pid={self.pid})"
+
+
+class EmbeddedNatsError(RuntimeError):
+    """nats-server did not start. ``str(error)`` is one line: what happened and, when its log
+    says, why (``… bind: address already in use``). ``command`` is its command line and
+    ``output`` its last lines of log, for a closer look."""
+
+    def __init__(self, what: str, command: str, output: str) -> None:
+        cause = _fatal_line(output)
+        super().__init__(f"{what}: {cause}" if cause else what)
+        self.command = command
+        self.output = output
+
+
+_LOG_PREFIX = re.compile(r"^\[\d+\] \S+ \S+ \[(?:FTL|ERR)\] ")
+
+
+def _fatal_line(output: str) -> str:
+    """The last fatal or error line of a nats-server log, without its pid and time prefix."""
+    for line in reversed(output.splitlines()):
+        match = _LOG_PREFIX.match(line)
+        if match:
+            return line[match.end():].strip()
+    return ""
 
 
 class _Exited(Exception):

@@ -14,12 +14,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from time import monotonic, perf_counter_ns
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, NoReturn, Optional, Tuple
 
 from resonate_sync.transport.connection import Connection, Subscription
 from resonate_sync.transport.errors import ConnectionClosedError, NatsConnectionError, TransportError
 from resonate_sync.transport.micro import Service
-from resonate_sync.transport.protocol import Msg, check_subject
+from resonate_sync.transport.protocol import DEFAULT_MAX_PAYLOAD, Msg, check_subject
 from resonate_sync.urls import redact_url
 
 __all__ = ["ErrorReply", "NatsTransport", "Request"]
@@ -43,19 +43,24 @@ class Request:
         data: the request's payload.
         in_flight: requests taken and not yet answered when this one reached its handler,
             itself included: how busy the transport is.
+        max_payload: the largest reply the connected server carried when this request reached
+            its handler (its INFO's ``max_payload``). An answer larger than the connection's
+            ``max_payload`` when it is sent is never published (see :class:`NatsTransport`).
     """
 
-    __slots__ = ("data", "in_flight", "_msg", "_started_ns", "_answer", "_once")
+    __slots__ = ("data", "in_flight", "max_payload", "_msg", "_started_ns", "_answer", "_once")
 
     def __init__(
         self,
         msg: Msg,
         in_flight: int,
+        max_payload: int,
         started_ns: int,
         answer: Callable[["Request", Optional[bytes], Optional[str]], None],
     ) -> None:
         self.data = msg.payload
         self.in_flight = in_flight
+        self.max_payload = max_payload
         self._msg = msg
         self._started_ns = started_ns  # perf_counter_ns() when a worker took it
         self._answer = answer
@@ -108,6 +113,13 @@ def _check_error_reply(name: str, value: object) -> None:
         raise TypeError(f"{name} must be (code, message, data bytes), not {value!r}")
 
 
+def _raise_transport_error(exc: BaseException) -> NoReturn:
+    """Raise a failure to connect or subscribe as TransportError (anything else as it is)."""
+    if isinstance(exc, (NatsConnectionError, OSError, TimeoutError)):
+        raise TransportError(str(exc)) from exc
+    raise exc
+
+
 class NatsTransport:
     """Serve ``handler`` on ``subject``: ``handler(request)`` answers each :class:`Request` once.
 
@@ -119,7 +131,8 @@ class NatsTransport:
     answers ``busy_reply`` at once instead of queueing, so a burst cannot grow memory without
     bound. The three fixed replies are :data:`ErrorReply` triples. On connection loss a supervisor thread reconnects
     with jittered exponential backoff (``reconnect_backoff`` = first delay, cap) forever until
-    :meth:`stop`, resubscribing as it goes.
+    :meth:`stop`, resubscribing as it goes. Nothing is served meanwhile, so it logs a warning at
+    the loss and again every ``disconnected_warning_every`` seconds until it is back.
 
     With ``service`` (an ADR-32 :class:`~resonate_sync.transport.micro.Service`) it also
     answers the Services API discovery subjects (``$SRV.PING|INFO|STATS[.name[.id]]``) and
@@ -131,15 +144,24 @@ class NatsTransport:
     behind API requests, never get the busy reply, and use plain subscriptions (every instance
     answers, which is what discovery needs) whatever ``queue`` the API subject uses.
 
+    An answer larger than the server's ``max_payload`` is never published (NATS would drop the
+    connection): the request is answered ``too_large_reply(size, max_payload)``, an
+    :data:`ErrorReply`, instead, with a warning (without ``too_large_reply`` the answer is
+    lost, logged as an error). Each :class:`Request` carries the ``max_payload`` it was taken
+    under, for the handler to keep its answer within. ``on_max_payload(max_payload)`` is
+    called at connect, before any request is taken, and again whenever a reconnect finds a
+    different ``max_payload`` (a smaller one is logged as a warning).
+
     ``tls_*`` configure ``tls://`` connections (see :class:`Connection`); unlike pynats2,
-    ``tls_verify`` defaults to True.
+    ``tls_verify`` defaults to True. ``user_credentials`` (a ``.creds`` file) or ``nkeys_seed``
+    (an NKey seed file) give the connection a NATS identity (see :class:`Connection`).
     """
 
     def __init__(
         self,
         url: str,
         subject: str,
-        handler: Callable[[Request], None],
+        handler: Optional[Callable[[Request], None]] = None,
         *,
         workers: int = 8,
         max_pending: int = 1024,
@@ -152,12 +174,17 @@ class NatsTransport:
         ping_interval: float = 2.0,
         max_outstanding_pings: int = 2,
         connect_timeout: float = 2.0,
+        disconnected_warning_every: float = 5.0,
         logger: Optional[logging.Logger] = None,
         service: Optional[Service] = None,
+        too_large_reply: Optional[Callable[[int, int], ErrorReply]] = None,
+        on_max_payload: Optional[Callable[[int], None]] = None,
         tls_cacert: Optional[str] = None,
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
         tls_verify: bool = True,
+        user_credentials: Optional[str] = None,
+        nkeys_seed: Optional[str] = None,
     ) -> None:
         for name, value in (("busy_reply", busy_reply), ("stop_reply", stop_reply), ("failure_reply", failure_reply)):
             if value is not None or name == "busy_reply":
@@ -181,13 +208,17 @@ class NatsTransport:
         self._ping_interval = ping_interval
         self._max_outstanding_pings = max_outstanding_pings
         self._connect_timeout = connect_timeout
+        self._warn_every = disconnected_warning_every
         self._tls = {
             "tls_cacert": tls_cacert or None,
             "tls_client_cert": tls_client_cert or None,
             "tls_client_key": tls_client_key or None,
             "tls_verify": tls_verify,
         }
+        self._identity = {"user_credentials": user_credentials or None, "nkeys_seed": nkeys_seed or None}
         self._service = service
+        self._too_large_reply = too_large_reply
+        self._on_max_payload = on_max_payload
         self._log = logger or LOG
         self._answer = self._publish_answer  # bound once: every Request carries it
         self._lock = threading.Lock()
@@ -216,6 +247,12 @@ class NatsTransport:
         return self._conn is not None and self._conn.connected
 
     @property
+    def max_payload(self) -> int:
+        """The largest message the connected server takes (from its INFO; 1 MiB before connecting)."""
+        conn = self._conn
+        return conn.max_payload if conn is not None else DEFAULT_MAX_PAYLOAD
+
+    @property
     def stats(self) -> Dict[str, int]:
         """Counters since start: received, replied, busy_rejections, reconnects, handler_errors, in_flight."""
         with self._lock:
@@ -228,15 +265,15 @@ class NatsTransport:
                 "in_flight": self._in_flight,
             }
 
-    def start(self) -> "NatsTransport":
-        """Connect, subscribe, and start serving; returns once the subscription is registered.
+    def connect(self) -> "NatsTransport":
+        """Connect without serving anything yet (:meth:`start` subscribes); a no-op once connected.
 
-        Raises TransportError naming the URL if the server is unreachable, refuses the
-        credentials, or refuses the subscription.
+        For a caller that must know NATS accepts it before it builds what serves (the server
+        touches its store only then). Raises TransportError naming the URL if the server is
+        unreachable or refuses the credentials.
         """
-        if self._started:
-            raise RuntimeError("NatsTransport.start() called twice")
-        self._started = True
+        if self._conn is not None:
+            return self
         conn = Connection(
             self._raw_url,
             name=self._name,
@@ -244,17 +281,41 @@ class NatsTransport:
             ping_interval=self._ping_interval,
             max_outstanding_pings=self._max_outstanding_pings,
             on_disconnect=self._on_disconnect,
+            on_max_payload=self._max_payload_changed,
             logger=self._log,
             **self._tls,
+            **self._identity,
         )
-        self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
-        if self._service is not None:
-            for subject, verb in self._service.subjects():
-                conn.subscribe(subject, callback=partial(self._on_discovery, verb))
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"{self._name}-worker")
-        self._conn = conn  # before connect(): requests may arrive as soon as the SUB is sent
         try:
             conn.connect()
+        except BaseException as exc:
+            conn.close()
+            _raise_transport_error(exc)
+        self._conn = conn
+        return self
+
+    def start(self, handler: Optional[Callable[[Request], None]] = None) -> "NatsTransport":
+        """Connect (unless :meth:`connect` did), subscribe, and serve ``handler`` (else the one given
+        at construction); returns once the subscription is registered.
+
+        Raises TransportError naming the URL if the server is unreachable, refuses the
+        credentials, or refuses the subscription.
+        """
+        if self._started:
+            raise RuntimeError("NatsTransport.start() called twice")
+        self._handler = handler or self._handler
+        if self._handler is None:
+            raise TypeError("NatsTransport.start() needs a handler")
+        self._started = True
+        conn = self.connect()._conn
+        assert conn is not None
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"{self._name}-worker")
+        try:
+            self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
+            if self._service is not None:
+                for subject, verb in self._service.subjects():
+                    conn.subscribe(subject, callback=partial(self._on_discovery, verb))
+            conn.connect()  # again if lost since connect(): the subscriptions go with it
             conn.flush(self._connect_timeout)
             if conn.server_errors and "subscription" in (conn.last_server_error or "").lower():
                 raise TransportError(
@@ -264,9 +325,7 @@ class NatsTransport:
             conn.close()
             self._executor.shutdown()
             self._conn = None
-            if isinstance(exc, (NatsConnectionError, OSError, TimeoutError)):
-                raise TransportError(str(exc)) from exc
-            raise
+            _raise_transport_error(exc)
         self._supervisor = threading.Thread(target=self._supervise, name=f"{self._name}-nats-supervisor", daemon=True)
         self._supervisor.start()
         self._log.info("serving %s on %s", self.subject, self.url)
@@ -309,7 +368,7 @@ class NatsTransport:
             msg = self._queued.pop(number, None)
         if msg is None:
             return  # stop() answered it at its deadline
-        request = Request(msg, self._in_flight, started, self._answer)
+        request = Request(msg, self._in_flight, self.max_payload, started, self._answer)
         try:
             self._handler(request)
         except Exception as exc:
@@ -325,6 +384,16 @@ class NatsTransport:
         has it; the request is done."""
         replied = failed = 0
         try:
+            if data is not None and self._too_large_reply is not None:
+                max_payload = self._conn.max_payload  # type: ignore[union-attr]
+                if len(data) > max_payload:
+                    self._log.warning(
+                        "the reply of %d bytes to a request on %s exceeds the NATS max_payload of %d bytes; "
+                        "answering an error instead",
+                        len(data), request.subject, max_payload,
+                    )  # fmt: skip
+                    code, message, data = self._too_large_reply(len(data), max_payload)
+                    error = f"{code}:{message}"
             if self._service is not None:
                 self._service.record(perf_counter_ns() - request._started_ns, error)
             reply = request.reply
@@ -376,6 +445,16 @@ class NatsTransport:
     def _on_disconnect(self, reason: str) -> None:
         self._wake.set()
 
+    def _max_payload_changed(self, previous: Optional[int], current: int) -> None:
+        if previous is not None and current < previous:
+            self._log.warning(
+                "%s now takes messages of at most %d bytes (max_payload), down from %d: replies that no longer "
+                "fit (promises stored under the larger limit) are answered with an error",
+                self.url, current, previous,
+            )  # fmt: skip
+        if self._on_max_payload is not None:
+            self._on_max_payload(current)
+
     def _delay(self, attempt: int) -> float:
         first, cap = self._backoff
         return min(cap, first * (2**attempt)) * random.uniform(0.5, 1.0)
@@ -392,7 +471,10 @@ class NatsTransport:
             if conn.connected:
                 continue
             lost_at = monotonic()
-            self._log.info("lost connection to %s: %s; reconnecting", self.url, conn.last_disconnect_reason)
+            self._log.warning(
+                "lost connection to %s: %s; %s is not served until it is back (reconnecting)",
+                self.url, conn.last_disconnect_reason, self.subject,
+            )  # fmt: skip
             attempt, warned_at = 0, lost_at
             while True:
                 if self._stop_event.wait(self._delay(attempt)):
@@ -405,12 +487,15 @@ class NatsTransport:
                 except (NatsConnectionError, OSError) as exc:
                     attempt += 1
                     self._log.debug("reconnect attempt %d to %s failed: %s", attempt, self.url, exc)
-                    if monotonic() - warned_at >= 30.0:
+                    if monotonic() - warned_at >= self._warn_every:
                         warned_at = monotonic()
-                        self._log.warning("still disconnected from %s after %.0f s: %s", self.url, warned_at - lost_at, exc)
+                        self._log.warning(
+                            "still disconnected from %s after %.0f s (%s); %s is not served",
+                            self.url, warned_at - lost_at, exc, self.subject,
+                        )  # fmt: skip
             with self._lock:
                 self._reconnects += 1
-            self._log.info("reconnected to %s after %.1f s", self.url, monotonic() - lost_at)
+            self._log.info("reconnected to %s after %.1f s; serving %s again", self.url, monotonic() - lost_at, self.subject)
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -429,6 +514,9 @@ class NatsTransport:
             if self._stopping or self._conn is None:
                 return True
             self._stopping = True
+            if not self._started:  # connected only
+                self._conn.close()
+                return True
         deadline = monotonic() + timeout
         conn, executor = self._conn, self._executor
         assert executor is not None and self._sub is not None and self._supervisor is not None
@@ -448,7 +536,7 @@ class NatsTransport:
             self._queued.clear()
         if not drained:
             for msg in unserved:
-                request = Request(msg, left, perf_counter_ns(), self._answer)
+                request = Request(msg, left, self.max_payload, perf_counter_ns(), self._answer)
                 if self._stop_reply is not None:
                     request.respond_error(*self._stop_reply)
                 else:

@@ -404,12 +404,24 @@ class TestConnectionAndUsage:
         )
         fails(CliRunner(**_RUNNER).invoke(app, ["locks", "release", uid("r"), "--execution-id", "e"]), 404)
 
-    def test_unreachable_server_exits_1(self, nats_server):
-        """When nothing listens at --addr, the command says so and exits 1."""
+    def test_unreachable_nats_is_not_a_server_answer(self, nats_server):
+        """When no NATS answers at --addr, the command exits 1 saying that NATS is not reachable there (no status code,
+        which would look like a server's answer) and asking whether resonate dev is running."""
         url = nats_server.url
         nats_server.stop()
         result = CliRunner(**_RUNNER).invoke(app, ["promises", "get", "p", "--addr", url])
-        assert url in fails(result, 503, "cannot connect")
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert result.stderr.startswith(f"Error: NATS is not reachable at {url} ("), result.stderr
+        assert "Is `resonate dev` running?" in result.stderr and "--addr" in result.stderr, result.stderr
+
+    def test_refused_credentials_say_so(self, nats_server_factory):
+        """When NATS answers but refuses the credentials, the command says that, not that NATS is unreachable."""
+        nats = nats_server_factory(["--user", "u", "--pass", "right"])
+        url = f"nats://u:wrong@127.0.0.1:{nats.port}"
+        result = CliRunner(**_RUNNER).invoke(app, ["promises", "get", "p", "--addr", url])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("Error: cannot connect to nats://u:***@") and "refused the credentials" in result.stderr
+        assert "not reachable" not in result.stderr and "wrong" not in result.stderr, result.stderr
 
     def test_no_server_on_the_subject_exits_1(self, shared_nats_server):
         """When no resonate server listens on the subject, the command says so and exits 1."""

@@ -141,6 +141,15 @@ def resonate(tmp_path) -> Iterator[Callable[..., Resonate]]:
         process.kill()
 
 
+@pytest.fixture
+def squatted_port() -> Iterator[int]:
+    """A loopback port on which something that is not NATS listens."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        yield squatter.getsockname()[1]
+
+
 def run_to_exit(launch: Callable[..., Resonate], *args: str, timeout: float = 20.0, **kwargs) -> Resonate:
     process = launch(*args, **kwargs)
     process.wait(timeout)
@@ -184,16 +193,23 @@ class TestDev:
         finally:
             kill_nats_server_on(port)
 
-    def test_port_taken_by_something_else_is_a_clear_error(self, resonate):
-        """When something that is not NATS holds the port, resonate dev exits 1 naming the URL and the cause, without a traceback."""
-        with socket.socket() as squatter:
-            squatter.bind(("127.0.0.1", 0))
-            squatter.listen()
-            url = f"nats://127.0.0.1:{squatter.getsockname()[1]}"
-            process = run_to_exit(resonate, "dev", "--api-nats-addr", url)
+    def test_port_taken_by_something_else_is_one_line_naming_the_cause(self, resonate, squatted_port):
+        """When something that is not NATS holds the port, resonate dev exits 1 with one error line naming the URL and
+        the cause; nats-server's own log is not shown."""
+        url = f"nats://127.0.0.1:{squatted_port}"
+        process = run_to_exit(resonate, "dev", "--api-nats-addr", url)
         assert process.proc.returncode == 1, process.output
-        assert url in process.output and "address already in use" in process.output, process.output
-        assert "Traceback" not in process.output, process.output
+        errors = [line for line in process.lines if " ERROR " in line]
+        assert len(errors) == 1 and url in errors[0] and "address already in use" in errors[0], process.output
+        assert "--api-nats-addr another port" in errors[0] and "--log-level debug" in errors[0], errors[0]
+        assert len(process.lines) == 2 and "Traceback" not in process.output, process.output
+
+    def test_port_taken_shows_nats_server_log_at_debug(self, resonate, squatted_port):
+        """At --log-level debug the failed nats-server's command line and log are shown too."""
+        url = f"nats://127.0.0.1:{squatted_port}"
+        process = run_to_exit(resonate, "dev", "--api-nats-addr", url, "--log-level", "debug")
+        assert process.proc.returncode == 1, process.output
+        assert process.line_with("[FTL] Error listening on port") and process.line_with("Starting nats-server"), process.output
 
 
 class TestServe:
@@ -288,6 +304,20 @@ class TestServe:
         assert " DEBUG resonate_sync" in process.wait_for(" DEBUG ", timeout=10)
 
 
+    def test_nats_outage_is_a_warning_until_it_is_back(self, resonate, nats_server, nats_client, tmp_path):
+        """When its NATS goes away, resonate serve logs a WARNING that it is not serving; once NATS is back it logs
+        how long the outage lasted and answers again."""
+        url, subj = nats_server.url, subject()
+        process = resonate("serve", "--store-path", str(tmp_path / "j"), "--api-nats-addr", url, "--api-nats-subject", subj)
+        process.wait_for(STARTED)
+        nats_server.stop()
+        lost = process.wait_for("lost connection")
+        assert " WARNING " in lost and f"{subj} is not served until it is back" in lost, lost
+        nats_server.start()
+        assert " INFO " in process.wait_for("reconnected to", timeout=10)
+        created(nats_client(url).call(subj, "promises.create", {"id": "after-outage", "timeout": FAR}))
+
+
 class TestStartFailures:
     def test_nats_disabled_is_nothing_to_serve(self, resonate):
         """--api-nats-enable=false exits 2 saying there is nothing to serve."""
@@ -295,13 +325,18 @@ class TestStartFailures:
         assert process.proc.returncode == 2
         assert "nothing to serve" in process.output and "Traceback" not in process.output
 
-    def test_nothing_listening_fails_fast_naming_the_url(self, resonate, tmp_path):
-        """resonate serve with no NATS at the address exits non-zero within seconds, naming the URL, without a traceback."""
-        url = f"nats://127.0.0.1:{free_port()}"
-        process = run_to_exit(resonate, "serve", "--store-path", str(tmp_path / "j"), "--api-nats-addr", url)
-        assert process.proc.returncode != 0
+    def test_nothing_listening_fails_fast_saying_how_to_get_a_nats_server(self, resonate, tmp_path):
+        """resonate serve with no NATS at the address exits 1 within seconds with one line naming the URL and the ways
+        to get a NATS server, and leaves no store directory behind."""
+        url, store = f"nats://127.0.0.1:{free_port()}", tmp_path / "data" / "j"
+        process = run_to_exit(resonate, "serve", "--store-path", str(store), "--api-nats-addr", url)
+        assert process.proc.returncode == 1
         assert time.monotonic() - process.started_at < 10
-        assert url in process.output and "Traceback" not in process.output, process.output
+        [error] = process.lines
+        assert url in error and "Connection refused" in error, process.output
+        for remedy in ("resonate dev", "--embedded-nats", "--api-nats-addr"):
+            assert remedy in error, error
+        assert not (tmp_path / "data").exists(), list((tmp_path / "data").rglob("*"))
 
     @pytest.mark.parametrize(
         "args, env, yaml, named",
@@ -336,6 +371,8 @@ class TestStartFailures:
         refused = run_to_exit(resonate, "serve", "--store-path", str(tmp_path / "k"), "--api-nats-addr", bad)
         assert refused.proc.returncode != 0
         assert "Authorization Violation" in refused.output and "refused the credentials" in refused.output, refused.output
+        assert "resonate dev" not in refused.output, "NATS answered: no advice to start one"
+        assert not (tmp_path / "k").exists(), "the store was created although NATS refused the server"
         assert "wrong-pw" not in refused.output and "Traceback" not in refused.output, refused.output
 
 

@@ -1,4 +1,7 @@
-"""``resonate_sync.Client`` against a real Server over a real nats-server."""
+"""``resonate_sync.Client`` over both transports: a real Server over a real nats-server, and a
+core in this process (``LocalTransport``, no network). Tests that take ``connect``, ``client`` or
+``clocked`` run once per transport, with the same assertions; those that take ``fake`` run against a
+scripted responder over NATS and a scripted transport (no network)."""
 
 import json
 import threading
@@ -16,8 +19,10 @@ from resonate_sync import (
     NotFound,
     Unavailable,
 )
-from resonate_sync.client import ConnectionFailed, Page, RequestTimeout
+from resonate_sync.client import ConnectionFailed, LocalTransport, Page, RequestTimeout
+from resonate_sync.core import Resonate
 from resonate_sync.core.clock import FakeClock
+from resonate_sync.errors import Retryable
 from resonate_sync.models import Value
 from resonate_sync.transport import Connection
 from helpers import FAR, uid
@@ -32,9 +37,19 @@ def server(shared_nats_server):
     srv.stop()
 
 
+@pytest.fixture(scope="module", params=["nats", "local"])
+def connect(request):
+    """``connect(**options)``: a new Client of one server over NATS, or of one core in this process."""
+    if request.param == "nats":
+        server = request.getfixturevalue("server")
+        return lambda **options: Client(server.url, server.config.nats_subject, **options)
+    core = Resonate()
+    return lambda **options: Client(transport=LocalTransport(core), **options)
+
+
 @pytest.fixture(scope="module")
-def client(server):
-    with Client(server.url, server.config.nats_subject) as c:
+def client(connect):
+    with connect() as c:
         yield c
 
 
@@ -149,9 +164,9 @@ NOW = FAR - 10 * 86_400_000  # the fake clock: ten days before FAR, so nothing t
 
 
 @pytest.fixture(scope="module")
-def clocked(server):
+def clocked(connect):
     """A client whose "now" is NOW."""
-    with Client(server.url, server.config.nats_subject, clock=FakeClock(NOW)) as c:
+    with connect(clock=FakeClock(NOW)) as c:
         yield c
 
 
@@ -354,6 +369,25 @@ class _FakeServer:
         self._conn.close()
 
 
+class _FakeTransport:
+    """The same fake without NATS: a transport that answers ``reply(n, envelope)`` (None: a timeout)."""
+
+    def __init__(self, reply) -> None:
+        self.requests = []
+        self._reply = reply
+
+    def request(self, data: bytes, timeout: float) -> bytes:
+        envelope = json.loads(data)
+        self.requests.append(envelope)
+        answer = self._reply(len(self.requests), envelope)
+        if answer is None:
+            raise Retryable(RequestTimeout(f"no reply within {timeout:g} s"), delivered=True)
+        return json.dumps(answer).encode()
+
+    def close(self) -> None:
+        pass
+
+
 def unavailable(_n, _envelope):
     return {"success": False, "error": {"code": 503, "message": "The system is shutting down"}}
 
@@ -364,14 +398,19 @@ def promise_reply(envelope, status=20000):
     return {"success": True, "response": response}
 
 
-@pytest.fixture
-def fake(shared_nats_server):
+@pytest.fixture(params=["nats", "mock"])
+def fake(request):
+    """``fake(reply)``: a responder answering ``reply(n, envelope)`` and a Client of it, over NATS or in process."""
     fakes = []
+    options = {"timeout": 0.3, "retries": 2, "backoff": 0.01}
 
     def start(reply):
-        subject = uid("resonate.fake")
-        fakes.append(_FakeServer(shared_nats_server.url, subject, reply))
-        return fakes[-1], Client(shared_nats_server.url, subject, timeout=0.3, retries=2, backoff=0.01)
+        if request.param == "mock":
+            fakes.append(_FakeTransport(reply))
+            return fakes[-1], Client(transport=fakes[-1], **options)
+        url, subject = request.getfixturevalue("shared_nats_server").url, uid("resonate.fake")
+        fakes.append(_FakeServer(url, subject, reply))
+        return fakes[-1], Client(url, subject, **options)
 
     yield start
     for f in fakes:
@@ -474,9 +513,9 @@ class TestConnection:
             Client(url)
         assert url in info.value.message and info.value.code == 503
 
-    def test_closed_client_refuses_calls(self, server):
+    def test_closed_client_refuses_calls(self, connect):
         """After close(), calls raise ConnectionFailed at once."""
-        client = Client(server.url, server.config.nats_subject)
+        client = connect()
         client.close()
         client.close()
         with pytest.raises(ConnectionFailed):

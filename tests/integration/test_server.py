@@ -2,12 +2,16 @@
 
 import base64
 import json
+import socket
 import time
 import uuid
 
 import pytest
 
-from resonate_sync.transport.embedded import EmbeddedNatsServer
+from resonate_sync.config import Config
+from resonate_sync.journal import Journal
+from resonate_sync.server import Server, ServerError
+from resonate_sync.transport.embedded import EmbeddedNatsServer, is_reachable
 
 from natsclient import NatsPyClient, next_message
 from helpers import FAR, poll, start_server, uid
@@ -346,3 +350,23 @@ class TestTopology:
             finally:
                 own.close()
                 srv.stop()
+
+
+class TestStartFailures:
+    def test_store_in_use_after_nats_connected_leaves_nothing_running(self, tmp_path):
+        """A store that cannot be opened once NATS accepted the server: ServerError, the connection is closed and
+        the embedded nats-server it started is stopped."""
+        store = str(tmp_path / "store")
+        holder = Journal(store)
+        holder.open()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            url = f"nats://127.0.0.1:{probe.getsockname()[1]}"
+        server = Server(Config(nats_addr=url, embedded_nats="always", store_path=store), mode="dev")
+        try:
+            with pytest.raises(ServerError, match="already in use by another resonate process"):
+                server.start()
+            assert server.transport is not None and not server.transport.connected
+            assert not is_reachable(url), "the embedded nats-server was left running"
+        finally:
+            holder.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from resonate_sync.transport import Connection, NatsTransport, Request, TransportError
 from resonate_sync.transport.embedded import EmbeddedNatsServer
+from resonate_sync.transport.micro import Service
 
 BUSY = b'{"kind":"error","code":503,"message":"busy"}'
 BUSY_REPLY = (503, "busy", BUSY)
@@ -97,6 +99,34 @@ class TestRequestReply:
         assert len(payload) == 1024 * 1024
         assert nats_client(shared_nats_server.url).request(subject, payload, timeout=5).data == payload
 
+    def test_reply_over_max_payload_is_answered_with_the_error_reply(self, shared_nats_server, serve, subject, nats_client, caplog):
+        """A reply NATS would not carry is replaced by too_large_reply(size, max_payload) and logged: never silence.
+
+        The Services API stats count it as the error too_large_reply names."""
+        service = Service("resonate", "1.0.0", subject)
+        transport = serve(
+            shared_nats_server.url,
+            handler=lambda request: request.respond(b"x" * (1024 * 1024 + 1)),
+            too_large_reply=lambda size, max_payload: (500, "too large", b"too large: %d > %d" % (size, max_payload)),
+            service=service,
+        )
+        with caplog.at_level(logging.WARNING, logger="resonate_sync.transport"):
+            assert nats_client(shared_nats_server.url).request(subject, b"big").data == b"too large: 1048577 > 1048576"
+        assert f"the reply of 1048577 bytes to a request on {subject} exceeds the NATS max_payload" in caplog.text
+        wait_until(lambda: transport.stats["in_flight"] == 0, what="the answer to be counted")
+        assert transport.stats["replied"] == 1 and transport.stats["handler_errors"] == 0
+        stats = service.stats.snapshot()
+        assert (stats["num_requests"], stats["num_errors"], stats["last_error"]) == (1, 1, "500:too large")
+
+    def test_handler_learns_max_payload_at_connect(self, shared_nats_server, serve, subject, nats_client):
+        """on_max_payload gets the server's max_payload before the first request can arrive; each request carries it."""
+        seen: List[int] = []
+        transport = serve(
+            shared_nats_server.url, handler=lambda request: request.respond(b"%d" % request.max_payload), on_max_payload=seen.append
+        )
+        assert seen == [1024 * 1024] and transport.max_payload == 1024 * 1024
+        assert nats_client(shared_nats_server.url).request(subject, b"?").data == b"1048576"
+
     def test_request_with_headers_reaches_handler(self, shared_nats_server, serve, subject, nats_client):
         """A request carrying NATS headers (HMSG) is parsed and its payload served like any other."""
         serve(shared_nats_server.url)
@@ -172,6 +202,26 @@ class TestRequestReply:
             thread.join()
         conn.close()
         assert failures == []
+
+
+class TestConnectFirst:
+    def test_connect_then_start_with_the_handler(self, shared_nats_server, subject, nats_client):
+        """connect() opens the connection without serving (no responders yet); start(handler) then serves it."""
+        transport = NatsTransport(shared_nats_server.url, subject, busy_reply=BUSY_REPLY).connect()
+        try:
+            assert transport.connected
+            with pytest.raises(nats.errors.NoRespondersError):
+                nats_client(shared_nats_server.url).request(subject, b"too early")
+            transport.start(echo)
+            assert nats_client(shared_nats_server.url).request(subject, b"now").data == b"now"
+        finally:
+            transport.stop(timeout=2)
+
+    def test_stop_after_connect_only_closes(self, shared_nats_server, subject):
+        """A transport that connected and never started closes its connection on stop()."""
+        transport = NatsTransport(shared_nats_server.url, subject, busy_reply=BUSY_REPLY).connect()
+        assert transport.stop(timeout=2) is True
+        assert not transport.connected
 
 
 class TestPublish:
@@ -265,8 +315,38 @@ class TestReconnect:
         nats_server.restart()
         wait_until(lambda: transport.stats["reconnects"] == 1, timeout=5, what="reconnect")
         assert nats_client(nats_server.url).request(subject, b"back").data == b"back"
-        assert f"lost connection to {nats_server.url}: server closed the connection; reconnecting" in caplog.text
+        [lost] = [r for r in caplog.records if r.getMessage().startswith("lost connection")]
+        assert lost.levelno == logging.WARNING, lost
+        assert lost.getMessage() == (
+            f"lost connection to {nats_server.url}: server closed the connection;"
+            f" {subject} is not served until it is back (reconnecting)"
+        )
         assert f"reconnected to {nats_server.url} after" in caplog.text
+
+    def test_an_outage_is_warned_about_until_it_ends(self, nats_server, serve, subject, caplog):
+        """While NATS is away the transport warns at the loss and again every disconnected_warning_every seconds,
+        naming the last error; once back it logs how long the outage lasted."""
+        caplog.set_level(logging.INFO, logger="resonate_sync.transport")
+        serve(nats_server.url, reconnect_backoff=(0.01, 0.02), disconnected_warning_every=0.1)
+        nats_server.stop()
+
+        def still_disconnected():
+            return [r for r in caplog.records if r.getMessage().startswith("still disconnected")]
+
+        wait_until(lambda: len(still_disconnected()) >= 3, timeout=5, what="three warnings during the outage")
+        nats_server.start()
+        wait_until(lambda: "reconnected to" in caplog.text, timeout=5, what="the reconnect")
+
+        messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "resonate_sync.transport"]
+        lost = next(i for i, (_, m) in enumerate(messages) if m.startswith("lost connection"))
+        back = next(i for i, (_, m) in enumerate(messages) if m.startswith("reconnected"))
+        during = [entry for entry in messages[lost + 1:back] if entry[0] >= logging.INFO]
+        assert messages[lost][0] == logging.WARNING and len(during) >= 3, messages
+        for level, message in during:
+            assert level == logging.WARNING and message.startswith(f"still disconnected from {nats_server.url} after "), message
+            assert "Connection refused" in message and message.endswith(f"{subject} is not served"), message
+        assert messages[back][0] == logging.INFO
+        assert re.fullmatch(rf"reconnected to {re.escape(nats_server.url)} after \d+\.\d s; serving {subject} again", messages[back][1])
 
     def test_silent_server_is_detected_by_ping_timeout(self, nats_server, serve, subject, nats_client, caplog):
         """A server that stops answering (SIGSTOP) is declared lost after unanswered PINGs, then rejoined."""

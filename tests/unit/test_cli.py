@@ -205,6 +205,17 @@ class TestConfigCommands:
         assert "s3cret" not in result.stdout
         assert 'addr: "nats://user:***@h:4222"  # env RESONATE_API_NATS_ADDR' in result.stdout
 
+    def test_show_names_credential_files_only(self, tmp_path):
+        """The .creds and seed settings are file paths: config show prints the paths, never the files' secrets."""
+        creds, seed = tmp_path / "user.creds", tmp_path / "user.nk"
+        creds.write_text("-----BEGIN NATS USER JWT-----\neyJ.secret-jwt.sig\n------END NATS USER JWT------\n")
+        seed.write_text("SUSECRETSEED\n")
+        result = invoke("config", "show", "--api-nats-nkey", str(seed), env={"RESONATE_API_NATS_CREDS": str(creds)})
+        assert result.exit_code == 0, result.output
+        assert f'creds: "{creds}"  # env RESONATE_API_NATS_CREDS' in result.stdout
+        assert f'nkey: "{seed}"  # flag --api-nats-nkey' in result.stdout
+        assert "secret-jwt" not in result.stdout and "SUSECRETSEED" not in result.stdout
+
     @pytest.mark.parametrize("args, message", [
         (["--mode", "prod"], "--mode: 'prod' is not one of: dev, serve"),
         (["--workers", "many"], '--workers: "many" is not an integer'),
@@ -253,6 +264,13 @@ class TestServeAndDev:
             "ca.pem", "c.pem", "k.pem", False)
         assert invoke("serve", "--api-nats-tls-verify").exit_code == 0
         assert server.calls[-1][0].nats_tls_verify is True
+
+    def test_credential_flags_reach_server(self, server):
+        """--api-nats-creds and --api-nats-nkey arrive in the Config as the file paths given."""
+        assert invoke("serve", "--api-nats-creds", "u.creds").exit_code == 0
+        assert server.config.nats_creds == "u.creds"
+        assert invoke("serve", "--api-nats-nkey", "u.nk").exit_code == 0
+        assert server.calls[-1][0].nats_nkey == "u.nk"
 
     @pytest.mark.parametrize(("args", "expected"), [
         (["--embedded-nats"], "always"), (["--embedded-nats=never"], "never"), ([], "auto"),

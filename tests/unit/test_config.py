@@ -41,6 +41,8 @@ LAYER_SAMPLES = {
     "nats_tls_cert": (("file.crt", "file.crt"), ("env.crt", "env.crt"), ("flag.crt", "flag.crt")),
     "nats_tls_key": (("file.key", "file.key"), ("env.key", "env.key"), ("flag.key", "flag.key")),
     "nats_tls_verify": ((False, False), ("true", True), ("false", False)),
+    "nats_creds": (("file.creds", "file.creds"), ("env.creds", "env.creds"), ("flag.creds", "flag.creds")),
+    "nats_nkey": (("file.nk", "file.nk"), ("env.nk", "env.nk"), ("flag.nk", "flag.nk")),
     "embedded_nats": (("never", "never"), ("always", "always"), ("auto", "auto")),
     "store_path": (("file.journal", "file.journal"), ("env.journal", "env.journal"),
                    ("flag.journal", "flag.journal")),

@@ -17,16 +17,17 @@ FAR = 4_102_444_800_000
 
 def request_answering_into(got: List[Tuple[Optional[bytes], Optional[str]]]) -> Request:
     """A Request whose transport side records each (data, error) answer it publishes."""
-    return Request(Msg("s", "r", b"payload", None, 1), 1, 0, lambda request, data, error: got.append((data, error)))
+    return Request(Msg("s", "r", b"payload", None, 1), 1, 0, 0, lambda request, data, error: got.append((data, error)))
 
 
 class FakeRequest:
     """What the api sees of a request: ``got`` collects the data of every answer, ``errors`` the
     (code, message) of error answers, ``threads`` the thread that gave each answer."""
 
-    def __init__(self, data: bytes = b"{}", in_flight: int = 1) -> None:
+    def __init__(self, data: bytes = b"{}", in_flight: int = 1, max_payload: int = 0) -> None:
         self.data = data
         self.in_flight = in_flight
+        self.max_payload = max_payload
         self.got: List[bytes] = []
         self.errors: List[Tuple[int, str]] = []
         self.threads: List[str] = []
@@ -193,6 +194,18 @@ class TestRequestHandler:
             handler(request)
             assert request.errors == [(400, "unknown operation: promises.nope")]
             assert json.loads(request.got[0])["error"] == {"code": 400, "message": "unknown operation: promises.nope"}
+        finally:
+            handler.stop()
+
+    def test_a_reply_over_the_requests_max_payload_is_a_500(self):
+        """The handler holds the reply to the max_payload the request came with: too large is an error answer."""
+        handler = RequestHandler(Resonate(), workers=2)
+        try:
+            request = FakeRequest(create("p1"), max_payload=100)
+            handler(request)
+            [(code, message)] = request.errors
+            assert code == 500 and message.endswith("exceeds the NATS max_payload of 100 bytes")
+            assert json.loads(request.got[0])["error"] == {"code": 500, "message": message}
         finally:
             handler.stop()
 

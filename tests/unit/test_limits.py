@@ -207,3 +207,26 @@ class TestRequests:
         result = core.promises_create(id="q", timeout=FAR, tags={"resonate:invoke": '{"type":"x","data":NaN}'})
         assert result.status == Status.CREATED
         assert core.state.tasks["__invoke:q"].recv == '{"type":"x","data":NaN}'
+
+
+class TestEchoedFields:
+    @pytest.mark.parametrize("field, limit", [("requestId", "MAX_REQUEST_ID_BYTES"), ("metadata", "MAX_METADATA_BYTES")])
+    def test_echoed_fields_are_bounded_by_their_json_size(self, field, limit):
+        """requestId and metadata, echoed by every reply, are a 400 past their JSON size limit, counted as encoded."""
+        from resonate_sync.api import envelope
+
+        bound = getattr(envelope, limit)
+        core = Resonate()
+
+        def send(text: str) -> dict:
+            value = text if field == "requestId" else {"k": text}
+            raw = json.dumps({"operation": "promises.read", field: value, "payload": {"id": "x"}}).encode()
+            return reply(core, raw)
+
+        overhead = 2 if field == "requestId" else len('{"k":""}')
+        assert send("r" * (bound - overhead))["error"]["code"] == 404
+        answer = send("r" * (bound - overhead + 1))
+        assert answer["error"]["code"] == 400 and field in answer["error"]["message"]
+        # Non-ASCII is escaped on the way out (\u00e9 is six bytes), so it counts six times.
+        assert send("\u00e9" * ((bound - overhead) // 6))["error"]["code"] == 404
+        assert send("\u00e9" * ((bound - overhead) // 6 + 1))["error"]["code"] == 400

@@ -218,6 +218,35 @@ class TestPublish:
         assert scripted.read_until(b"yyyy\r\n").startswith(b"PUB s 10\r\n")
         conn.close()
 
+    def test_max_payload_changes_are_announced(self, scripted):
+        """on_max_payload hears the first INFO's max_payload and each later change, not repeats."""
+        seen: List[Any] = []
+        scripted.accept(info={**INFO, "max_payload": 10})
+        conn = Connection(scripted.url, ping_interval=60, on_max_payload=lambda old, new: seen.append((old, new)))
+        conn.connect()
+        assert seen == [(None, 10)]
+        for max_payload in (10, 5):
+            scripted.sock.sendall(b"INFO " + json.dumps({**INFO, "max_payload": max_payload}).encode() + b"\r\n")
+        wait_for(lambda: seen == [(None, 10), (10, 5)])
+        assert conn.max_payload == 5
+        conn.close()
+
+    def test_a_failing_max_payload_callback_is_logged_and_the_connection_goes_on(self, scripted, caplog):
+        """on_max_payload raising (at connect or on the reader thread) neither fails the connect nor stops the reader."""
+
+        def fail(old: Any, new: int) -> None:
+            raise RuntimeError("boom")
+
+        scripted.accept(info={**INFO, "max_payload": 10})
+        conn = Connection(scripted.url, ping_interval=60, on_max_payload=fail)
+        conn.connect()
+        scripted.sock.sendall(b"INFO " + json.dumps({**INFO, "max_payload": 5}).encode() + b"\r\n")
+        wait_for(lambda: conn.max_payload == 5)
+        conn.publish("s", b"y" * 5)
+        assert scripted.read_until(b"yyyyy\r\n").startswith(b"PUB s 5\r\n")
+        assert conn.connected and caplog.text.count("on_max_payload callback failed") == 2
+        conn.close()
+
     @pytest.mark.parametrize("subject", ["", "a b", "a\r\nPUB"])
     def test_bad_subject_is_refused(self, connected, subject):
         """A subject with whitespace would corrupt the protocol stream: ValueError."""

@@ -28,7 +28,9 @@ x``); given in both places, the one after the command wins:
   layers ``resonate serve`` reads, so a client run next to a server finds it.
 * ``--subject``: likewise (``RESONATE_API_NATS_SUBJECT``; default ``resonate.server``).
 * TLS for ``tls://`` addresses comes from the same layers, without flags of its own:
-  ``RESONATE_API_NATS_TLS_CA``/``_CERT``/``_KEY``/``_VERIFY`` or ``api.subsystems.nats.tls.*``.
+  ``RESONATE_API_NATS_TLS_CA``/``_CERT``/``_KEY``/``_VERIFY`` or ``api.subsystems.nats.tls.*``;
+  so does a NATS identity: ``RESONATE_API_NATS_CREDS`` (a ``.creds`` file) or
+  ``RESONATE_API_NATS_NKEY`` (an NKey seed file), or ``api.subsystems.nats.creds``/``nkey``.
 * ``--request-timeout``: how long each attempt waits for the reply, a Go duration; default from
   ``RESONATE_REQUEST_TIMEOUT``, else 5s. It is not ``--timeout``: in the protocol ``timeout``
   is a promise's deadline, and ``promises create --timeout`` keeps that meaning (as the Go
@@ -47,27 +49,42 @@ the wire; a smaller number is surely a duration and is refused, naming the 1970 
 have been (`resonate_sync.times` has the rules). A receiver (``--recv``) is a string, such as
 ``nats://<subject>``, or a JSON object ``{"type": …, "data": {…}}`` (PROTOCOL.md 2.8).
 
-Exit codes: 0 on success; 1 when the server answers an error or cannot be reached (the message
-on stderr: ``Error 404: The specified promise was not found``); 2 for usage and configuration
+Exit codes: 0 on success; 1 when the server answers an error (on stderr: ``Error 404: The
+specified promise was not found``) or cannot be reached (``Error: NATS is not reachable at URL
+…``, without a code: no server answered, and with what to do); 2 for usage and configuration
 errors.
 """
 
-import base64
-import binascii
 import functools
 import inspect
 import json
 import os
 import time
-from typing import Annotated, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+import urllib.parse
+from typing import Annotated, Any, Callable, Dict, List, Optional, Tuple
 
 import typer
 
-from resonate_sync.cli_help import Command, Group
-from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_file, load_config
+from resonate_sync.cli.help import Command, Group
+from resonate_sync.cli.render import (
+    callback_table,
+    columns,
+    fail,
+    lock_table,
+    next_page_hint,
+    page_document,
+    pairs_text,
+    promise_table,
+    schedule_table,
+    sections,
+    show,
+    task_table,
+    when,
+)
+from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_file, identity_settings, load_config
 from resonate_sync.errors import ResonateError
 from resonate_sync.models import Value, unstructure
-from resonate_sync.times import deadline_ms, duration_ms, format_ms
+from resonate_sync.times import deadline_ms, duration_ms
 
 __all__ = ["CLIENT_COMMANDS", "CLIENT_FLAGS", "add_client_commands", "client_options"]
 
@@ -124,6 +141,24 @@ def client_options() -> List[inspect.Parameter]:
 # The session every command shares
 
 
+def _cannot_connect(url: str, message: str) -> str:
+    """Why the client could not connect to NATS at ``url``, and, when nothing answers there, what to do."""
+    from resonate_sync.transport import is_reachable, redact_url
+
+    if is_reachable(url):  # NATS is there and refused us: credentials, TLS
+        return message
+    where = redact_url(url)
+    reason = message.split(f"{where}: ", 1)[-1]
+    if urllib.parse.urlsplit(url).hostname in ("localhost", "127.0.0.1", "::1"):
+        remedy = (
+            "Is `resonate dev` running? Start it (it brings its own NATS), or give --addr (or"
+            " RESONATE_API_NATS_ADDR) the NATS address your resonate server uses."
+        )
+    else:
+        remedy = "Check the address (--addr or RESONATE_API_NATS_ADDR) and that the NATS server there is up."
+    return f"NATS is not reachable at {where} ({reason}), so no resonate server answers there. {remedy}"
+
+
 class _Session:
     """Where to connect, how long to wait and how to print, for one command."""
 
@@ -151,15 +186,16 @@ class _Session:
                 overrides={"nats_addr": addr, "nats_subject": subject},
             )
         except ConfigError as error:
-            typer.echo(f"Error: {error}", err=True)
-            raise typer.Exit(2) from None
+            raise fail(str(error)) from None
         self.config = config
         self._client = None
 
     @property
     def client(self):
         if self._client is None:
-            from resonate_sync.client import Client  # the transport is imported only by commands that talk
+            # the transport is imported only by commands that talk
+            from resonate_sync.client import Client, ConnectionFailed
+            from resonate_sync.transport.credentials import CredentialsError
 
             config = self.config
             try:
@@ -172,15 +208,27 @@ class _Session:
                     tls_client_cert=config.nats_tls_cert or None,
                     tls_client_key=config.nats_tls_key or None,
                     tls_verify=config.nats_tls_verify,
+                    user_credentials=config.nats_creds or None,
+                    nkeys_seed=config.nats_nkey or None,
                 )
+            except CredentialsError as error:
+                where = identity_settings(config, flags=False)
+                raise fail(f"cannot use the NATS credentials of {where}: {error}") from None
             except ValueError as error:  # an unreadable TLS file: a configuration error
-                typer.echo(f"Error: {error}", err=True)
-                raise typer.Exit(2) from None
+                raise fail(str(error)) from None
+            except ConnectionFailed as error:
+                typer.echo(f"Error: {_cannot_connect(config.nats_addr, error.message)}", err=True)
+                raise typer.Exit(1) from None
         return self._client
 
     def run(self, command: Callable[..., None], arguments: Dict[str, Any]) -> None:
+        from resonate_sync.client import ConnectionFailed
+
         try:
             command(self, **arguments)
+        except ConnectionFailed as error:  # no server answered: a code would look like its answer
+            typer.echo(f"Error: {error.message}", err=True)
+            raise typer.Exit(1) from None
         except ResonateError as error:
             typer.echo(f"Error {error.code}: {error.message}", err=True)
             raise typer.Exit(1) from None
@@ -190,12 +238,7 @@ class _Session:
 
     def show(self, document: Any, heading: str = "", table: str = "") -> None:
         """Print ``document`` as JSON, or the heading and table for people."""
-        if self.as_json:
-            typer.echo(json.dumps(_with_text(document), indent=2, ensure_ascii=False))
-            return
-        for part in (heading, table):
-            if part:
-                typer.echo(part)
+        show(document, heading, table, as_json=self.as_json)
 
 
 _CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
@@ -271,153 +314,6 @@ def _recv(text: str, flag: str) -> Any:
         needs_type = 'a JSON receiver needs a "type", as in {"type": "nats", "data": {…}}'
         raise typer.BadParameter(needs_type, param_hint=flag)
     return recv
-
-
-# --------------------------------------------------------------------------------------------
-# Printing
-
-
-def _when(ms: Optional[int]) -> str:
-    """A time in ms since the epoch as UTC ISO 8601 (the number itself when out of range)."""
-    if ms is None:
-        return ""
-    try:
-        return format_ms(ms)
-    except (OverflowError, ValueError):
-        return str(ms)
-
-
-_VALUE_KEYS = frozenset({"param", "value", "promiseParam"})
-
-
-def _with_text(document: Any) -> Any:
-    """``document`` with ``text`` beside the base64 ``data`` of every param and value whose bytes are UTF-8."""
-    if isinstance(document, list):
-        return [_with_text(item) for item in document]
-    if not isinstance(document, dict):
-        return document
-    shown = {}
-    for key, item in document.items():
-        item = _with_text(item)
-        if key in _VALUE_KEYS and isinstance(item, dict) and isinstance(item.get("data"), str):
-            try:
-                item = {**item, "text": base64.b64decode(item["data"], validate=True).decode("utf-8")}
-            except (binascii.Error, UnicodeDecodeError):
-                pass  # binary: the base64 is all there is to show
-        shown[key] = item
-    return shown
-
-
-def _text(value: Value) -> str:
-    """Data as text when it is printable UTF-8, else as ``base64:…``."""
-    raw = value.raw
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and all(c.isprintable() or c in "\t\n" for c in text):
-        return text
-    return f"base64:{value.data}"
-
-
-def _map(pairs: Mapping[str, str]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in sorted(pairs.items()))
-
-
-def _fields(rows: Sequence[Tuple[str, Any]]) -> str:
-    """A two-column table of the rows that have a value."""
-    shown = [(key, str(value)) for key, value in rows if value not in (None, "")]
-    width = max(len(key) for key, _ in shown)
-    return "\n".join(f"{key:<{width}}  {value}" for key, value in shown)
-
-
-def _columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [headers, *rows])
-
-
-def _value_rows(name: str, value: Value) -> List[Tuple[str, Any]]:
-    return [(name, _text(value) if value.data else ""), (f"{name} headers", _map(value.headers))]
-
-
-def _promise_table(p) -> str:
-    return _fields([
-        ("id", p.id),
-        ("state", p.state),
-        ("timeout", _when(p.timeout)),
-        *_value_rows("param", p.param),
-        *_value_rows("value", p.value),
-        ("tags", _map(p.tags)),
-        ("idempotency key (create)", p.idempotency_key_for_create),
-        ("idempotency key (complete)", p.idempotency_key_for_complete),
-        ("created on", _when(p.created_on)),
-        ("completed on", _when(p.completed_on)),
-    ])
-
-
-def _schedule_table(s) -> str:
-    return _fields([
-        ("id", s.id),
-        ("description", s.description),
-        ("cron", s.cron),
-        ("tags", _map(s.tags)),
-        ("promise id", s.promise_id),
-        ("promise timeout", f"{s.promise_timeout} ms"),
-        *_value_rows("promise param", s.promise_param),
-        ("promise tags", _map(s.promise_tags)),
-        ("next run", _when(s.next_run_time)),
-        ("last run", _when(s.last_run_time)),
-        ("idempotency key", s.idempotency_key),
-        ("created on", _when(s.created_on)),
-    ])
-
-
-def _task_table(t) -> str:
-    return _fields([
-        ("id", t.id),
-        ("counter", t.counter),
-        ("root promise", t.root_promise_id),
-        ("process id", t.process_id),
-        ("timeout", _when(t.timeout)),
-        ("created on", _when(t.created_on)),
-        ("completed on", _when(t.completed_on)),
-    ])
-
-
-def _lock_table(lock) -> str:
-    return _fields([
-        ("resource id", lock.resource_id),
-        ("execution id", lock.execution_id),
-        ("process id", lock.process_id),
-        ("ttl", f"{lock.ttl} ms"),
-        ("expires at", _when(lock.expires_at)),
-    ])
-
-
-def _callback_table(callback) -> str:
-    return _fields([
-        ("id", callback.id),
-        ("promise id", callback.promise_id),
-        ("root promise", callback.root_promise_id),
-        ("timeout", _when(callback.timeout)),
-        ("created on", _when(callback.created_on)),
-    ])
-
-
-def _sections(table: str, *named: Tuple[str, Callable[[Any], str], Any]) -> str:
-    """``table``, then for each ``(name, format, item)`` whose item is not None, ``format(item)`` under ``name:``."""
-    return table + "".join(f"\n\n{name}:\n{show(item)}" for name, show, item in named if item is not None)
-
-
-def _page_document(key: str, items: Sequence[Any], cursor: Optional[str]) -> Dict[str, Any]:
-    document: Dict[str, Any] = {key: [unstructure(item) for item in items]}
-    if cursor:
-        document["cursor"] = cursor
-    return document
-
-
-def _next_page_hint(command: str, cursor: Optional[str]) -> str:
-    return f"more: resonate {command} --cursor {cursor}" if cursor else ""
 
 
 def _search(search: Callable[..., Any], everything: bool, **query: Any) -> Tuple[List[Any], Optional[str]]:
@@ -510,7 +406,7 @@ promises = typer.Typer(
 def promises_get(session: _Session, id: IdArg) -> None:
     """Show one promise (timed out first if its deadline has passed)."""
     promise = session.client.promises_read(id)
-    session.show(unstructure(promise), table=_promise_table(promise))
+    session.show(unstructure(promise), table=promise_table(promise))
 
 
 @_command(promises, "create")
@@ -531,7 +427,7 @@ def promises_create(
     deadline, param, tags = _deadline_ms(timeout, "--timeout"), _value(data, header, "--header"), _pairs(tag, "--tag")
     promise, created = session.client.promises_create(id, deadline, param, tags, idempotency_key, strict)
     heading = f"Created promise {id}." if created else f"Promise {id} already exists with this key; unchanged."
-    session.show({"promise": unstructure(promise), "created": created}, heading, _promise_table(promise))
+    session.show({"promise": unstructure(promise), "created": created}, heading, promise_table(promise))
 
 
 @_command(promises, "create-task")
@@ -575,7 +471,7 @@ def promises_create_task(
     else:
         heading = f"Created promise {id} and task {task.id} (counter {task.counter}), claimed by {process_id}."
     document = {"promise": unstructure(promise), **({"task": unstructure(task)} if task else {}), "created": created}
-    session.show(document, heading, _sections(_promise_table(promise), ("task", _task_table, task)))
+    session.show(document, heading, sections(promise_table(promise), ("task", task_table, task)))
 
 
 def _complete_command(name: str, state: str, verb: str, done: str) -> None:
@@ -590,7 +486,7 @@ def _complete_command(name: str, state: str, verb: str, done: str) -> None:
         value = _value(data, header, "--header")
         promise, created = session.client.promises_complete(id, state, value, idempotency_key, strict)
         heading = f"{done} promise {id}." if created else f"Promise {id} was already {promise.state}; unchanged."
-        session.show({"promise": unstructure(promise), "created": created}, heading, _promise_table(promise))
+        session.show({"promise": unstructure(promise), "created": created}, heading, promise_table(promise))
 
     complete.__doc__ = f"""{verb} a pending promise: its state becomes {state}.
 
@@ -625,9 +521,9 @@ def promises_search(
     """
     query = {"id": pattern, "states": [s.upper() for s in state or ()], "tags": _pairs(tag, "--tag"), "limit": limit}
     items, next_cursor = _search(session.client.promises_search, all_pages, cursor=cursor, **query)
-    rows = [[p.id, p.state, _when(p.timeout), _when(p.created_on), _map(p.tags)] for p in items]
-    table = _columns(["ID", "STATE", "TIMEOUT", "CREATED", "TAGS"], rows) if rows else "No promises found."
-    session.show(_page_document("promises", items, next_cursor), table, _next_page_hint("promises search", next_cursor))
+    rows = [[p.id, p.state, when(p.timeout), when(p.created_on), pairs_text(p.tags)] for p in items]
+    table = columns(["ID", "STATE", "TIMEOUT", "CREATED", "TAGS"], rows) if rows else "No promises found."
+    session.show(page_document("promises", items, next_cursor), table, next_page_hint("promises search", next_cursor))
 
 
 def _show_registration(session: _Session, result: Any, kind: str, registered: str, existed: str) -> None:
@@ -640,10 +536,10 @@ def _show_registration(session: _Session, result: Any, kind: str, registered: st
     else:
         heading = f"{existed}; unchanged."
     if callback is None:
-        document, table = {"promise": unstructure(promise)}, _promise_table(promise)
+        document, table = {"promise": unstructure(promise)}, promise_table(promise)
     else:
         document = {"promise": unstructure(promise), "callback": unstructure(callback)}
-        table = _sections(_callback_table(callback), ("promise", _promise_table, promise))
+        table = sections(callback_table(callback), ("promise", promise_table, promise))
     session.show({**document, "created": created}, heading, table)
 
 
@@ -712,7 +608,7 @@ schedules = typer.Typer(cls=Group, name="schedules", help="Create, read, delete 
 def schedules_get(session: _Session, id: IdArg) -> None:
     """Show one schedule."""
     schedule = session.client.schedules_read(id)
-    session.show(unstructure(schedule), table=_schedule_table(schedule))
+    session.show(unstructure(schedule), table=schedule_table(schedule))
 
 
 @_command(schedules, "create")
@@ -758,7 +654,7 @@ def schedules_create(
         id, cron, promise_id, tags=tags, description=description, idempotency_key=idempotency_key, **template
     )
     heading = f"Created schedule {id}." if created else f"Schedule {id} already exists with this key; unchanged."
-    session.show({"schedule": unstructure(schedule), "created": created}, heading, _schedule_table(schedule))
+    session.show({"schedule": unstructure(schedule), "created": created}, heading, schedule_table(schedule))
 
 
 @_command(schedules, "delete")
@@ -780,11 +676,11 @@ def schedules_search(
     """List schedules whose id matches PATTERN, newest first."""
     query = {"id": pattern, "tags": _pairs(tag, "--tag"), "limit": limit}
     items, next_cursor = _search(session.client.schedules_search, all_pages, cursor=cursor, **query)
-    rows = [[s.id, s.cron, s.promise_id, _when(s.next_run_time), _when(s.last_run_time), _map(s.tags)] for s in items]
+    rows = [[s.id, s.cron, s.promise_id, when(s.next_run_time), when(s.last_run_time), pairs_text(s.tags)] for s in items]
     headers = ["ID", "CRON", "PROMISE ID", "NEXT RUN", "LAST RUN", "TAGS"]
-    table = _columns(headers, rows) if rows else "No schedules found."
-    document = _page_document("schedules", items, next_cursor)
-    session.show(document, table, _next_page_hint("schedules search", next_cursor))
+    table = columns(headers, rows) if rows else "No schedules found."
+    document = page_document("schedules", items, next_cursor)
+    session.show(document, table, next_page_hint("schedules search", next_cursor))
 
 
 # --------------------------------------------------------------------------------------------
@@ -807,10 +703,10 @@ def tasks_claim(
     """Claim a task: it is yours until the lease ends (extend it with heartbeats), then delivered again."""
     lease = _duration_ms(ttl, "--ttl")
     claim = session.client.tasks_claim(id, counter, process_id, lease)
-    table = _sections(
-        _task_table(claim.task),
-        ("root promise", _promise_table, claim.root_promise),
-        ("leaf promise", _promise_table, claim.leaf_promise),
+    table = sections(
+        task_table(claim.task),
+        ("root promise", promise_table, claim.root_promise),
+        ("leaf promise", promise_table, claim.leaf_promise),
     )
     session.show(unstructure(claim), f"Claimed task {id} (counter {claim.task.counter}).", table)
 
@@ -820,7 +716,7 @@ def tasks_complete(session: _Session, id: IdArg, counter: Counter) -> None:
     """Complete a claimed task. (This does not complete its promise: resolve that first.)"""
     task, created = session.client.tasks_complete(id, counter)
     heading = f"Completed task {id}." if created else f"Task {id} was already completed or timed out; unchanged."
-    session.show({"task": unstructure(task), "created": created}, heading, _task_table(task))
+    session.show({"task": unstructure(task), "created": created}, heading, task_table(task))
 
 
 @_command(tasks, "drop")
@@ -832,7 +728,7 @@ def tasks_drop(session: _Session, id: IdArg, counter: Counter) -> None:
         if created
         else f"Task {id} was not claimed; unchanged."
     )
-    session.show({"task": unstructure(task), "created": created}, heading, _task_table(task))
+    session.show({"task": unstructure(task), "created": created}, heading, task_table(task))
 
 
 def _heartbeat_command(group: typer.Typer, what: str, key: str, send: Callable[[Any, str], int]) -> None:
@@ -875,7 +771,7 @@ def locks_acquire(
     """Acquire a lock, or refresh it for the execution that holds it; Forbidden (403) if another holds it."""
     lease = _duration_ms(ttl, "--ttl")
     lock = session.client.locks_acquire(resource_id, execution_id, process_id, lease)
-    session.show(unstructure(lock), f"Acquired lock {resource_id} for {execution_id}.", _lock_table(lock))
+    session.show(unstructure(lock), f"Acquired lock {resource_id} for {execution_id}.", lock_table(lock))
 
 
 @_command(locks, "release")

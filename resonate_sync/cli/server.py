@@ -1,4 +1,4 @@
-"""The ``resonate`` command line: ``serve``, ``dev``, ``version`` and the client commands.
+"""``resonate serve``, ``resonate dev`` and ``resonate config``: run a server, or show its configuration.
 
 ``serve`` and ``dev`` take the same options: the Go server's NATS flags exactly
 (``--api-nats-enable``, ``--api-nats-addr``, ``--api-nats-subject``, ``--api-nats-timeout``) plus one
@@ -6,7 +6,8 @@ flag per key of `resonate_sync.config.SETTINGS`, from which their help is writte
 defaults to None so that only the flags a user typed override the lower layers (defaults <
 config file < ``RESONATE_…`` environment). The two commands differ only in their defaults:
 ``dev`` keeps state in memory and starts an embedded nats-server when nothing listens at the
-address; ``serve`` journals to disk and uses the NATS server that is there.
+address; ``serve`` journals to disk and uses the NATS server that is there. ``config show``
+takes the same options and prints the configuration they make.
 
 Go-style optional values: ``--api-nats-enable`` and ``--embedded-nats`` may be given alone (true,
 always) or with an attached value (``--api-nats-enable=false``, ``--embedded-nats=auto``), as
@@ -16,14 +17,6 @@ NATS enabled.
 
 Exit codes: 0 after a graceful stop; 2 for usage and configuration errors (message on stderr,
 no traceback) and when NATS is disabled (nothing to serve); otherwise what `Server.run` returns.
-
-The client sub-commands (``resonate promises|schedules|tasks|locks …``) are in
-`resonate_sync.cli_client`. Their connection and output options (``--addr``, ``--subject``,
-``--request-timeout``, ``--json``) may also come before the command (``resonate --addr URL
-promises get x``); before any other command they are refused rather than ignored.
-
-``resonate --version`` prints the version; ``--install-completion`` and ``--show-completion``
-(typer's) set up shell completion.
 """
 
 import importlib.resources
@@ -36,9 +29,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from resonate_sync import __version__
-from resonate_sync.cli_client import CLIENT_COMMANDS, CLIENT_FLAGS, add_client_commands, client_options
-from resonate_sync.cli_help import Command, Group
+from resonate_sync.cli.help import Command, Group
+from resonate_sync.cli.render import fail
 from resonate_sync.config import (
     DEFAULT_CONFIG_FILE,
     SETTINGS,
@@ -55,7 +47,7 @@ from resonate_sync.config import (
 )
 from resonate_sync.urls import redact_url
 
-__all__ = ["app", "configure_logging", "main", "normalise_go_flags"]
+__all__ = ["LOG_FORMAT", "add_config_commands", "add_server_commands", "configure_logging", "normalise_go_flags"]
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +178,8 @@ def _server_command(mode: Optional[str]) -> Any:
         api_nats_tls_cert: Annotated[Optional[str], _option("nats_tls_cert", mode)] = None,
         api_nats_tls_key: Annotated[Optional[str], _option("nats_tls_key", mode)] = None,
         api_nats_tls_verify: Annotated[Optional[str], _option("nats_tls_verify", mode)] = None,
+        api_nats_creds: Annotated[Optional[str], _option("nats_creds", mode)] = None,
+        api_nats_nkey: Annotated[Optional[str], _option("nats_nkey", mode)] = None,
         embedded_nats: Annotated[Optional[str], _option("embedded_nats", mode)] = None,
         store_path: Annotated[Optional[str], _option("store_path", mode)] = None,
         fsync: Annotated[Optional[str], _option("fsync", mode)] = None,
@@ -214,20 +208,15 @@ def _server_command(mode: Optional[str]) -> Any:
     return command
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"Error: {message}", err=True)
-    return typer.Exit(2)
-
-
 def _show(mode: str, config_file: Optional[str], flags: dict[str, Optional[str]]) -> int:
     """Print the Config that ``resonate <mode>`` would run with here, and where each value comes from."""
     if mode not in MODES:
-        raise _fail(f"--mode: {mode!r} is not one of: {', '.join(MODES)}")
+        raise fail(f"--mode: {mode!r} is not one of: {', '.join(MODES)}")
     try:
         path = find_config_file(config_file, Path.cwd())
         config, sources = explain_config(mode=mode, config_file=path, env=os.environ, overrides=flags)
     except ConfigError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     typer.echo(
         f"# The configuration 'resonate {mode}' would run with in {Path.cwd()}.\n"
         "# Layers, lowest first: default < config file < env RESONATE_… < flag; the comment after each\n"
@@ -244,9 +233,9 @@ def _run(mode: str, config_file: Optional[str], flags: dict[str, Optional[str]])
         path = find_config_file(config_file, Path.cwd())
         config = load_config(mode=mode, config_file=path, env=os.environ, overrides=flags)
     except ConfigError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     if not config.nats_enabled:
-        raise _fail(
+        raise fail(
             "NATS is disabled (by --api-nats-enable, RESONATE_API_NATS_ENABLE or"
             " api.subsystems.nats.enabled) and it is this server's only API: nothing to serve"
         )
@@ -296,86 +285,31 @@ def configure_logging(level: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The app
+# The commands
 
 
-app = typer.Typer(
-    name="resonate",
-    cls=Group,
-    help="Resonate durable-promise server, served over NATS request-reply.",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+def add_server_commands(app: typer.Typer) -> None:
+    """Add ``serve`` and ``dev`` to the ``resonate`` app."""
+    app.command(
+        "serve",
+        cls=_GoFlagsCommand,
+        epilog=_EPILOG,
+        help="Run the server durably: every change is journaled (fsynced) to --store-path before it"
+        " is acknowledged, default resonate-data/resonate.journal. Connects to the NATS server at"
+        " --api-nats-addr; starts an embedded one only with --embedded-nats. Stops gracefully on"
+        " SIGINT/SIGTERM.",
+    )(_server_command("serve"))
+
+    app.command(
+        "dev",
+        cls=_GoFlagsCommand,
+        epilog=_EPILOG,
+        help="Run the server for development: state in memory (unless --store-path is given), and"
+        " an embedded nats-server when nothing listens at --api-nats-addr on this machine, so it"
+        " works with nothing else installed. Stops gracefully on SIGINT/SIGTERM.",
+    )(_server_command("dev"))
 
 
-def _print_version(value: bool) -> None:
-    if value:
-        typer.echo(__version__)
-        raise typer.Exit()
-
-
-def _root(ctx: typer.Context, **client: Any) -> None:
-    # The client options are accepted here so that they may come before a client command;
-    # anywhere else they would be silently ignored, so they are refused.
-    given = [CLIENT_FLAGS[name] for name, value in client.items() if value and name in CLIENT_FLAGS]
-    if given and ctx.invoked_subcommand not in CLIENT_COMMANDS:
-        hint = " (the server's are --api-nats-addr and --api-nats-subject)" if ctx.invoked_subcommand in MODES else ""
-        raise _fail(
-            f"{', '.join(given)} before '{ctx.invoked_subcommand}': only the client commands"
-            f" ({', '.join(CLIENT_COMMANDS)}) take {'it' if len(given) == 1 else 'them'}{hint}"
-        )
-
-
-_VERSION = inspect.Parameter(
-    "version",
-    inspect.Parameter.KEYWORD_ONLY,
-    default=False,
-    annotation=Annotated[bool, typer.Option(
-        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.",
-    )],
-)
-_root.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
-     _VERSION, *client_options()]
-)
-app.callback()(_root)
-
-app.command(
-    "serve",
-    cls=_GoFlagsCommand,
-    epilog=_EPILOG,
-    help="Run the server durably: every change is journaled (fsynced) to --store-path before it"
-    " is acknowledged, default resonate-data/resonate.journal. Connects to the NATS server at"
-    " --api-nats-addr; starts an embedded one only with --embedded-nats. Stops gracefully on"
-    " SIGINT/SIGTERM.",
-)(_server_command("serve"))
-
-app.command(
-    "dev",
-    cls=_GoFlagsCommand,
-    epilog=_EPILOG,
-    help="Run the server for development: state in memory (unless --store-path is given), and"
-    " an embedded nats-server when nothing listens at --api-nats-addr on this machine, so it"
-    " works with nothing else installed. Stops gracefully on SIGINT/SIGTERM.",
-)(_server_command("dev"))
-
-
-@app.command("version", cls=Command)
-def version() -> None:
-    """Print the version of resonate_sync."""
-    typer.echo(__version__)
-
-
-config_app = typer.Typer(
-    name="config",
-    cls=Group,
-    help="Print the configuration: every key with its default, or the values a server would use.",
-    no_args_is_help=True,
-)
-app.add_typer(config_app)
-
-
-@config_app.command("defaults", cls=Command)
 def config_defaults() -> None:
     """Print the documented configuration file (conf/resonate.yaml): every key, its default, env variable and flag.
 
@@ -385,20 +319,22 @@ def config_defaults() -> None:
     typer.echo(text, nl=False)
 
 
-config_app.command(
-    "show",
-    cls=_GoFlagsCommand,
-    epilog=_EPILOG,
-    help="Print the configuration 'resonate serve' (or with --mode dev, 'resonate dev') would run with"
-    " here, from every layer: defaults, the config file, RESONATE_… variables and the flags given"
-    " here, which are those of serve and dev. Each value is followed by the layer it comes from;"
-    " passwords and tokens in URLs are shown as ***. The output is a valid config file.",
-)(_server_command(None))
-
-
-add_client_commands(app)
-
-
-def main() -> None:
-    """Entry point of the ``resonate`` console script and ``python -m resonate_sync``."""
-    app(prog_name="resonate")
+def add_config_commands(app: typer.Typer) -> None:
+    """Add ``config defaults`` and ``config show`` to the ``resonate`` app."""
+    config_app = typer.Typer(
+        name="config",
+        cls=Group,
+        help="Print the configuration: every key with its default, or the values a server would use.",
+        no_args_is_help=True,
+    )
+    app.add_typer(config_app)
+    config_app.command("defaults", cls=Command)(config_defaults)
+    config_app.command(
+        "show",
+        cls=_GoFlagsCommand,
+        epilog=_EPILOG,
+        help="Print the configuration 'resonate serve' (or with --mode dev, 'resonate dev') would run with"
+        " here, from every layer: defaults, the config file, RESONATE_… variables and the flags given"
+        " here, which are those of serve and dev. Each value is followed by the layer it comes from;"
+        " passwords and tokens in URLs are shown as ***. The output is a valid config file.",
+    )(_server_command(None))
