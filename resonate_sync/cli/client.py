@@ -143,6 +143,15 @@ def client_options() -> List[inspect.Parameter]:
 # The session every command shares
 
 
+def _no_server_hint() -> str:
+    """What to do when NATS answers that no resonate server listens on the subject."""
+    return (
+        "Is the resonate server running (`resonate dev` or `resonate serve`) on this NATS, and on this"
+        " subject? It serves the one in its --api-nats-subject; give the same here with --subject (or"
+        " RESONATE_API_NATS_SUBJECT). `resonate status` lists the servers it can find."
+    )
+
+
 def _cannot_connect(url: str, message: str) -> str:
     """Why the client could not connect to NATS at ``url``, and, when nothing answers there, what to do."""
     from resonate_sync.transport import is_reachable, redact_url
@@ -229,12 +238,22 @@ class _Session:
             raise typer.Exit(1) from None
 
     def run(self, command: Callable[..., None], arguments: Dict[str, Any]) -> None:
-        from resonate_sync.client import ConnectionFailed
+        from resonate_sync.errors import ConnectionFailed, NoServer, RequestTimeout
 
         try:
             command(self, **arguments)
         except ConnectionFailed as error:  # no server answered: a code would look like its answer
             typer.echo(f"Error: {error.message}", err=True)
+            raise typer.Exit(1) from None
+        except NoServer as error:
+            typer.echo(f"Error: {error.message}. {_no_server_hint()}", err=True)
+            raise typer.Exit(1) from None
+        except RequestTimeout as error:  # the request may have been served: say so, not a 503
+            typer.echo(
+                f"Error: {error.message}; the server may or may not have carried it out (retry with an"
+                " idempotency key, or read the state back). Raise --request-timeout for slow calls.",
+                err=True,
+            )
             raise typer.Exit(1) from None
         except ResonateError as error:
             typer.echo(f"Error {error.code}: {error.message}", err=True)

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import List, Optional
 
-from resonate_sync.errors import BadRequest, ConnectionFailed, RequestTimeout, Retryable, Unavailable
+from resonate_sync.errors import BadRequest, ConnectionFailed, NoServer, RequestTimeout, Retryable
 from resonate_sync.transport.connection import Connection
 from resonate_sync.transport.errors import (
     AuthorizationError,
@@ -103,7 +103,7 @@ class NatsClientTransport:
         try:
             return conn.request(self.subject, payload=data, timeout=timeout).payload
         except NoRespondersError:
-            unheard = Unavailable(f"no resonate server listens on subject {self.subject!r} at {self.url}")
+            unheard = NoServer(f"no resonate server listens on subject {self.subject!r} at {self.url}")
             raise Retryable(unheard, delivered=False) from None
         except RequestTimeoutError:
             message = f"no reply on subject {self.subject!r} at {self.url} within {timeout:g} s"
