@@ -123,6 +123,8 @@ class ServerProcess:
         self.subject = f"bench.{uuid.uuid4().hex[:8]}"
         self.log_path = os.path.join(directory, f"{self.subject}.log")
         args = [RESONATE, mode, "--api-nats-addr", url, "--api-nats-subject", self.subject, *flags]
+        if mode == "serve":  # serve's default metrics port may be taken on a shared machine
+            args += ["--metrics-addr", "127.0.0.1:0"]
         self.started = time.perf_counter()
         with open(self.log_path, "wb") as log:  # cwd: no resonate.yaml of the caller's applies
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=directory)

@@ -175,7 +175,9 @@ def responder_command(target: str, url: str, subject: str, workdir: str, extra: 
     if target == "dev":
         cmd.append("--embedded-nats=never")
     else:
-        cmd += ["--fsync", "always", "--store-path", os.path.join(workdir, f"{target}.journal")]
+        # Metrics on, as serve runs by default, on a free port: 9090 may be taken on a shared machine.
+        cmd += ["--fsync", "always", "--store-path", os.path.join(workdir, f"{target}.journal"),
+                "--metrics-addr", "127.0.0.1:0"]
     return cmd + list(extra)
 
 

@@ -36,7 +36,9 @@ href_base              server.hrefBase                 RESONATE_HREF_BASE       
 task_claim_timeout_ms  tasks.claimTimeout              RESONATE_TASK_CLAIM_TIMEOUT   --task-claim-timeout
 task_retry_timeout_ms  tasks.retryTimeout              RESONATE_TASK_RETRY_TIMEOUT   --task-retry-timeout
 delivery_allow         tasks.deliveryAllow             RESONATE_DELIVERY_ALLOW       --delivery-allow
+metrics_addr           metrics.addr                    RESONATE_METRICS_ADDR         --metrics-addr
 log_level              log.level                       RESONATE_LOG_LEVEL            --log-level
+log_format             log.format                      RESONATE_LOG_FORMAT           --log-format
 =====================  ==============================  ============================  ============================
 
 Decisions (the reasons are next to the code that carries them out):
@@ -79,6 +81,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DEFAULT_CONFIG_FILE",
+    "DEFAULT_SERVE_METRICS_ADDR",
     "DEFAULT_SERVE_STORE_PATH",
     "MODES",
     "SETTINGS",
@@ -94,6 +97,7 @@ __all__ = [
     "parse_go_bool",
     "parse_go_duration",
     "read_config_file",
+    "split_host_port",
 ]
 
 Mode = Literal["dev", "serve"]
@@ -105,9 +109,13 @@ DEFAULT_CONFIG_FILE = "resonate.yaml"
 DEFAULT_SERVE_STORE_PATH = "resonate-data/resonate.journal"
 """Where ``resonate serve`` journals when no store path is configured (relative to the working directory)."""
 
+DEFAULT_SERVE_METRICS_ADDR = "127.0.0.1:9090"
+"""Where ``resonate serve`` serves Prometheus metrics when no address is configured (``dev``: nowhere)."""
+
 FSYNC_POLICIES = ("always", "never")
 EMBEDDED_NATS_POLICIES = ("auto", "always", "never")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -372,6 +380,20 @@ def _queue_rule(value: str) -> None:
         raise ValueError(f"{_show(value)} is not a queue group name (no spaces allowed)")
 
 
+def split_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9090`` for IPv6) as (host, port); ValueError if it is not one."""
+    host, colon, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{_show(value)} is not host:port (example: 127.0.0.1:9090, or \"\" for off)")
+    return host, int(port)
+
+
+def _host_port_rule(value: str) -> None:
+    if value:
+        split_host_port(value)
+
+
 def _any_path(value: str) -> None:
     """A file path, or "" for none; whether it can be read is checked when the server starts."""
 
@@ -547,9 +569,20 @@ SETTINGS: tuple[Setting, ...] = (
         " valid subject: set it in production, since the server publishes with its own NATS identity.",
     ),
     Setting(
+        "metrics_addr", ("metrics", "addr"), "--metrics-addr", _string_kind("HOST:PORT", _host_port_rule),
+        "Address of the Prometheus metrics endpoint (http://HOST:PORT/metrics); empty for none."
+        " Default 127.0.0.1:9090 for serve, none for dev. Port 0 picks a free port (logged at start).",
+    ),
+    Setting(
         "log_level", ("log", "level"), "--log-level",
         _choice_kind(LOG_LEVELS, {"warn": "warning"}, metavar="LEVEL"),
-        "Least severe log messages to print (warn is accepted for warning).",
+        "Least severe log messages to print (warn is accepted for warning). debug logs one line per"
+        " request: operation, request id, status and latency.",
+    ),
+    Setting(
+        "log_format", ("log", "format"), "--log-format", _choice_kind(LOG_FORMATS),
+        "text: one readable line per message. json: one JSON object per line (time, level, logger,"
+        " message, and a request's fields), for log collectors.",
     ),
 )
 
@@ -600,7 +633,9 @@ class Config:
         task_retry_timeout_ms: wait before retrying a task that could not be sent, milliseconds.
         delivery_allow: comma-separated NATS subject patterns receivers must match; ``""`` for any.
         href_base: base URL of the links in task messages and claim replies (nothing serves them here).
+        metrics_addr: ``host:port`` of the Prometheus endpoint; ``""`` for none.
         log_level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
+        log_format: ``"text"`` or ``"json"``.
     """
 
     nats_enabled: bool = attrs.field(default=True, validator=_check_field)
@@ -626,12 +661,14 @@ class Config:
     task_retry_timeout_ms: int = attrs.field(default=15_000, validator=_check_field)
     delivery_allow: str = attrs.field(default="", validator=_check_field)
     href_base: str = attrs.field(default="http://localhost:8001", validator=_check_field)
+    metrics_addr: str = attrs.field(default="", validator=_check_field)
     log_level: str = attrs.field(default="info", validator=_check_field)
+    log_format: str = attrs.field(default="text", validator=_check_field)
 
 
 _MODE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "dev": {"store_path": None, "embedded_nats": "auto"},
-    "serve": {"store_path": DEFAULT_SERVE_STORE_PATH, "embedded_nats": "never"},
+    "serve": {"store_path": DEFAULT_SERVE_STORE_PATH, "embedded_nats": "never", "metrics_addr": DEFAULT_SERVE_METRICS_ADDR},
 }
 
 

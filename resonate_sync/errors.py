@@ -148,6 +148,10 @@ class ConnectionFailed(Unavailable):
     """503: NATS is unreachable, refused the credentials, or the connection was lost (or closed)."""
 
 
+class NoServer(Unavailable):
+    """503: NATS is reachable, but it answered that no server listens on the subject (no responders)."""
+
+
 class Retryable(Exception):
     """An attempt at a request failed and another may succeed; raised by a client's transport.
 

@@ -94,7 +94,7 @@ import re
 import threading
 import time
 import zlib
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import attrs
 
@@ -417,6 +417,8 @@ class Journal:
         fsync_policy: "always" or "never" (see the module docstring).
         snapshot_every: records after which ``should_snapshot`` says yes.
         fsync_count: fsyncs of segment files so far (a statistic; tests and benchmarks read it).
+        on_flush: None, or called after each group commit with the seconds its writes took,
+            the seconds its fsyncs took (0 with fsync="never") and the records it made durable.
     """
 
     def __init__(
@@ -435,6 +437,8 @@ class Journal:
         self.fsync_policy = fsync
         self.snapshot_every = snapshot_every
         self.fsync_count = 0
+        self.on_flush: Callable[[float, float, int], None] | None = None
+        self._fsync_seconds = 0.0  # of the flush being written
         self._log = logger or logging.getLogger(__name__)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -628,7 +632,10 @@ class Journal:
         self._lock.release()
         failure = None
         try:
+            started = time.perf_counter()
+            self._fsync_seconds = 0.0
             self._write_chunks(chunks)
+            took = time.perf_counter() - started
         except OSError as exc:
             failure = JournalError(
                 f"{self._fd_path}: byte {self._fd_size}: cannot make records {first}..{target} durable: "
@@ -646,6 +653,8 @@ class Journal:
             else:
                 self._failure = failure  # not logged: every waiter raises it, and its caller logs it once
             self._cond.notify_all()
+        if failure is None and self.on_flush is not None:
+            self.on_flush(took - self._fsync_seconds, self._fsync_seconds, target - first + 1)
 
     def _write_chunks(self, chunks: list[tuple[int, bytes]]) -> None:
         """Write chunks to their segments in order, rotating files as the base changes."""
@@ -685,7 +694,9 @@ class Journal:
 
     def _sync_fd(self) -> None:
         if self._fd_dirty and self.fsync_policy == "always":
+            started = time.perf_counter()
             os.fsync(self._fd)
+            self._fsync_seconds += time.perf_counter() - started
             self.fsync_count += 1
         self._fd_dirty = False
 

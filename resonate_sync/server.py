@@ -19,6 +19,10 @@ Reply size: at every connect the core's ``max_promise_bytes`` is set from the se
 ``max_payload``, so writes whose promise could not be returned are refused and search pages are
 cut to fit; a reply still too large is answered with a 500 error (PROTOCOL.md 13.7).
 
+Metrics: with a ``metrics_addr``, a Prometheus endpoint is served from before NATS is reached
+(a port that cannot be bound fails the start at once) until the very end of the stop; see
+``resonate_sync.metrics``. At debug level each answered request is logged in one line.
+
 Snapshots every ``snapshot_every`` records are written on a thread of their own, one at a
 time: the ticker only starts it, so task deliveries and timeouts go on while it writes.
 
@@ -38,8 +42,8 @@ from typing import TYPE_CHECKING, Optional
 import attrs
 
 from . import __version__
-from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, RequestHandler, too_large_reply
-from .config import Config, identity_settings
+from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, Observer, RequestHandler, log_request, too_large_reply
+from .config import Config, identity_settings, split_host_port
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
 from .core.sizes import promise_limit
@@ -50,6 +54,7 @@ from .urls import redact_url
 
 if TYPE_CHECKING:  # imported when used: importing pynats2 is slow, and the core needs none of it
     from .journal import Journal
+    from .metrics import Metrics, MetricsEndpoint
     from .ticker import Ticker
     from .transport import EmbeddedNatsServer, NatsTransport
     from .transport.micro import Service
@@ -85,8 +90,9 @@ class Server:
 
     Attributes (None until :meth:`start` built them): ``core``, ``journal`` (None without a
     ``store_path``), ``embedded`` (the embedded nats-server, if one was started), ``service``
-    (the Services API identity and stats), ``transport``, ``ticker``. ``url`` is the NATS URL
-    served (the embedded server's, when there is one).
+    (the Services API identity and stats), ``transport``, ``ticker``, ``metrics`` and
+    ``metrics_endpoint`` (None without a ``metrics_addr``; the endpoint's ``port`` is the one
+    bound). ``url`` is the NATS URL served (the embedded server's, when there is one).
     """
 
     def __init__(
@@ -102,6 +108,8 @@ class Server:
         self.service: Optional["Service"] = None
         self.transport: Optional["NatsTransport"] = None
         self.ticker: Optional["Ticker"] = None
+        self.metrics: Optional["Metrics"] = None
+        self.metrics_endpoint: Optional["MetricsEndpoint"] = None
         self.url = config.nats_addr
         self._handler: Optional[RequestHandler] = None
         self._stopped = threading.Event()
@@ -143,6 +151,9 @@ class Server:
             delivery_allow=parse_patterns(config.delivery_allow),
             reserved_subjects=(config.nats_subject,),
         )
+        if config.metrics_addr:
+            self._start_metrics(config.metrics_addr)
+        metrics = self.metrics
         self.url = url = self._ensure_nats()
         # ADR-32 discovery: `nats micro ls/info/stats` find every server as service "resonate".
         self.service = service = Service(
@@ -182,13 +193,15 @@ class Server:
         self._claim_subject(transport, url)
         self.core = core = self._open_core(settings)
         _fit_replies(core, transport.max_payload)  # announced at connect, before there was a core
-        self._handler = handler = RequestHandler(core, workers=config.workers)
+        self._handler = handler = RequestHandler(core, workers=config.workers, observe=self._observer())
         try:
             transport.start(handler)
         except Exception as exc:
             raise ServerError(_cannot_serve(url, exc)) from exc
         self.ticker = Ticker(core, transport.publish, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot)
         self.ticker.start()
+        if metrics is not None:
+            metrics.core, metrics.transport, metrics.ticker = core, transport, self.ticker
         store = config.store_path or "memory (nothing survives a restart)"
         log.info(
             "resonate_sync %s (%s) instance %s serving subject %r on %s%s; store: %s%s",
@@ -201,6 +214,37 @@ class Server:
             store,
             f", fsync {config.fsync}" if config.store_path else "",
         )
+        if self.metrics_endpoint is not None:
+            log.info("metrics at %s", self.metrics_endpoint.url)
+
+    def _start_metrics(self, addr: str) -> None:
+        from .metrics import Metrics, MetricsEndpoint
+
+        self.metrics = Metrics()
+        host, port = split_host_port(addr)
+        try:
+            self.metrics_endpoint = MetricsEndpoint(self.metrics, host, port)
+        except OSError as exc:
+            raise ServerError(
+                f"cannot serve metrics on {addr} (--metrics-addr): {exc.strerror or exc}; give --metrics-addr"
+                " a free host:port, or \"\" for no metrics endpoint"
+            ) from exc
+
+    def _observer(self) -> Optional[Observer]:
+        """What hears of each answered request: the metrics, the debug line, both or nothing."""
+        observers = [observe for observe in (
+            self.metrics.observe_request if self.metrics is not None else None,
+            log_request if logging.getLogger("resonate_sync.requests").isEnabledFor(logging.DEBUG) else None,
+        ) if observe is not None]  # fmt: skip
+        if len(observers) < 2:
+            return observers[0] if observers else None
+        first, second = observers
+
+        def both(operation: str, request_id: str, code: int, elapsed_ns: int) -> None:
+            first(operation, request_id, code, elapsed_ns)
+            second(operation, request_id, code, elapsed_ns)
+
+        return both
 
     def _claim_subject(self, transport: "NatsTransport", url: str) -> None:
         """Refuse to serve a subject another instance serves (one writer per subject), then answer
@@ -255,6 +299,8 @@ class Server:
             journal.close()
             raise
         self.journal = journal  # recovery warnings were logged by the journal itself
+        if self.metrics is not None:
+            journal.on_flush = self.metrics.observe_flush
         freeze_heap()
         counts = (("promise", core.state.promises), ("task", core.state.tasks),
                   ("schedule", core.state.schedules), ("lock", core.state.locks))  # fmt: skip
@@ -338,7 +384,10 @@ class Server:
             self.journal.write_snapshot(ticket, State.snapshot_entries(copy))
             del copy
             freeze_heap()  # what was stored since the last snapshot is long-lived too
-            log.info("snapshot written (%d promises) in %.2f s", count, time.monotonic() - started)
+            took = time.monotonic() - started
+            if self.metrics is not None:
+                self.metrics.observe_snapshot(took)
+            log.info("snapshot written (%d promises) in %.2f s", count, took)
 
     def stop(self) -> None:
         """Graceful stop; idempotent and safe from any thread."""
@@ -377,6 +426,8 @@ class Server:
                     log.error("closing the journal failed: %s", exc)
             if self.embedded is not None:
                 self.embedded.stop()
+            if self.metrics_endpoint is not None:
+                self.metrics_endpoint.stop()
             self._stopped.set()
             if drain:
                 log.info("stopped")

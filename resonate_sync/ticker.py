@@ -33,6 +33,9 @@ class Ticker:
         publish: ``publish(subject, payload_bytes)``; raises on failure.
         tick_ms: the longest sleep between passes.
         after_pass: called after each pass (the server starts its background snapshots there).
+
+    Attributes: ``passes``; ``sent`` and ``failed``, task messages published and not (counters
+    only this thread writes, read by the metrics).
     """
 
     def __init__(
@@ -51,6 +54,8 @@ class Ticker:
         self._thread: Optional[threading.Thread] = None
         self._unsupported: Set[str] = set()
         self.passes = 0
+        self.sent = 0
+        self.failed = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="resonate-ticker", daemon=True)
@@ -67,6 +72,9 @@ class Ticker:
         deliveries = self._core.tick()
         if deliveries:
             results = [(d, self._send(d)) for d in deliveries]
+            sent = sum(ok for _, ok in results)
+            self.sent += sent
+            self.failed += len(results) - sent
             self._core.record_deliveries(results)
         if self._after_pass is not None:
             self._after_pass()

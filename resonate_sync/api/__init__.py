@@ -2,6 +2,6 @@
 
 from . import envelope
 from .envelope import *  # noqa: F401,F403  (the names in envelope.__all__)
-from .replies import DurableReplies, RequestHandler
+from .replies import DurableReplies, Observer, RequestHandler, log_request
 
-__all__ = [*envelope.__all__, "DurableReplies", "RequestHandler"]
+__all__ = [*envelope.__all__, "DurableReplies", "Observer", "RequestHandler", "log_request"]

@@ -28,6 +28,7 @@ from ..models import WIRE, structure_request, unstructure
 from .operations import ROUTES
 
 __all__ = [
+    "Answer",
     "handle",
     "handle_nowait",
     "encode_request",
@@ -293,32 +294,56 @@ def too_large_reply(size: int, max_payload: int) -> ErrorReply:
 
 def handle(core: Resonate, raw: bytes, max_payload: int = 0) -> bytes:
     """Answer one request envelope with one reply envelope, once what it shows is durable."""
-    reply, ticket, _ = handle_nowait(core, raw, max_payload)
+    answer = handle_nowait(core, raw, max_payload)
     try:
-        core.wait_durable(ticket)
+        core.wait_durable(answer.ticket)
     except ResonateError as exc:
         return error_reply(exc.code, exc.message)
-    return reply
+    return answer.reply
 
 
-def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Tuple[bytes, int, Optional[Tuple[int, str]]]:
-    """The reply to one request envelope, the journal ticket it must wait for (0: none), and
-    the reply's (code, message) when it is an error reply (None for a success).
+class Answer(NamedTuple):
+    """What :func:`handle_nowait` made of one request envelope.
 
-    The reply must not be sent before ``core.wait_durable(ticket)`` returned; if that fails,
-    send :data:`STORE_ERROR` instead. A reply over ``max_payload`` bytes (0: no limit) is
+    Attributes:
+        reply: the reply envelope.
+        ticket: the journal ticket it must wait for (0: none).
+        failure: the reply's (code, message) when it is an error reply; None for a success.
+        operation: the operation's wire name, ``"unknown"`` for a request naming none this
+            server knows (a bounded set of names, fit for a metric label).
+        request_id: the request's id as the reply's metadata carries it; ``""`` if not decoded.
+        code: the reply's HTTP-style code (200, 201, 404, …).
+    """
+
+    reply: bytes
+    ticket: int
+    failure: Optional[Tuple[int, str]]
+    operation: str
+    request_id: str
+    code: int
+
+
+UNKNOWN_OPERATION = "unknown"
+
+
+def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Answer:
+    """The :class:`Answer` to one request envelope.
+
+    The reply must not be sent before ``core.wait_durable(answer.ticket)`` returned; if that
+    fails, send :data:`STORE_ERROR` instead. A reply over ``max_payload`` bytes (0: no limit) is
     replaced by :func:`too_large_reply`. The core keeps replies under it, so this means a
     promise stored before the limit existed or under a larger ``max_payload``, or request
     metadata too large to echo.
     """
-    operation: Optional[str] = None
+    operation = UNKNOWN_OPERATION
+    request_id = ""
     ticket = 0
     try:
         envelope = _decode_envelope(raw)
-        operation = envelope.get("operation") or ""
-        route = ROUTES.get(operation)
+        route = ROUTES.get(envelope.get("operation") or "")
         if route is None:
-            raise BadRequest(f"unknown operation: {operation}")
+            raise BadRequest(f"unknown operation: {envelope.get('operation') or ''}")
+        operation = route.operation.name
         if "payload" not in envelope:
             raise BadRequest("invalid payload: payload is required (an object)")
         payload = envelope["payload"]
@@ -329,39 +354,36 @@ def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Tuple[byt
         op = route.operation
         request = structure_request(payload, op.request_type)
         metadata = _metadata(envelope, route.kernel_name)
+        request_id = metadata["id"]
         pending = core.execute_nowait(op, request, metadata)
         ticket = pending.ticket
         if pending.error is not None:
             raise pending.error
         result = pending.result
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s -> %d", operation, metadata["id"], int(result.status))
     except ResonateError as exc:
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s -> %d %s", operation or "request", exc.code, exc.message)
         if exc.code >= 500:
-            _failures.failed(operation or "request", exc)
-        return _failed(exc.code, exc.message, ticket)
+            _failures.failed(operation, exc)
+        return _failed(exc.code, exc.message, ticket, operation, request_id)
     except Exception as exc:  # a bug: answer 500 and keep serving
-        log.exception("%s failed unexpectedly", operation or "request")
-        return _failed(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}", ticket)
+        log.exception("%s failed unexpectedly", operation)
+        return _failed(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}", ticket, operation, request_id)
     try:
         reply = encode_reply(result.status, metadata, result.payload)
     except Exception as exc:  # a bug: answer 500 and keep serving
         log.exception("%s: failed to encode response", operation)
-        return _failed(500, f"failed to encode response: {exc}", ticket)
+        return _failed(500, f"failed to encode response: {exc}", ticket, operation, request_id)
     if max_payload and len(reply) > max_payload:
         log.warning(
             "%s %s: the reply of %d bytes exceeds the NATS max_payload of %d bytes; answering 500 instead",
             operation,
-            metadata["id"],
+            request_id,
             len(reply),
             max_payload,
         )
         too_large = too_large_reply(len(reply), max_payload)
-        return too_large.data, ticket, (too_large.code, too_large.message)
-    return reply, ticket, None
+        return Answer(too_large.data, ticket, (too_large.code, too_large.message), operation, request_id, too_large.code)
+    return Answer(reply, ticket, None, operation, request_id, int(result.status) // 100)
 
 
-def _failed(code: int, message: str, ticket: int) -> Tuple[bytes, int, Tuple[int, str]]:
-    return error_reply(code, message), ticket, (code, message)
+def _failed(code: int, message: str, ticket: int, operation: str, request_id: str) -> Answer:
+    return Answer(error_reply(code, message), ticket, (code, message), operation, request_id, code)

@@ -78,6 +78,7 @@ from resonate_sync.cli.render import (
     schedule_table,
     sections,
     show,
+    status_table,
     task_table,
     when,
 )
@@ -85,6 +86,7 @@ from resonate_sync.config import SETTINGS_BY_FIELD, ConfigError, find_config_fil
 from resonate_sync.errors import ResonateError
 from resonate_sync.models import Value, unstructure
 from resonate_sync.times import deadline_ms, duration_ms
+from resonate_sync.urls import redact_url
 
 __all__ = ["CLIENT_COMMANDS", "CLIENT_FLAGS", "add_client_commands", "client_options"]
 
@@ -141,6 +143,15 @@ def client_options() -> List[inspect.Parameter]:
 # The session every command shares
 
 
+def _no_server_hint() -> str:
+    """What to do when NATS answers that no resonate server listens on the subject."""
+    return (
+        "Is the resonate server running (`resonate dev` or `resonate serve`) on this NATS, and on this"
+        " subject? It serves the one in its --api-nats-subject; give the same here with --subject (or"
+        " RESONATE_API_NATS_SUBJECT). `resonate status` lists the servers it can find."
+    )
+
+
 def _cannot_connect(url: str, message: str) -> str:
     """Why the client could not connect to NATS at ``url``, and, when nothing answers there, what to do."""
     from resonate_sync.transport import is_reachable, redact_url
@@ -193,41 +204,56 @@ class _Session:
     @property
     def client(self):
         if self._client is None:
-            # the transport is imported only by commands that talk
-            from resonate_sync.client import Client, ConnectionFailed
-            from resonate_sync.transport.credentials import CredentialsError
+            from resonate_sync.client import Client  # the transport is imported only by commands that talk
 
-            config = self.config
-            try:
-                self._client = Client(
-                    config.nats_addr,
-                    config.nats_subject,
-                    timeout=self.timeout_s,
-                    name="resonate-cli",
-                    tls_cacert=config.nats_tls_ca or None,
-                    tls_client_cert=config.nats_tls_cert or None,
-                    tls_client_key=config.nats_tls_key or None,
-                    tls_verify=config.nats_tls_verify,
-                    user_credentials=config.nats_creds or None,
-                    nkeys_seed=config.nats_nkey or None,
-                )
-            except CredentialsError as error:
-                where = identity_settings(config, flags=False)
-                raise fail(f"cannot use the NATS credentials of {where}: {error}") from None
-            except ValueError as error:  # an unreadable TLS file: a configuration error
-                raise fail(str(error)) from None
-            except ConnectionFailed as error:
-                typer.echo(f"Error: {_cannot_connect(config.nats_addr, error.message)}", err=True)
-                raise typer.Exit(1) from None
+            self._client = Client(transport=self.connect(), timeout=self.timeout_s)
         return self._client
 
-    def run(self, command: Callable[..., None], arguments: Dict[str, Any]) -> None:
+    def connect(self):
+        """A NATS connection to the configured address (the caller closes it); exits saying why if none."""
         from resonate_sync.client import ConnectionFailed
+        from resonate_sync.transport.client import NatsClientTransport
+        from resonate_sync.transport.credentials import CredentialsError
+
+        config = self.config
+        try:
+            return NatsClientTransport(
+                config.nats_addr,
+                config.nats_subject,
+                name="resonate-cli",
+                tls_cacert=config.nats_tls_ca or None,
+                tls_client_cert=config.nats_tls_cert or None,
+                tls_client_key=config.nats_tls_key or None,
+                tls_verify=config.nats_tls_verify,
+                user_credentials=config.nats_creds or None,
+                nkeys_seed=config.nats_nkey or None,
+            )
+        except CredentialsError as error:
+            where = identity_settings(config, flags=False)
+            raise fail(f"cannot use the NATS credentials of {where}: {error}") from None
+        except ValueError as error:  # an unreadable TLS file: a configuration error
+            raise fail(str(error)) from None
+        except ConnectionFailed as error:
+            typer.echo(f"Error: {_cannot_connect(config.nats_addr, error.message)}", err=True)
+            raise typer.Exit(1) from None
+
+    def run(self, command: Callable[..., None], arguments: Dict[str, Any]) -> None:
+        from resonate_sync.errors import ConnectionFailed, NoServer, RequestTimeout
 
         try:
             command(self, **arguments)
         except ConnectionFailed as error:  # no server answered: a code would look like its answer
             typer.echo(f"Error: {error.message}", err=True)
+            raise typer.Exit(1) from None
+        except NoServer as error:
+            typer.echo(f"Error: {error.message}. {_no_server_hint()}", err=True)
+            raise typer.Exit(1) from None
+        except RequestTimeout as error:  # the request may have been served: say so, not a 503
+            typer.echo(
+                f"Error: {error.message}; the server may or may not have carried it out (retry with an"
+                " idempotency key, or read the state back). Raise --request-timeout for slow calls.",
+                err=True,
+            )
             raise typer.Exit(1) from None
         except ResonateError as error:
             typer.echo(f"Error {error.code}: {error.message}", err=True)
@@ -789,10 +815,49 @@ _heartbeat_command(locks, "lock", "locksAffected", lambda client, process_id: cl
 
 
 _GROUPS = (promises, schedules, tasks, locks)
-CLIENT_COMMANDS = tuple(group.info.name for group in _GROUPS)
+CLIENT_COMMANDS = (*(group.info.name for group in _GROUPS), "status")
+
+
+def serving(replies: List[bytes], subject: str) -> List[Dict[str, Any]]:
+    """The ``$SRV.STATS`` documents among ``replies`` of instances whose endpoint is ``subject``, by id."""
+    documents = []
+    for reply in replies:
+        try:
+            document = json.loads(reply)
+            if any(endpoint.get("subject") == subject for endpoint in document.get("endpoints") or ()):
+                documents.append(document)
+        except (ValueError, AttributeError, TypeError):
+            continue  # not a Services API document: not a server of ours
+    return sorted(documents, key=lambda document: str(document.get("id")))
+
+
+def status(session: _Session) -> None:
+    """Show every server answering on the subject: id, version, uptime, requests, errors, average latency.
+
+    Asks the NATS Services API ($SRV.STATS) and waits up to --request-timeout for answers; exits 1 if no server answers on the subject.
+    """
+    from resonate_sync.transport.micro import API_PREFIX
+
+    config = session.config
+    transport = session.connect()
+    try:
+        replies = transport.gather(f"{API_PREFIX}.STATS.resonate", b"", session.timeout_s)
+    finally:
+        transport.close()
+    instances = serving(replies, config.nats_subject)
+    if not instances:
+        typer.echo(
+            f"Error: no resonate server answers on subject {config.nats_subject!r} at"
+            f" {redact_url(config.nats_addr)} (asked $SRV.STATS; {len(replies)} other instances answered)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    heading = f"{len(instances)} server{'' if len(instances) == 1 else 's'} on subject {config.nats_subject!r}"
+    show(instances, heading, status_table(instances, time.time()), as_json=session.as_json)
 
 
 def add_client_commands(app: typer.Typer) -> None:
-    """Add ``promises``, ``schedules``, ``tasks`` and ``locks`` to the ``resonate`` app."""
+    """Add ``promises``, ``schedules``, ``tasks``, ``locks`` and ``status`` to the ``resonate`` app."""
     for group in _GROUPS:
         app.add_typer(group, rich_help_panel="Client commands")
+    _command(app, "status")(status)

@@ -8,6 +8,7 @@ when its bytes are UTF-8.
 import base64
 import binascii
 import json
+from datetime import datetime
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import typer
@@ -27,6 +28,7 @@ __all__ = [
     "schedule_table",
     "sections",
     "show",
+    "status_table",
     "task_table",
     "when",
     "with_text",
@@ -106,6 +108,30 @@ def _fields(rows: Sequence[Tuple[str, Any]]) -> str:
 def columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [headers, *rows])
+
+
+def status_table(instances: Sequence[Mapping[str, Any]], now: float) -> str:
+    """One row per Services API stats document: id, version, uptime, requests, errors, average latency."""
+    rows = []
+    for document in instances:
+        endpoint = (document.get("endpoints") or [{}])[0]
+        rows.append([
+            str(document.get("id", "")), str(document.get("version", "")),
+            _uptime(document.get("started"), now), str(endpoint.get("num_requests", 0)),
+            str(endpoint.get("num_errors", 0)), f"{endpoint.get('average_processing_time', 0) / 1e6:.3f} ms",
+        ])  # fmt: skip
+    return columns(["ID", "VERSION", "UPTIME", "REQUESTS", "ERRORS", "AVG LATENCY"], rows)
+
+
+def _uptime(started: Any, now: float) -> str:
+    try:
+        seconds = int(now - datetime.fromisoformat(str(started).replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return "?"
+    days, seconds = divmod(max(0, seconds), 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return (f"{days}d" if days else "") + (f"{hours}h" if days or hours else "") + f"{minutes}m{seconds}s"
 
 
 def _value_rows(name: str, value: Value) -> List[Tuple[str, Any]]:

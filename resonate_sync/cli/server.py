@@ -21,9 +21,11 @@ no traceback) and when NATS is disabled (nothing to serve); otherwise what `Serv
 
 import importlib.resources
 import inspect
+import json
 import logging
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -47,7 +49,7 @@ from resonate_sync.config import (
 )
 from resonate_sync.urls import redact_url
 
-__all__ = ["LOG_FORMAT", "add_config_commands", "add_server_commands", "configure_logging", "normalise_go_flags"]
+__all__ = ["JsonFormatter", "LOG_FORMAT", "add_config_commands", "add_server_commands", "configure_logging", "normalise_go_flags"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ _EPILOG = (
 )
 
 _PANELS = {"api": "NATS API", "nats": "NATS API", "store": "Store", "server": "Server",
-           "tasks": "Tasks", "log": "Logging"}
+           "tasks": "Tasks", "metrics": "Logging and metrics", "log": "Logging and metrics"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +194,9 @@ def _server_command(mode: Optional[str]) -> Any:
         task_claim_timeout: Annotated[Optional[str], _option("task_claim_timeout_ms", mode)] = None,
         task_retry_timeout: Annotated[Optional[str], _option("task_retry_timeout_ms", mode)] = None,
         delivery_allow: Annotated[Optional[str], _option("delivery_allow", mode)] = None,
+        metrics_addr: Annotated[Optional[str], _option("metrics_addr", mode)] = None,
         log_level: Annotated[Optional[str], _option("log_level", mode)] = None,
+        log_format: Annotated[Optional[str], _option("log_format", mode)] = None,
     ) -> None:
         # Values are taken as text and parsed by the config layer, so a bad flag, env var or
         # file key gets the same rule in its message, naming where it came from.
@@ -239,7 +243,7 @@ def _run(mode: str, config_file: Optional[str], flags: dict[str, Optional[str]])
             "NATS is disabled (by --api-nats-enable, RESONATE_API_NATS_ENABLE or"
             " api.subsystems.nats.enabled) and it is this server's only API: nothing to serve"
         )
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     if path is not None:
         log.info("configuration file %s", path)
     # Imported here: the CLI must work (help, version, config errors) without loading the
@@ -268,8 +272,9 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging(level: str) -> None:
-    """Give the root logger one stderr handler (time, level, logger, message) at `level`.
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Give the root logger one stderr handler at `level`: ``text`` lines (time, level, logger,
+    message) or ``json`` objects, one a line (see :class:`JsonFormatter`).
 
     Calling it again replaces the handler it installed before and leaves other handlers
     (pytest's, an embedding application's) alone.
@@ -279,9 +284,35 @@ def configure_logging(level: str) -> None:
         if isinstance(handler, _StderrHandler):
             root.removeHandler(handler)
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (RFC 3339, UTC, ms), ``level``, ``logger``, ``message``,
+    the fields a record was given with ``extra=`` (a request's ``operation``, ``request_id``,
+    ``status``, ``latency_ms``), and ``exception``/``stack`` when there are any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = datetime.fromtimestamp(record.created, timezone.utc)
+        document = {
+            "time": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES:
+                document[key] = value
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            document["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(document, default=str)
 
 
 # --------------------------------------------------------------------------------------------

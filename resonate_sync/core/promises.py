@@ -44,13 +44,10 @@ from .common import CoreSettings, Result, clamp_add, require, require_non_negati
 from .cursor import decode_cursor
 from .receivers import check_invoke_tag, check_receiver, invoke_recv
 from .state import Tx
-from .tables import ABSENT, REQUESTED, PromiseAction, TaskAction, promise_transition
+from .tables import ABSENT, PromiseAction, TaskAction, promise_target, promise_transition
 
 log = logging.getLogger(__name__)
 
-COMPLETE_STATES = frozenset(
-    (PromiseState.RESOLVED, PromiseState.REJECTED, PromiseState.REJECTED_CANCELED, PromiseState.REJECTED_TIMEDOUT)
-)
 _REJECTED_ALL = (PromiseState.REJECTED, PromiseState.REJECTED_CANCELED, PromiseState.REJECTED_TIMEDOUT)
 _STATE_FILTERS = {
     "PENDING": (PromiseState.PENDING,),
@@ -68,11 +65,8 @@ def expire_if_due(tx: Tx, promise: Promise) -> Promise:
     """The lazy timeout (4.3): a PENDING promise at or past its deadline is timed out now."""
     if promise.state != PromiseState.PENDING or tx.now < promise.timeout:
         return promise
-    promise_transition(promise.state, PromiseAction.TIMEOUT)
-    timeout_state = (
-        PromiseState.RESOLVED if promise.tags.get("resonate:timeout") == "true" else PromiseState.REJECTED_TIMEDOUT
-    )
-    return complete(tx, promise, timeout_state, EMPTY_VALUE, None, completed_on=promise.timeout)
+    outcome = promise_transition(promise.state, PromiseAction.TIMEOUT)
+    return complete(tx, promise, promise_target(outcome.to, promise), EMPTY_VALUE, None, completed_on=promise.timeout)
 
 
 def complete(
@@ -117,6 +111,7 @@ def complete(
 def insert(
     tx: Tx,
     *,
+    state: str,
     id: str,
     timeout: int,
     param: Value,
@@ -125,14 +120,15 @@ def insert(
     claim_for: Optional[CreatePromiseAndTaskRequest] = None,
     max_bytes: int = 0,
 ) -> "tuple[Promise, Optional[Task]]":
-    """Create a new PENDING promise and, if tagged ``resonate:invoke``, its invoke task (3.3, 3.4).
+    """Create a new promise in ``state`` (PENDING, by the table) and, if tagged ``resonate:invoke``,
+    its invoke task (3.3, 3.4).
 
     ``claim_for`` (promises.createtask) makes the task CLAIMED by the caller instead of INIT.
     400, storing nothing, if the promise would take more than ``max_bytes`` in replies.
     """
     promise = Promise(
         id=id,
-        state=PromiseState.PENDING,
+        state=state,
         param=param,
         value=EMPTY_VALUE,
         timeout=timeout,
@@ -286,6 +282,7 @@ def _create(tx: Tx, req, claim_for) -> "tuple[tuple[Promise, Status], Optional[T
         outcome = promise_transition(ABSENT, PromiseAction.CREATE)
         promise, task = insert(
             tx,
+            state=outcome.to,
             id=req.id,
             timeout=req.timeout,
             param=req.param,
@@ -307,7 +304,7 @@ def _create(tx: Tx, req, claim_for) -> "tuple[tuple[Promise, Status], Optional[T
 
 
 def validate_complete(req: CompletePromiseRequest, settings: CoreSettings) -> None:
-    if req.state not in COMPLETE_STATES:
+    if req.state not in PromiseState.COMPLETED:
         raise BadRequest(
             f"invalid state: {req.state} (payload.state must be exactly RESOLVED, REJECTED, "
             "REJECTED_CANCELED or REJECTED_TIMEDOUT)"
@@ -329,11 +326,11 @@ def complete_op(tx: Tx, req: CompletePromiseRequest) -> Result:
     else:
         action = PromiseAction.COMPLETE_KEY_MATCH_STRICT_OTHER
     outcome = promise_transition(stored.state, action)
-    if outcome.to == REQUESTED:
+    if outcome.to is not None:
         stored = complete(
             tx,
             stored,
-            req.state,
+            promise_target(outcome.to, stored, req.state),
             req.value,
             _key(req.idempotency_key),
             completed_on=tx.now,

@@ -42,9 +42,6 @@ from ..models import (
     TaskState,
     record_from_json,
     record_to_json,
-    structure_request,
-    unstructure,
-    wire_names,
 )
 from . import locks, promises, schedules, tasks
 from .clock import Clock, SystemClock
@@ -123,10 +120,12 @@ def _method(name: str) -> Callable[..., Result]:
 
     def call(self: "Resonate", request: Any = None, *, metadata: Optional[Mapping[str, str]] = None, **fields: Any):
         if request is None:
-            request = op.request_type(**fields)
+            request = op.request_type(**fields)  # its field converters refuse a bad field (400 naming it)
         elif fields:
             raise TypeError("pass either a request object or keyword fields, not both")
-        return self.execute(op, _checked(request), metadata)
+        else:
+            request = attrs.evolve(request)  # checked again: a map or list in it may have changed since
+        return self.execute(op, request, metadata)
 
     call.__name__ = name.replace(".", "_")
     call.__doc__ = (
@@ -144,24 +143,6 @@ def freeze_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def _checked(request: Any) -> Any:
-    """A request built in Python, held to the same field rules as one that came over the wire.
-
-    Python does not check attrs field types, so ``param=None`` or ``timeout=1.5`` would otherwise
-    reach the state (and the journal). Each field is turned into its JSON form (dicts such as
-    ``{"data": "aGk="}`` are accepted where a Value belongs) and decoded by the wire converter,
-    which raises :class:`BadRequest` naming the field.
-    """
-    cls = type(request)
-    wire = {}
-    for name, wire_name in wire_names(cls).items():
-        try:
-            wire[wire_name] = unstructure(getattr(request, name))
-        except Exception as exc:
-            raise BadRequest(f"invalid payload: payload.{wire_name}: {exc}") from None
-    return structure_request(wire, cls)
 
 
 @attrs.frozen
@@ -372,6 +353,13 @@ class Resonate:
                 tasks.record_delivery(tx, delivery, sent)
 
         self._atomically(step)
+
+    def counts(self) -> Tuple[Dict[str, int], Dict[str, int]]:
+        """Promises by state and tasks by state (state name → count), as of now; O(1)."""
+        with self._lock:
+            promises = dict(self.state.promise_counts)
+            tasks = self.state.task_counts.copy()
+        return promises, {TaskState.NAMES[state]: n for state, n in tasks.items()}
 
     def next_deadline(self) -> Optional[int]:
         """When a background job next has work (ms since the epoch), or None."""

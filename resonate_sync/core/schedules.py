@@ -44,6 +44,7 @@ from .common import CoreSettings, Result, clamp_add, require, tags_match, take_p
 from .cron import CronError, parse_cron
 from .cursor import decode_cursor
 from .state import Tx
+from .tables import ABSENT, PromiseAction, promise_transition
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,10 @@ def fire_schedules(tx: Tx, batch: int) -> int:
         if promise_id in tx.state.promises:
             log.warning("schedule %r: promise %r already exists; skipping the occurrence at %d", schedule.id, promise_id, at)
         else:
-            promises.insert(tx, id=promise_id, timeout=timeout, param=schedule.promise_param, tags=tags, key=None)
+            created = promise_transition(ABSENT, PromiseAction.CREATE)
+            promises.insert(
+                tx, state=created.to, id=promise_id, timeout=timeout, param=schedule.promise_param, tags=tags, key=None
+            )
         advanced = attrs.evolve(schedule, last_run_time=at, next_run_time=following)
         tx.put(PutSchedule(advanced))
         fired += 1

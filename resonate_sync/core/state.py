@@ -238,6 +238,8 @@ class State:
         tasks: id → Task, final ones included (tasks.complete on a completed task answers 200).
         schedules: id → Schedule.
         locks: resource id → Lock.
+        promise_counts: promise state → promises in it; task_counts: task state → tasks in it
+            (kept as records apply, so counting costs no scan).
     """
 
     def __init__(self) -> None:
@@ -246,11 +248,13 @@ class State:
         self._seq_ids: List[str] = []  # ids in creation order
         self._seq_sort: List[int] = []  # their sort ids (ascending), for cursor positioning
         self.promise_timeouts = DeadlineHeap()  # PENDING promises by timeout
+        self.promise_counts: Dict[str, int] = dict.fromkeys(PromiseState.ALL, 0)
 
         self.callbacks: Dict[str, Dict[str, Callback]] = {}
 
         self.tasks: Dict[str, Task] = {}
         self.task_seq = 0
+        self.task_counts: Dict[int, int] = dict.fromkeys(TaskState.NAMES, 0)
         self._open_tasks_by_root: Dict[str, Set[str]] = {}  # non-final tasks
         self._active_by_root: Dict[str, int] = {}  # ENQUEUED or CLAIMED tasks per root
         self._claimed_by_process: Dict[str, Set[str]] = {}
@@ -277,7 +281,11 @@ class State:
         promise = record.promise
         old = self.promises.get(promise.id)
         self.promises[promise.id] = promise
-        if old is None:
+        counts = self.promise_counts
+        counts[promise.state] += 1
+        if old is not None:
+            counts[old.state] -= 1
+        else:
             self._promise_ids.add(promise.id)
             if self._seq_sort and promise.sort_id <= self._seq_sort[-1]:
                 raise ValueError(f"promise {promise.id!r}: sort id {promise.sort_id} is not increasing")
@@ -304,6 +312,10 @@ class State:
             self.task_seq = task.sort_id
         old_state = old.state if old is not None else 0
         state = task.state
+        counts = self.task_counts
+        counts[state] += 1
+        if old_state:
+            counts[old_state] -= 1
 
         if old is not None and old_state == TaskState.CLAIMED and old.process_id:
             owned = self._claimed_by_process.get(old.process_id)

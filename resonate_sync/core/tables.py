@@ -6,7 +6,9 @@ match) and look the outcome up with :func:`promise_transition` / :func:`task_tra
 Tests iterate these tables row by row.
 
 An :class:`Outcome` names the state to move to (``None`` = unchanged) and the status: a 2xx
-status is returned, anything else is raised as the matching error.
+status is returned, anything else is raised as the matching error. The handlers move a promise
+to the state its row names (:func:`promise_target` reads the two markers), and a task by its
+row's named effect (``core.tasks.EFFECTS``).
 """
 
 import enum
@@ -16,6 +18,7 @@ from typing import Mapping, Optional, Tuple
 import attrs
 
 from ..errors import ResonateError, Status
+from ..models import Promise
 from ..models import PromiseState as PS
 from ..models import TaskState as TS
 
@@ -29,6 +32,7 @@ __all__ = [
     "PROMISE_TRANSITIONS",
     "TASK_TRANSITIONS",
     "promise_transition",
+    "promise_target",
     "task_transition",
 ]
 
@@ -152,10 +156,7 @@ PROMISE_TRANSITIONS: Mapping[Tuple[str, PromiseAction], Outcome] = MappingProxyT
         },
         (PS.PENDING, _PA.CALLBACK): Outcome(None, Status.CREATED),
         (PS.PENDING, _PA.TIMEOUT): Outcome(TIMEOUT_STATE, Status.OK),
-        **_completed_rows(PS.RESOLVED),
-        **_completed_rows(PS.REJECTED),
-        **_completed_rows(PS.REJECTED_CANCELED),
-        **_completed_rows(PS.REJECTED_TIMEDOUT),
+        **{row: outcome for state in PS.ALL if state in PS.COMPLETED for row, outcome in _completed_rows(state).items()},
     }
 )
 """Promise outcomes by (stored state or ABSENT, action). A PENDING promise past its deadline is
@@ -233,6 +234,17 @@ def promise_transition(state: str, action: PromiseAction) -> Outcome:
     if not outcome.status.is_success:
         raise ResonateError.from_status(outcome.status)
     return outcome
+
+
+def promise_target(to: str, promise: Promise, requested: str = "") -> str:
+    """The state a row's ``to`` names for ``promise``: :data:`REQUESTED` is ``requested``,
+    :data:`TIMEOUT_STATE` is RESOLVED for a promise tagged ``resonate:timeout=true`` and
+    REJECTED_TIMEDOUT otherwise (4.3); any other ``to`` is the state itself."""
+    if to == REQUESTED:
+        return requested
+    if to == TIMEOUT_STATE:
+        return PS.RESOLVED if promise.tags.get("resonate:timeout") == "true" else PS.REJECTED_TIMEDOUT
+    return to
 
 
 def task_transition(state: int, action: TaskAction) -> Outcome:

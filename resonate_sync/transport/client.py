@@ -10,9 +10,10 @@ come back. NATS failures become the client's errors: :class:`ConnectionFailed` a
 from __future__ import annotations
 
 import threading
-from typing import Optional
+import time
+from typing import List, Optional
 
-from resonate_sync.errors import BadRequest, ConnectionFailed, RequestTimeout, Retryable, Unavailable
+from resonate_sync.errors import BadRequest, ConnectionFailed, NoServer, RequestTimeout, Retryable
 from resonate_sync.transport.connection import Connection
 from resonate_sync.transport.errors import (
     AuthorizationError,
@@ -102,7 +103,7 @@ class NatsClientTransport:
         try:
             return conn.request(self.subject, payload=data, timeout=timeout).payload
         except NoRespondersError:
-            unheard = Unavailable(f"no resonate server listens on subject {self.subject!r} at {self.url}")
+            unheard = NoServer(f"no resonate server listens on subject {self.subject!r} at {self.url}")
             raise Retryable(unheard, delivered=False) from None
         except RequestTimeoutError:
             message = f"no reply on subject {self.subject!r} at {self.url} within {timeout:g} s"
@@ -113,6 +114,48 @@ class NatsClientTransport:
             raise Retryable(ConnectionFailed(str(exc)), delivered=True) from None
         except ValueError as exc:  # larger than the server's max_payload: nothing was sent
             raise BadRequest(str(exc)) from None
+
+    def gather(self, subject: str, data: bytes, timeout: float, quiet: float = 0.3) -> List[bytes]:
+        """Every reply to one request on ``subject``, for requests many answer (discovery).
+
+        Waits up to ``timeout`` seconds for the first reply, then until ``quiet`` seconds pass
+        without another; [] at once when NATS says nobody listens, or after ``timeout``.
+        Raises :class:`ConnectionFailed` if it cannot connect.
+        """
+        conn = self._conn
+        replies: List[bytes] = []
+        nobody = []
+        arrived = threading.Condition()
+
+        def on_reply(msg) -> None:
+            with arrived:
+                if msg.headers and msg.headers.get("Status") == "503" and not msg.payload:
+                    nobody.append(True)
+                else:
+                    replies.append(msg.payload)
+                arrived.notify()
+
+        try:
+            if not conn.connected:
+                conn.connect()
+            inbox = conn.new_inbox()
+            sub = conn.subscribe(inbox, callback=on_reply)
+            try:
+                conn.publish(subject, data, inbox)
+                deadline = time.monotonic() + timeout
+                with arrived:
+                    seen = 0
+                    while True:
+                        now = time.monotonic()
+                        wait = deadline - now if not replies else min(quiet, deadline - now)
+                        if wait <= 0 or not arrived.wait_for(lambda: len(replies) > seen or nobody, wait) or nobody:
+                            break
+                        seen = len(replies)
+            finally:
+                conn.unsubscribe(sub)
+        except (NatsConnectionError, OSError) as exc:
+            raise ConnectionFailed(str(exc)) from exc
+        return list(replies)
 
     def close(self) -> None:
         """Close the connection; requests in flight and later fail with :class:`ConnectionFailed`. Idempotent."""

@@ -23,6 +23,12 @@ from resonate_sync.transport.embedded import EmbeddedNatsServer
 from natsclient import NatsPyClient  # noqa: E402  (tests/integration is on sys.path)
 
 
+@pytest.fixture(autouse=True)
+def free_metrics_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``resonate serve`` processes serve metrics on a free port: the default, 9090, may be taken."""
+    monkeypatch.setenv("RESONATE_METRICS_ADDR", "127.0.0.1:0")
+
+
 @pytest.fixture
 def nats_server() -> Iterator[EmbeddedNatsServer]:
     """A nats-server of this test's own; tests may restart, pause or stop it."""

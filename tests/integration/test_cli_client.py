@@ -424,10 +424,23 @@ class TestConnectionAndUsage:
         assert "not reachable" not in result.stderr and "wrong" not in result.stderr, result.stderr
 
     def test_no_server_on_the_subject_exits_1(self, shared_nats_server):
-        """When no resonate server listens on the subject, the command says so and exits 1."""
+        """When no resonate server listens on the subject, the command says so, not as a server's 503, says what to check, and exits 1."""
         result = CliRunner(**_RUNNER).invoke(app, ["promises", "get", "p", "--addr", shared_nats_server.url,
                                           "--subject", uid("nobody.here"), "--request-timeout", "200ms"])
-        assert "no resonate server listens" in fails(result, 503)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("Error: no resonate server listens"), result.stderr
+        assert "--subject" in result.stderr and "resonate status" in result.stderr
+        assert "Traceback" not in result.output
+
+    def test_no_reply_in_time_says_the_outcome_is_unknown(self, shared_nats_server, nats_client):
+        """When something listens on the subject but does not answer in time, the command says the outcome is unknown, not a server's 503."""
+        subject = uid("silent")
+        nats_client(shared_nats_server.url).inbox(subject)  # takes requests, never replies
+        result = CliRunner(**_RUNNER).invoke(app, ["promises", "get", "p", "--addr", shared_nats_server.url,
+                                          "--subject", subject, "--request-timeout", "200ms"])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("Error: no reply on subject"), result.stderr
+        assert "may or may not have carried it out" in result.stderr and "--request-timeout" in result.stderr
 
     @pytest.mark.parametrize("args, flag", [
         (["promises", "create", "p", "--timeout", "soon"], "--timeout"),

@@ -66,6 +66,7 @@ class Resonate:
 
     def __init__(self, args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]] = None, module: bool = False) -> None:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("RESONATE_")}
+        environment["RESONATE_METRICS_ADDR"] = "127.0.0.1:0"  # serve's default, 9090, may be taken
         environment.update(env or {})
         program = [sys.executable, "-m", "resonate_sync"] if module else [str(RESONATE)]
         self.started_at = time.monotonic()

@@ -7,6 +7,7 @@ is to catch an index that drifted from the data it indexes.
 """
 
 import json
+from collections import Counter
 from typing import Any, Dict, List, Optional
 
 from resonate_sync.core import Resonate, State
@@ -76,6 +77,10 @@ def assert_indexes_consistent(state: State, in_flight: frozenset = frozenset()) 
     by_seq = sorted(promises.values(), key=lambda p: p.sort_id)
     assert state._seq_ids == [p.id for p in by_seq]
     assert state._seq_sort == [p.sort_id for p in by_seq]
+    by_state = Counter(p.state for p in promises.values())
+    assert state.promise_counts == {name: by_state[name] for name in state.promise_counts}
+    task_states = Counter(t.state for t in tasks.values())
+    assert state.task_counts == {value: task_states[value] for value in state.task_counts}
     assert len(set(state._seq_sort)) == len(state._seq_sort), "promise sort ids must be unique"
     assert _live(state.promise_timeouts) == {p.id: p.timeout for p in promises.values() if p.state == "PENDING"}
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import resonate_sync
 from resonate_sync.cli import LOG_FORMAT, app, configure_logging, normalise_go_flags
-from resonate_sync.config import DEFAULT_SERVE_STORE_PATH, SETTINGS, Config, read_config_file
+from resonate_sync.config import DEFAULT_SERVE_METRICS_ADDR, DEFAULT_SERVE_STORE_PATH, SETTINGS, Config, read_config_file
 
 REPO = Path(resonate_sync.__file__).resolve().parents[1]
 SOURCE = Path(__file__).resolve().parents[2]
@@ -233,7 +233,8 @@ class TestServeAndDev:
         result = invoke(command)
         assert result.exit_code == 0, result.output
         assert server.calls == [(Config() if command == "dev" else attrs.evolve(
-            Config(), store_path=DEFAULT_SERVE_STORE_PATH, embedded_nats="never"), command)]
+            Config(), store_path=DEFAULT_SERVE_STORE_PATH, embedded_nats="never",
+            metrics_addr=DEFAULT_SERVE_METRICS_ADDR), command)]
 
     def test_every_flag_reaches_server(self, server):
         """Each flag's value arrives, parsed, in the Config given to Server."""
@@ -243,6 +244,7 @@ class TestServeAndDev:
             "--store-path", "x.journal", "--fsync", "never", "--snapshot-every", "7", "--workers", "3",
             "--max-pending", "9", "--tick", "250ms", "--batch-size", "5", "--href-base", "http://h:2",
             "--task-claim-timeout", "2s", "--task-retry-timeout", "3s", "--log-level", "debug",
+            "--metrics-addr", "127.0.0.1:0", "--log-format", "json",
         )
         assert result.exit_code == 0, result.output
         assert server.config == Config(
@@ -250,7 +252,7 @@ class TestServeAndDev:
             nats_queue="q", embedded_nats="auto", store_path="x.journal", fsync="never",
             snapshot_every=7, workers=3, max_pending=9, tick_ms=250, batch_size=5,
             href_base="http://h:2", task_claim_timeout_ms=2_000, task_retry_timeout_ms=3_000,
-            log_level="debug",
+            log_level="debug", metrics_addr="127.0.0.1:0", log_format="json",
         )
 
     def test_tls_flags_reach_server(self, server):

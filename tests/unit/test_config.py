@@ -57,7 +57,9 @@ LAYER_SAMPLES = {
     "task_claim_timeout_ms": (("1s", 1_000), ("2s", 2_000), ("0", 0)),
     "task_retry_timeout_ms": (("4s", 4_000), ("5s", 5_000), ("2.5s", 2_500)),
     "delivery_allow": (("a.>", "a.>"), ("b.*", "b.*"), ("c.>,d.x", "c.>,d.x")),
+    "metrics_addr": (("127.0.0.1:1", "127.0.0.1:1"), ("0.0.0.0:2", "0.0.0.0:2"), ("[::1]:0", "[::1]:0")),
     "log_level": (("debug", "debug"), ("error", "error"), ("warn", "warning")),
+    "log_format": (("json", "json"), ("text", "text"), ("JSON", "json")),
 }
 
 
@@ -158,14 +160,14 @@ class TestDefaults:
             snapshot_every=100_000, embedded_nats="auto", workers=8, max_pending=1024,
             tick_ms=1_000, batch_size=100, task_claim_timeout_ms=60_000,
             task_retry_timeout_ms=15_000, delivery_allow="", href_base="http://localhost:8001",
-            log_level="info",
+            metrics_addr="", log_level="info", log_format="text",
         )
         assert load_config(mode="dev") == Config()
 
     def test_serve_journals_and_never_embeds(self):
-        """serve differs from dev only in journaling to the default path and not embedding NATS."""
+        """serve differs from dev only in journaling to the default path, not embedding NATS and serving metrics."""
         assert load_config(mode="serve") == attrs.evolve(
-            Config(), store_path=DEFAULT_SERVE_STORE_PATH, embedded_nats="never"
+            Config(), store_path=DEFAULT_SERVE_STORE_PATH, embedded_nats="never", metrics_addr="127.0.0.1:9090"
         )
 
     def test_unknown_mode(self):

@@ -7,6 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from resonate_sync.core import Resonate
+from resonate_sync.core.resonate import OPERATIONS
 from resonate_sync.errors import BadRequest
 from resonate_sync.models import (
     _FAST_REQUESTS,
@@ -17,6 +19,8 @@ from resonate_sync.models import (
     Callback,
     ClaimTaskRequest,
     CompletePromiseRequest,
+    CreateCallbackRequest,
+    CreatePromiseAndTaskRequest,
     CreatePromiseRequest,
     CreateScheduleRequest,
     DeleteCallbacks,
@@ -317,7 +321,7 @@ class TestFastStructure:
         names = sorted(wire_names(cls).values()) + ["unknown"]
         return st.dictionaries(st.sampled_from(names), TestFastStructure._json, max_size=len(names))
 
-    @pytest.mark.parametrize("cls", list(_FAST_REQUESTS), ids=lambda c: c.__name__)
+    @pytest.mark.parametrize("cls", [op.request_type for op in OPERATIONS.values()], ids=lambda c: c.__name__)
     def test_fast_and_detailed_accept_the_same_payloads_and_build_the_same_request(self, cls):
         @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
         @given(self._payloads(cls))
@@ -336,5 +340,101 @@ class TestFastStructure:
             else:
                 with pytest.raises(BadRequest, match="invalid payload"):
                     structure_request(payload, cls)
+
+        check()
+
+
+REQUEST_TYPES = [op.request_type for op in OPERATIONS.values()]
+
+
+class TestPythonBuiltRequests:
+    """A request built in Python is held to the wire's field rules by its validators (400 naming the field)."""
+
+    @pytest.mark.parametrize(
+        "cls, fields, named",
+        [
+            (CreatePromiseRequest, {"timeout": 1.5}, "payload.timeout: expected an integer"),
+            (CreatePromiseRequest, {"timeout": 2**63}, "payload.timeout: integer out of the int64 range"),
+            (CreatePromiseRequest, {"id": 7}, "payload.id: expected a string"),
+            (CreatePromiseRequest, {"strict": 1}, "payload.strict: expected true or false"),
+            (CreatePromiseRequest, {"tags": {"a": 1}}, "payload.tags: expected a string value for key 'a'"),
+            (CreatePromiseRequest, {"param": "x"}, "payload.param: expected an object with headers and data"),
+            (CreatePromiseRequest, {"param": Value(data="aGk")}, "payload.param.data: invalid base64"),
+            (CreatePromiseRequest, {"param": {"data": 1}}, "payload.param.data: expected a base64 string"),
+            (CreatePromiseRequest, {"param": Value(headers={"h": 1})}, "payload.param.headers: expected a string value"),
+            (CreateScheduleRequest, {"promise_param": Value(data="a")}, "payload.promiseParam.data: invalid base64"),
+            (CreatePromiseAndTaskRequest, {"task_ttl": "1s"}, "payload.taskTtl: expected an integer"),
+            (SearchPromisesRequest, {"states": ["PENDING", 1]}, "payload.states: expected an array of strings"),
+            (CreateCallbackRequest, {"recv": {"x": float("nan")}}, "payload.recv: number nan is out of range"),
+            (CreateCallbackRequest, {"recv": {"x": object()}}, "payload.recv: object is not a JSON value (at x)"),
+        ],
+    )  # fmt: skip
+    def test_a_bad_field_is_400_naming_it(self, cls, fields, named):
+        """Building the request raises the 400 the wire would answer, naming the field by its wire name."""
+        with pytest.raises(BadRequest) as info:
+            cls(**fields)
+        assert info.value.code == 400 and info.value.message.startswith(f"invalid payload: {named}")
+
+    @pytest.mark.parametrize(
+        "fields, built",
+        [
+            ({"timeout": None, "id": None, "strict": None, "tags": None}, CreatePromiseRequest()),
+            ({"param": None}, CreatePromiseRequest()),
+            ({"param": Value(headers={}, data="")}, CreatePromiseRequest()),
+            ({"param": {"data": "aGk="}}, CreatePromiseRequest(param=Value(data="aGk="))),
+            ({"param": Value(data="aGl=")}, CreatePromiseRequest(param=Value(data="aGk="))),
+        ],
+    )  # fmt: skip
+    def test_values_are_made_canonical_as_on_the_wire(self, fields, built):
+        """None is the zero value, a Value's JSON object is a Value, and data is re-encoded canonically."""
+        request = CreatePromiseRequest(**fields)
+        assert request == built
+        if request.param == EMPTY_VALUE:
+            assert request.param is EMPTY_VALUE
+
+    def test_the_in_process_api_answers_400(self):
+        """Resonate's methods take the fields as keywords and raise the same 400."""
+        with pytest.raises(BadRequest, match=r"^invalid payload: payload.timeout: expected an integer$"):
+            Resonate().promises_create(id="p", timeout=1.5)
+
+    def test_a_request_object_changed_after_it_was_built_is_checked_again(self):
+        """A request passed whole is checked again: its maps may have changed since it was built."""
+        request = CreatePromiseRequest(id="p", timeout=1)
+        request.tags["a"] = 1
+        with pytest.raises(BadRequest, match="payload.tags"):
+            Resonate().promises_create(request)
+
+    @pytest.mark.parametrize("cls", REQUEST_TYPES, ids=lambda c: c.__name__)
+    def test_a_request_the_wire_builds_is_built_again_unchanged(self, cls):
+        """Whatever structure_request builds, building it again from its fields gives the same request."""
+
+        @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(TestFastStructure._payloads(cls))
+        def check(payload):
+            try:
+                request = structure_request(payload, cls)
+            except BadRequest:
+                return
+            assert attrs.evolve(request) == request
+
+        check()
+
+    @pytest.mark.parametrize("cls", REQUEST_TYPES, ids=lambda c: c.__name__)
+    def test_python_fields_follow_the_wire_rules(self, cls):
+        """Fields given in Python are accepted, and built, exactly as the same JSON values on the wire."""
+        names = wire_names(cls)
+
+        @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(st.dictionaries(st.sampled_from(sorted(names)), TestFastStructure._json, max_size=len(names)))
+        def check(fields):
+            try:
+                wire = structure_request({names[k]: v for k, v in fields.items()}, cls)
+            except BadRequest:
+                wire = None
+            try:
+                python = cls(**fields)
+            except BadRequest:
+                python = None
+            assert wire == python, (fields, wire, python)
 
         check()

@@ -24,6 +24,7 @@ from core_situations import (
     resume_task,
     task_in,
 )
+from resonate_sync.core import tables
 from resonate_sync.core.tables import (
     ABSENT,
     PROMISE_TRANSITIONS,
@@ -34,12 +35,13 @@ from resonate_sync.core.tables import (
     PromiseAction,
     TaskAction,
     TransitionError,
+    promise_target,
     promise_transition,
     task_transition,
 )
 from resonate_sync.errors import ResonateError, Status
 from resonate_sync.models import PromiseState as PS
-from resonate_sync.models import Task, Value
+from resonate_sync.models import Promise, Task, Value
 from resonate_sync.models import TaskState as TS
 
 PA = PromiseAction
@@ -338,6 +340,43 @@ class TestPromiseTable:
         with pytest.raises(ResonateError) as info:
             promise_transition(PS.REJECTED, PA.COMPLETE)
         assert (info.value.status, info.value.code) == (Status.PROMISE_ALREADY_REJECTED, 403)
+
+    def test_completed_rows_are_those_of_the_completed_states(self):
+        """The states with completed rows are exactly PromiseState.COMPLETED, the one definition of that set."""
+        assert {s for (s, a) in PROMISE_TRANSITIONS if s not in (ABSENT, PS.PENDING)} == PS.COMPLETED
+
+    @pytest.mark.parametrize(
+        "to, tags, requested, expected",
+        [
+            (REQUESTED, {}, PS.REJECTED_CANCELED, PS.REJECTED_CANCELED),
+            (TIMEOUT_STATE, {}, "", PS.REJECTED_TIMEDOUT),
+            (TIMEOUT_STATE, {"resonate:timeout": "true"}, "", PS.RESOLVED),
+            (TIMEOUT_STATE, {"resonate:timeout": "TRUE"}, "", PS.REJECTED_TIMEDOUT),
+            (PS.PENDING, {}, "", PS.PENDING),
+        ],
+    )  # fmt: skip
+    def test_promise_target_reads_the_markers(self, to, tags, requested, expected):
+        """REQUESTED is the requested state, TIMEOUT_STATE follows resonate:timeout (4.3), a state is itself."""
+        assert promise_target(to, Promise(id="p", state=PS.PENDING, tags=tags), requested) == expected
+
+    @pytest.mark.parametrize(
+        "row, changed, drive, expected",
+        [
+            ((PS.PENDING, PA.COMPLETE), Outcome(PS.REJECTED, Status.CREATED), "complete", PS.REJECTED),
+            ((PS.PENDING, PA.TIMEOUT), Outcome(PS.REJECTED_CANCELED, Status.OK), "timeout", PS.REJECTED_CANCELED),
+        ],
+    )  # fmt: skip
+    def test_the_row_sets_the_new_state(self, monkeypatch, row, changed, drive, expected):
+        """Handlers move a promise to the state its row names: change the row and the outcome follows."""
+        monkeypatch.setattr(tables, "PROMISE_TRANSITIONS", {**PROMISE_TRANSITIONS, row: changed})
+        core = new_core()
+        core.r.promises_create(id="p", timeout=core.now + 1_000)
+        if drive == "complete":
+            core.r.promises_complete(id="p", state=PS.RESOLVED, idempotency_key="k")
+        else:
+            core.advance(1_000)
+            core.r.promises_read(id="p")
+        assert core.promise("p").state == expected
 
 
 # --------------------------------------------------------------------------- task rows
