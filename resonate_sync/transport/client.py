@@ -10,7 +10,6 @@ come back. NATS failures become the client's errors: :class:`ConnectionFailed` a
 from __future__ import annotations
 
 import threading
-import time
 from typing import List, Optional
 
 from resonate_sync.errors import BadRequest, ConnectionFailed, NoServer, RequestTimeout, Retryable
@@ -123,39 +122,12 @@ class NatsClientTransport:
         Raises :class:`ConnectionFailed` if it cannot connect.
         """
         conn = self._conn
-        replies: List[bytes] = []
-        nobody = []
-        arrived = threading.Condition()
-
-        def on_reply(msg) -> None:
-            with arrived:
-                if msg.headers and msg.headers.get("Status") == "503" and not msg.payload:
-                    nobody.append(True)
-                else:
-                    replies.append(msg.payload)
-                arrived.notify()
-
         try:
             if not conn.connected:
                 conn.connect()
-            inbox = conn.new_inbox()
-            sub = conn.subscribe(inbox, callback=on_reply)
-            try:
-                conn.publish(subject, data, inbox)
-                deadline = time.monotonic() + timeout
-                with arrived:
-                    seen = 0
-                    while True:
-                        now = time.monotonic()
-                        wait = deadline - now if not replies else min(quiet, deadline - now)
-                        if wait <= 0 or not arrived.wait_for(lambda: len(replies) > seen or nobody, wait) or nobody:
-                            break
-                        seen = len(replies)
-            finally:
-                conn.unsubscribe(sub)
+            return conn.gather(subject, data, timeout=timeout, quiet=quiet)
         except (NatsConnectionError, OSError) as exc:
             raise ConnectionFailed(str(exc)) from exc
-        return list(replies)
 
     def close(self) -> None:
         """Close the connection; requests in flight and later fail with :class:`ConnectionFailed`. Idempotent."""

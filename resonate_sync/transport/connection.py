@@ -730,6 +730,41 @@ class Connection(ClientBase):
             with self._resp_lock:
                 self._resp_map.pop(token, None)
 
+    def gather(self, subject: str, payload: bytes = b"", *, timeout: float, quiet: float) -> List[bytes]:
+        """The payload of every reply to one request on ``subject``, for requests many answer
+        (discovery): waits up to ``timeout`` s for the first reply, then until ``quiet`` s pass
+        without another; [] at once when NATS says nobody listens, or after ``timeout``.
+
+        Raises ConnectionClosedError when not connected.
+        """
+        replies: List[bytes] = []
+        nobody: List[bool] = []
+        arrived = threading.Condition()
+
+        def on_reply(msg: Msg) -> None:
+            with arrived:
+                if msg.headers and msg.headers.get("Status") == "503" and not msg.payload:
+                    nobody.append(True)
+                else:
+                    replies.append(msg.payload)
+                arrived.notify()
+
+        sub = self.subscribe(self.new_inbox(), callback=on_reply)
+        try:
+            self.publish(subject, payload, sub.subject)
+            deadline = monotonic() + timeout
+            with arrived:
+                seen = 0
+                while True:
+                    now = monotonic()
+                    wait = deadline - now if not replies else min(quiet, deadline - now)
+                    if wait <= 0 or not arrived.wait_for(lambda: len(replies) > seen or nobody, wait) or nobody:
+                        break
+                    seen = len(replies)
+        finally:
+            self.unsubscribe(sub)
+        return list(replies)
+
     def _on_response(self, msg: Msg) -> None:
         prefix = self._resp_prefix or ""
         with self._resp_lock:

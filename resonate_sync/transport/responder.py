@@ -343,44 +343,33 @@ class NatsTransport:
             conn.subscribe(subject, callback=partial(self._on_discovery, verb))
 
     def discover(self, window: float) -> List[Dict[str, object]]:
-        """The INFO documents of every other instance of this service that answers within ``window``
-        seconds; at once when none is running (NATS says there are no responders).
+        """The INFO documents of every other instance of this service that answers: collected until
+        ``window`` seconds pass without a reply; at once when none is running (no responders).
 
         Raises TransportError when not connected.
         """
         assert self._service is not None
         conn = self.connect()._conn
         assert conn is not None
-        documents: List[Dict[str, object]] = []
-        nobody = threading.Event()
-
-        def on_reply(msg: Msg) -> None:
-            if msg.headers and msg.headers.get("Status") == "503" and not msg.payload:
-                nobody.set()
-                return
-            try:
-                document = json.loads(msg.payload)
-            except ValueError:
-                return
-            if isinstance(document, dict) and document.get("id") != self._service.id:
-                documents.append(document)
-
-        errors = conn.server_errors
-        subject = f"{API_PREFIX}.INFO.{self._service.name}"
-        inbox = conn.subscribe(conn.new_inbox(), callback=on_reply)
+        subject, errors = f"{API_PREFIX}.INFO.{self._service.name}", conn.server_errors
         try:
-            conn.publish(subject, b"", inbox.subject)
-            nobody.wait(window)
+            replies = conn.gather(subject, timeout=window, quiet=window)
         except NatsConnectionError as exc:
             _raise_transport_error(exc)
-        finally:
-            conn.unsubscribe(inbox)
-        if conn.server_errors != errors and not documents:  # e.g. no permission to publish there
+        documents = []
+        for reply in replies:
+            try:
+                document = json.loads(reply)
+            except ValueError:
+                continue
+            if isinstance(document, dict) and document.get("id") != self._service.id:
+                documents.append(document)
+        if conn.server_errors != errors and not replies:  # e.g. no permission to publish there
             self._log.warning(
                 "could not ask %s who else serves %s (%s): another instance on it would go unnoticed",
                 subject, self.subject, conn.last_server_error,
             )  # fmt: skip
-        return list(documents)
+        return documents
 
     # -- message path ----------------------------------------------------------------------
 
