@@ -10,36 +10,37 @@ rule its value must satisfy. The CLI builds its options and help from that table
 ``conf/resonate.yaml`` documents the same keys, so the three cannot drift apart unnoticed
 (tests compare them).
 
-=====================  ==============================  ============================  ============================
-Config field           YAML key                        environment variable          flag
-=====================  ==============================  ============================  ============================
-nats_enabled           api.subsystems.nats.enabled     RESONATE_API_NATS_ENABLE      --api-nats-enable[=BOOL]
-nats_addr              api.subsystems.nats.addr        RESONATE_API_NATS_ADDR        --api-nats-addr
-nats_subject           api.subsystems.nats.subject     RESONATE_API_NATS_SUBJECT     --api-nats-subject
-nats_timeout_ms        api.subsystems.nats.timeout     RESONATE_API_NATS_TIMEOUT     --api-nats-timeout
-nats_queue             api.subsystems.nats.queue       RESONATE_API_NATS_QUEUE       --api-nats-queue
-nats_tls_ca            api.subsystems.nats.tls.ca      RESONATE_API_NATS_TLS_CA      --api-nats-tls-ca
-nats_tls_cert          api.subsystems.nats.tls.cert    RESONATE_API_NATS_TLS_CERT    --api-nats-tls-cert
-nats_tls_key           api.subsystems.nats.tls.key     RESONATE_API_NATS_TLS_KEY     --api-nats-tls-key
-nats_tls_verify        api.subsystems.nats.tls.verify  RESONATE_API_NATS_TLS_VERIFY  --api-nats-tls-verify[=BOOL]
-nats_creds             api.subsystems.nats.creds       RESONATE_API_NATS_CREDS       --api-nats-creds
-nats_nkey              api.subsystems.nats.nkey        RESONATE_API_NATS_NKEY        --api-nats-nkey
-embedded_nats          nats.embedded                   RESONATE_EMBEDDED_NATS        --embedded-nats[=MODE]
-store_path             store.path                      RESONATE_STORE_PATH           --store-path
-fsync                  store.fsync                     RESONATE_FSYNC                --fsync
-snapshot_every         store.snapshotEvery             RESONATE_SNAPSHOT_EVERY       --snapshot-every
-workers                server.workers                  RESONATE_WORKERS              --workers
-max_pending            server.maxPending               RESONATE_MAX_PENDING          --max-pending
-tick_ms                server.tick                     RESONATE_TICK                 --tick
-batch_size             server.batchSize                RESONATE_BATCH_SIZE           --batch-size
-href_base              server.hrefBase                 RESONATE_HREF_BASE            --href-base
-task_claim_timeout_ms  tasks.claimTimeout              RESONATE_TASK_CLAIM_TIMEOUT   --task-claim-timeout
-task_retry_timeout_ms  tasks.retryTimeout              RESONATE_TASK_RETRY_TIMEOUT   --task-retry-timeout
-delivery_allow         tasks.deliveryAllow             RESONATE_DELIVERY_ALLOW       --delivery-allow
-metrics_addr           metrics.addr                    RESONATE_METRICS_ADDR         --metrics-addr
-log_level              log.level                       RESONATE_LOG_LEVEL            --log-level
-log_format             log.format                      RESONATE_LOG_FORMAT           --log-format
-=====================  ==============================  ============================  ============================
+=====================  ==============================  ===============================  ============================
+Config field           YAML key                        environment variable             flag
+=====================  ==============================  ===============================  ============================
+nats_enabled           api.subsystems.nats.enabled     RESONATE_API_NATS_ENABLE         --api-nats-enable[=BOOL]
+nats_addr              api.subsystems.nats.addr        RESONATE_API_NATS_ADDR           --api-nats-addr
+nats_subject           api.subsystems.nats.subject     RESONATE_API_NATS_SUBJECT        --api-nats-subject
+nats_timeout_ms        api.subsystems.nats.timeout     RESONATE_API_NATS_TIMEOUT        --api-nats-timeout
+nats_queue             api.subsystems.nats.queue       RESONATE_API_NATS_QUEUE          --api-nats-queue
+peer_window_ms         api.subsystems.nats.peerWindow  RESONATE_API_NATS_PEER_WINDOW    --api-nats-peer-window
+nats_tls_ca            api.subsystems.nats.tls.ca      RESONATE_API_NATS_TLS_CA         --api-nats-tls-ca
+nats_tls_cert          api.subsystems.nats.tls.cert    RESONATE_API_NATS_TLS_CERT       --api-nats-tls-cert
+nats_tls_key           api.subsystems.nats.tls.key     RESONATE_API_NATS_TLS_KEY        --api-nats-tls-key
+nats_tls_verify        api.subsystems.nats.tls.verify  RESONATE_API_NATS_TLS_VERIFY     --api-nats-tls-verify[=BOOL]
+nats_creds             api.subsystems.nats.creds       RESONATE_API_NATS_CREDS          --api-nats-creds
+nats_nkey              api.subsystems.nats.nkey        RESONATE_API_NATS_NKEY           --api-nats-nkey
+embedded_nats          nats.embedded                   RESONATE_EMBEDDED_NATS           --embedded-nats[=MODE]
+store_path             store.path                      RESONATE_STORE_PATH              --store-path
+fsync                  store.fsync                     RESONATE_FSYNC                   --fsync
+snapshot_every         store.snapshotEvery             RESONATE_SNAPSHOT_EVERY          --snapshot-every
+workers                server.workers                  RESONATE_WORKERS                 --workers
+max_pending            server.maxPending               RESONATE_MAX_PENDING             --max-pending
+tick_ms                server.tick                     RESONATE_TICK                    --tick
+batch_size             server.batchSize                RESONATE_BATCH_SIZE              --batch-size
+href_base              server.hrefBase                 RESONATE_HREF_BASE               --href-base
+task_claim_timeout_ms  tasks.claimTimeout              RESONATE_TASK_CLAIM_TIMEOUT      --task-claim-timeout
+task_retry_timeout_ms  tasks.retryTimeout              RESONATE_TASK_RETRY_TIMEOUT      --task-retry-timeout
+delivery_allow         tasks.deliveryAllow             RESONATE_DELIVERY_ALLOW          --delivery-allow
+metrics_addr           metrics.addr                    RESONATE_METRICS_ADDR            --metrics-addr
+log_level              log.level                       RESONATE_LOG_LEVEL               --log-level
+log_format             log.format                      RESONATE_LOG_FORMAT              --log-format
+=====================  ==============================  ===============================  ============================
 
 Decisions (the reasons are next to the code that carries them out):
 
@@ -479,6 +480,11 @@ SETTINGS: tuple[Setting, ...] = (
         "NATS queue group to subscribe in; empty means a plain subscription, as the Go server does.",
     ),
     Setting(
+        "peer_window_ms", (*_NATS, "peerWindow"), "--api-nats-peer-window", _duration_kind(0),
+        "How long a starting server waits for the others to say which subjects they serve ($SRV.INFO),"
+        " to refuse one that is taken (no wait when none runs); 0 skips the check.",
+    ),
+    Setting(
         "nats_tls_ca", (*_NATS, "tls", "ca"), "--api-nats-tls-ca", _string_kind("FILE", _any_path),
         "PEM file of the CA that signed the NATS server's certificate (tls:// URLs); empty means"
         " the system's CAs.",
@@ -614,6 +620,7 @@ class Config:
         nats_subject: the one literal subject requests arrive on.
         nats_timeout_ms: graceful-shutdown drain for in-flight requests, milliseconds.
         nats_queue: NATS queue group; ``""`` for a plain subscription.
+        peer_window_ms: wait for other instances to name their subjects, milliseconds; 0 skips the check.
         nats_tls_ca: CA file for ``tls://``; ``""`` for the system's CAs.
         nats_tls_cert: client certificate file for ``tls://``; ``""`` for none.
         nats_tls_key: the client certificate's key file; ``""`` if the certificate file holds it.
@@ -643,6 +650,7 @@ class Config:
     nats_subject: str = attrs.field(default="resonate.server", validator=_check_field)
     nats_timeout_ms: int = attrs.field(default=10_000, validator=_check_field)
     nats_queue: str = attrs.field(default="", validator=_check_field)
+    peer_window_ms: int = attrs.field(default=300, validator=_check_field)
     nats_tls_ca: str = attrs.field(default="", validator=_check_field)
     nats_tls_cert: str = attrs.field(default="", validator=_check_field)
     nats_tls_key: str = attrs.field(default="", validator=_check_field)

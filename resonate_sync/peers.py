@@ -8,7 +8,7 @@ serves the same subject. The one exception is a blue/green handover: both instan
 ``--api-nats-queue`` group. That is allowed with a warning, because each request then goes to
 exactly one of them, and the old one is about to stop.
 
-What the check catches: any instance that answered INFO within :data:`PEER_WINDOW`, on the
+What the check catches: any instance that answered INFO in time (``peer_window_ms``), on the
 same NATS account (discovery does not cross accounts), including a stopped-but-not-yet-exited
 one and older versions (they publish the same INFO). What it cannot catch: an instance that does
 not answer in time (paused, overloaded, or across a slow cluster route), and two instances that
@@ -26,11 +26,7 @@ from typing import Iterable, List, Mapping, Optional, Sequence
 
 import attrs
 
-__all__ = ["PEER_WINDOW", "Peer", "handover_warning", "instance_metadata", "refusal", "serving"]
-
-PEER_WINDOW = 0.3
-"""Seconds to collect INFO replies; no wait at all when no instance is running (no responders)."""
-
+__all__ = ["Peer", "handover_warning", "instance_metadata", "refusal", "serving"]
 
 def instance_metadata(store_path: Optional[str]) -> dict:
     """What an instance tells discovery about itself beyond the ADR-32 fields: where it runs and

@@ -48,7 +48,7 @@ from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
 from .core.sizes import promise_limit
 from .errors import ResonateError
-from .peers import PEER_WINDOW, handover_warning, instance_metadata, refusal, serving
+from .peers import handover_warning, instance_metadata, refusal, serving
 from .subjects import parse_patterns
 from .urls import redact_url
 
@@ -85,8 +85,6 @@ class Server:
         config: what to serve and where.
         mode: ``"dev"`` or ``"serve"``; only changes the start-up line (defaults live in Config).
         clock: the core's clock (tests inject a fake one).
-        peer_window: seconds to wait for other instances to say which subject they serve
-            (:mod:`resonate_sync.peers`); tests that start many servers shorten it.
 
     Attributes (None until :meth:`start` built them): ``core``, ``journal`` (None without a
     ``store_path``), ``embedded`` (the embedded nats-server, if one was started), ``service``
@@ -95,13 +93,10 @@ class Server:
     bound). ``url`` is the NATS URL served (the embedded server's, when there is one).
     """
 
-    def __init__(
-        self, config: Config, *, mode: str = "serve", clock: Optional[Clock] = None, peer_window: float = PEER_WINDOW
-    ) -> None:
+    def __init__(self, config: Config, *, mode: str = "serve", clock: Optional[Clock] = None) -> None:
         self.config = config
         self.mode = mode
         self._clock = clock
-        self._peer_window = peer_window
         self.core: Optional[Resonate] = None
         self.journal: Optional["Journal"] = None
         self.embedded: Optional["EmbeddedNatsServer"] = None
@@ -249,9 +244,9 @@ class Server:
     def _claim_subject(self, transport: "NatsTransport", url: str) -> None:
         """Refuse to serve a subject another instance serves (one writer per subject), then answer
         discovery at once, before the store is opened: an instance starting meanwhile sees this one."""
-        subject, queue = self.config.nats_subject, self.config.nats_queue
+        subject, queue, window_ms = self.config.nats_subject, self.config.nats_queue, self.config.peer_window_ms
         try:
-            peers = serving(subject, transport.discover(self._peer_window))
+            peers = serving(subject, transport.discover(window_ms / 1000)) if window_ms else []
         except Exception as exc:
             raise ServerError(_cannot_serve(url, exc)) from exc
         refused = refusal(subject, queue, redact_url(url), peers)

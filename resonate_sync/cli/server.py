@@ -176,6 +176,7 @@ def _server_command(mode: Optional[str]) -> Any:
         api_nats_subject: Annotated[Optional[str], _option("nats_subject", mode)] = None,
         api_nats_timeout: Annotated[Optional[str], _option("nats_timeout_ms", mode)] = None,
         api_nats_queue: Annotated[Optional[str], _option("nats_queue", mode)] = None,
+        api_nats_peer_window: Annotated[Optional[str], _option("peer_window_ms", mode)] = None,
         api_nats_tls_ca: Annotated[Optional[str], _option("nats_tls_ca", mode)] = None,
         api_nats_tls_cert: Annotated[Optional[str], _option("nats_tls_cert", mode)] = None,
         api_nats_tls_key: Annotated[Optional[str], _option("nats_tls_key", mode)] = None,

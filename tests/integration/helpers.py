@@ -7,7 +7,7 @@ from resonate_sync.config import Config
 from resonate_sync.server import Server
 
 FAR = 4_102_444_800_000  # 2100-01-01: a deadline that will not pass during the tests
-PEER_WINDOW = 0.02
+PEER_WINDOW_MS = 20
 """How long test servers wait for other instances to name their subjects: tests start hundreds of
 servers on shared nats-servers, each on a subject of its own, so nobody needs the real wait."""
 
@@ -27,7 +27,7 @@ def poll(check, timeout: float = 10.0, interval: float = 0.05):
         time.sleep(interval)
 
 
-def start_server(url: str, subject: str = "", peer_window: float = PEER_WINDOW, **overrides) -> Server:
+def start_server(url: str, subject: str = "", **overrides) -> Server:
     """A started in-memory server on ``url`` (its own subject unless given), with fast background ticks."""
     config = Config(
         nats_addr=url,
@@ -35,6 +35,6 @@ def start_server(url: str, subject: str = "", peer_window: float = PEER_WINDOW, 
         embedded_nats="never",
         tick_ms=100,
         task_retry_timeout_ms=500,
-        **overrides,
+        **{"peer_window_ms": PEER_WINDOW_MS, **overrides},
     )
-    return Server(config, mode="dev", peer_window=peer_window).start()
+    return Server(config, mode="dev").start()

@@ -77,7 +77,7 @@ class Serve:
         self.starts += 1
         self.log_path = self.tmp_path / f"{self.subject}-{self.starts}.log"
         args = [RESONATE, "serve", "--store-path", str(self.store), "--api-nats-addr", self.url]
-        args += ["--api-nats-subject", self.subject, "--tick", "100ms", *self.extra]
+        args += ["--api-nats-subject", self.subject, "--tick", "100ms", "--api-nats-peer-window", "20ms", *self.extra]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         return self

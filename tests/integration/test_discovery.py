@@ -24,14 +24,13 @@ import pytest
 from resonate_sync import __version__
 from resonate_sync.api import BUSY, BUSY_REPLY, reply_error
 from resonate_sync.config import Config
-from resonate_sync.peers import PEER_WINDOW as PEER_WINDOW_REAL
 from resonate_sync.server import Server, ServerError
 from resonate_sync.transport import NatsTransport, Request
 from resonate_sync.transport.embedded import EmbeddedNatsServer
 from resonate_sync.transport.micro import Service
 
 from natsclient import NatsPyClient
-from helpers import PEER_WINDOW
+from helpers import PEER_WINDOW_MS
 
 FAR = 4_102_444_800_000
 NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
@@ -131,14 +130,14 @@ def gather(client: NatsPyClient, subject: str, expect: int, timeout: float = 3.0
     return client.run(go())
 
 
-def start_server(url: str, subject: Optional[str] = None, peer_window: float = PEER_WINDOW, **overrides: Any) -> Server:
+def start_server(url: str, subject: Optional[str] = None, **overrides: Any) -> Server:
     config = Config(
         nats_addr=url,
         nats_subject=subject or f"resonate.disco.{uuid.uuid4().hex[:8]}",
         embedded_nats="never",
-        **overrides,
+        **{"peer_window_ms": PEER_WINDOW_MS, **overrides},
     )
-    return Server(config, mode="dev", peer_window=peer_window).start()
+    return Server(config, mode="dev").start()
 
 
 def call(client: NatsPyClient, subject: str, operation: str, payload: Dict[str, Any]) -> Dict[str, Any]:
@@ -328,12 +327,14 @@ class TestQueueGroups:
 class TestOneWriter:
     """One writer per subject: a server asks $SRV.INFO who serves its subject before it takes it."""
 
+    REAL_WINDOW_MS = Config().peer_window_ms
+
     def test_a_second_instance_on_a_served_subject_is_refused(self, nats, servers):
         """Another instance on the same subject, without a shared queue group, is a ServerError
         with exit code 2 naming the first instance and what to do instead."""
-        first = servers(nats.url, subject="orders.one", peer_window=PEER_WINDOW_REAL)
+        first = servers(nats.url, subject="orders.one", peer_window_ms=self.REAL_WINDOW_MS)
         with pytest.raises(ServerError) as refused:
-            servers(nats.url, subject="orders.one", peer_window=PEER_WINDOW_REAL)
+            servers(nats.url, subject="orders.one", peer_window_ms=self.REAL_WINDOW_MS)
         message = str(refused.value)
         assert refused.value.exit_code == 2
         for part in (first.service.id, f"pid {os.getpid()}", "'orders.one'", "--api-nats-subject", "--api-nats-queue"):
@@ -342,32 +343,32 @@ class TestOneWriter:
     @pytest.mark.parametrize("queues", [("", "green"), ("blue", ""), ("blue", "green")])
     def test_queue_groups_that_differ_are_refused(self, nats, servers, queues):
         """Only the same queue group on both is a handover: different groups each get every request."""
-        servers(nats.url, subject="orders.one", nats_queue=queues[0], peer_window=PEER_WINDOW_REAL)
+        servers(nats.url, subject="orders.one", nats_queue=queues[0], peer_window_ms=self.REAL_WINDOW_MS)
         with pytest.raises(ServerError, match="already served"):
-            servers(nats.url, subject="orders.one", nats_queue=queues[1], peer_window=PEER_WINDOW_REAL)
+            servers(nats.url, subject="orders.one", nats_queue=queues[1], peer_window_ms=self.REAL_WINDOW_MS)
 
     def test_the_same_queue_group_is_a_handover_with_a_warning(self, nats, servers, caplog):
         """Both in one queue group: the second starts, warning that both keep their own writes until the first stops."""
-        first = servers(nats.url, subject="orders.one", nats_queue="handover", peer_window=PEER_WINDOW_REAL)
+        first = servers(nats.url, subject="orders.one", nats_queue="handover", peer_window_ms=self.REAL_WINDOW_MS)
         with caplog.at_level(logging.WARNING, logger="resonate_sync.server"):
-            second = servers(nats.url, subject="orders.one", nats_queue="handover", peer_window=PEER_WINDOW_REAL)
+            second = servers(nats.url, subject="orders.one", nats_queue="handover", peer_window_ms=self.REAL_WINDOW_MS)
         [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert first.service.id in warning and "'handover'" in warning and "blue/green" in warning, warning
         assert second.transport.connected
 
     def test_other_subjects_are_no_conflict(self, nats, servers, caplog):
         """Instances on other subjects of the same NATS start without a word."""
-        servers(nats.url, subject="orders.one", peer_window=PEER_WINDOW_REAL)
+        servers(nats.url, subject="orders.one", peer_window_ms=self.REAL_WINDOW_MS)
         with caplog.at_level(logging.WARNING):
-            servers(nats.url, subject="orders.two", peer_window=PEER_WINDOW_REAL)
+            servers(nats.url, subject="orders.two", peer_window_ms=self.REAL_WINDOW_MS)
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
     def test_a_refused_start_leaves_nothing_on_disk(self, nats, servers, tmp_path):
         """The check comes before the store: a refused server creates no store directory."""
-        servers(nats.url, subject="orders.one", peer_window=PEER_WINDOW_REAL)
+        servers(nats.url, subject="orders.one", peer_window_ms=self.REAL_WINDOW_MS)
         store = tmp_path / "second"
         with pytest.raises(ServerError):
-            servers(nats.url, subject="orders.one", store_path=str(store), peer_window=PEER_WINDOW_REAL)
+            servers(nats.url, subject="orders.one", store_path=str(store), peer_window_ms=self.REAL_WINDOW_MS)
         assert not store.exists()
 
     def test_info_names_the_store(self, nats, servers, client, tmp_path):
@@ -381,7 +382,7 @@ class TestOneWriter:
     def test_no_other_instance_costs_no_wait(self, nats, servers):
         """With no instance running, NATS answers "no responders" at once: the start does not wait the window."""
         started = time.monotonic()
-        servers(nats.url, peer_window=10)
+        servers(nats.url, peer_window_ms=10_000)
         assert time.monotonic() - started < 5
 
     def test_no_permission_to_ask_is_a_warning(self, nats_server_factory, servers, tmp_path, caplog):
@@ -390,5 +391,10 @@ class TestOneWriter:
         conf.write_text('authorization { users = [ {user: a, password: a, permissions: {publish: {deny: ["$SRV.>"]}}} ] }\n')
         url = nats_server_factory(["-c", str(conf)]).url.replace("nats://", "nats://a:a@")
         with caplog.at_level(logging.WARNING):
-            servers(url, peer_window=PEER_WINDOW_REAL)
+            servers(url, peer_window_ms=self.REAL_WINDOW_MS)
         assert any("would go unnoticed" in r.getMessage() for r in caplog.records), caplog.text
+
+    def test_a_window_of_0_skips_the_check(self, nats, servers):
+        """--api-nats-peer-window 0 turns the check off: the operator takes the subject on trust."""
+        servers(nats.url, subject="orders.one", peer_window_ms=self.REAL_WINDOW_MS)
+        assert servers(nats.url, subject="orders.one", peer_window_ms=0).transport.connected

@@ -37,6 +37,7 @@ LAYER_SAMPLES = {
                      ("flag.subject", "flag.subject")),
     "nats_timeout_ms": (("1s", 1_000), ("2m", 120_000), ("500ms", 500)),
     "nats_queue": (("file-q", "file-q"), ("env-q", "env-q"), ("flag-q", "flag-q")),
+    "peer_window_ms": (("1s", 1000), ("50ms", 50), ("0", 0)),
     "nats_tls_ca": (("file-ca.pem", "file-ca.pem"), ("env-ca.pem", "env-ca.pem"), ("flag-ca.pem", "flag-ca.pem")),
     "nats_tls_cert": (("file.crt", "file.crt"), ("env.crt", "env.crt"), ("flag.crt", "flag.crt")),
     "nats_tls_key": (("file.key", "file.key"), ("env.key", "env.key"), ("flag.key", "flag.key")),
