@@ -28,6 +28,7 @@ import attrs
 
 __all__ = ["Peer", "handover_warning", "instance_metadata", "refusal", "serving"]
 
+
 def instance_metadata(store_path: Optional[str]) -> dict:
     """What an instance tells discovery about itself beyond the ADR-32 fields: where it runs and
     what it keeps its state in (ADR-32 metadata is a map of strings)."""
