@@ -80,7 +80,8 @@ def serving(subject: str, documents: Iterable[object]) -> List[Peer]:
         for endpoint in doc["endpoints"]:
             if isinstance(endpoint, Mapping) and endpoint.get("subject") == subject:
                 queue = endpoint.get("queue_group")
-                peers.append(Peer(str(doc.get("id", "?")), str(doc.get("version", "")), queue if isinstance(queue, str) else "", metadata))
+                queue = queue if isinstance(queue, str) else ""
+                peers.append(Peer(str(doc.get("id", "?")), str(doc.get("version", "")), queue, metadata))
                 break
     return peers
 
