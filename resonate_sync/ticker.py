@@ -17,8 +17,8 @@ import threading
 from typing import Callable, Optional, Set
 
 from .core import Delivery, Resonate
-from .core.receivers import check_receiver, nats_subject_of
-from .errors import BadRequest, ResonateError
+from .core.receivers import nats_subject_of, receiver_problem
+from .errors import ResonateError
 
 __all__ = ["Ticker"]
 
@@ -83,18 +83,12 @@ class Ticker:
 
     def _send(self, delivery: Delivery) -> bool:
         subject = nats_subject_of(delivery.recv)
-        problem = None
         if subject is None:
-            problem = (
-                'it is not a NATS receiver (nats://<subject> or {"type":"nats","data":{"subject":…}})'
-            )
+            problem = 'it is not a NATS receiver (nats://<subject> or {"type":"nats","data":{"subject":…}})'
         else:
             # Requests are checked when they name a receiver; this catches receivers stored
             # before those checks existed, or since excluded by --delivery-allow.
-            try:
-                check_receiver(delivery.recv, "receiver", self._core.settings)
-            except BadRequest as exc:
-                problem = exc.message.split(": ", 2)[-1]
+            problem = receiver_problem(delivery.recv, self._core.settings)
         if problem is not None:
             key = json.dumps(delivery.recv, sort_keys=True)
             if key not in self._unsupported:

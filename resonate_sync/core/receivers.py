@@ -17,7 +17,7 @@ from ..errors import BadRequest
 from ..subjects import any_match, delivery_subject_problem
 from .common import CoreSettings
 
-__all__ = ["nats_subject_of", "check_receiver", "check_invoke_tag", "invoke_recv", "INVOKE_TAG"]
+__all__ = ["nats_subject_of", "receiver_problem", "check_receiver", "check_invoke_tag", "invoke_recv", "INVOKE_TAG"]
 
 INVOKE_TAG = "resonate:invoke"
 _NATS_SCHEME = "nats://"
@@ -38,16 +38,13 @@ def nats_subject_of(recv: Any) -> Optional[str]:
     return None
 
 
-def check_receiver(recv: Any, field: str, settings: CoreSettings) -> None:
-    """400 naming ``field`` unless the server may deliver to ``recv`` (see the module docstring)."""
+def receiver_problem(recv: Any, settings: CoreSettings) -> Optional[str]:
+    """Why the server must not publish to ``recv``, or None (also for receivers that are not NATS ones)."""
     subject = nats_subject_of(recv)
     if subject is None:
-        return
+        return None
     if not subject:
-        raise BadRequest(
-            f"validation error: {field}: a NATS receiver needs a subject: nats://<subject> or "
-            '{"type":"nats","data":{"subject":"<subject>"}}'
-        )
+        return 'a NATS receiver needs a subject: nats://<subject> or {"type":"nats","data":{"subject":"<subject>"}}'
     problem = delivery_subject_problem(subject)
     if problem is None and subject in settings.reserved_subjects:
         problem = f"the subject {subject!r} is where this server takes requests; a delivery there would be read as one"
@@ -56,6 +53,12 @@ def check_receiver(recv: Any, field: str, settings: CoreSettings) -> None:
             f"the subject {subject!r} is outside the subjects this server delivers to "
             f"(--delivery-allow {','.join(settings.delivery_allow)})"
         )
+    return problem
+
+
+def check_receiver(recv: Any, field: str, settings: CoreSettings) -> None:
+    """400 naming ``field`` unless the server may deliver to ``recv`` (see the module docstring)."""
+    problem = receiver_problem(recv, settings)
     if problem is not None:
         raise BadRequest(f"validation error: {field}: {problem}")
 
