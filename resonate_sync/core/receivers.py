@@ -10,6 +10,7 @@ patterns is a 400 naming the field. Other receivers (``poll://any@default``, ``h
 are stored as given, as the protocol asks; their deliveries fail and are retried.
 """
 
+import functools
 from typing import Any, Mapping, Optional
 
 from .. import limits
@@ -72,8 +73,14 @@ def invoke_recv(tags: Mapping[str, str]) -> Any:
     JSON that breaks the request limit (``limits``) is a 400: it would be stored as a receiver.
     """
     value = tags.get(INVOKE_TAG)
-    if value is None:
-        return None
+    return None if value is None else _tag_receiver(value)
+
+
+# A create with an invoke tag reads it twice: once when validated (outside the lock) and once
+# when its task is made (inside). Cached, the second costs a lookup. The receivers returned are
+# shared and never changed (stored receivers are read-only, like every stored object).
+@functools.lru_cache(maxsize=1024)
+def _tag_receiver(value: str) -> Any:
     try:
         decoded = limits.loads(value, root=f"payload.tags.{INVOKE_TAG}", depth=limits.PAYLOAD_DEPTH)
     except limits.JsonLimitError as exc:
