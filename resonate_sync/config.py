@@ -10,37 +10,41 @@ rule its value must satisfy. The CLI builds its options and help from that table
 ``conf/resonate.yaml`` documents the same keys, so the three cannot drift apart unnoticed
 (tests compare them).
 
-=====================  ==============================  ===============================  ============================
-Config field           YAML key                        environment variable             flag
-=====================  ==============================  ===============================  ============================
-nats_enabled           api.subsystems.nats.enabled     RESONATE_API_NATS_ENABLE         --api-nats-enable[=BOOL]
-nats_addr              api.subsystems.nats.addr        RESONATE_API_NATS_ADDR           --api-nats-addr
-nats_subject           api.subsystems.nats.subject     RESONATE_API_NATS_SUBJECT        --api-nats-subject
-nats_timeout_ms        api.subsystems.nats.timeout     RESONATE_API_NATS_TIMEOUT        --api-nats-timeout
-nats_queue             api.subsystems.nats.queue       RESONATE_API_NATS_QUEUE          --api-nats-queue
-peer_window_ms         api.subsystems.nats.peerWindow  RESONATE_API_NATS_PEER_WINDOW    --api-nats-peer-window
-nats_tls_ca            api.subsystems.nats.tls.ca      RESONATE_API_NATS_TLS_CA         --api-nats-tls-ca
-nats_tls_cert          api.subsystems.nats.tls.cert    RESONATE_API_NATS_TLS_CERT       --api-nats-tls-cert
-nats_tls_key           api.subsystems.nats.tls.key     RESONATE_API_NATS_TLS_KEY        --api-nats-tls-key
-nats_tls_verify        api.subsystems.nats.tls.verify  RESONATE_API_NATS_TLS_VERIFY     --api-nats-tls-verify[=BOOL]
-nats_creds             api.subsystems.nats.creds       RESONATE_API_NATS_CREDS          --api-nats-creds
-nats_nkey              api.subsystems.nats.nkey        RESONATE_API_NATS_NKEY           --api-nats-nkey
-embedded_nats          nats.embedded                   RESONATE_EMBEDDED_NATS           --embedded-nats[=MODE]
-store_path             store.path                      RESONATE_STORE_PATH              --store-path
-fsync                  store.fsync                     RESONATE_FSYNC                   --fsync
-snapshot_every         store.snapshotEvery             RESONATE_SNAPSHOT_EVERY          --snapshot-every
-workers                server.workers                  RESONATE_WORKERS                 --workers
-max_pending            server.maxPending               RESONATE_MAX_PENDING             --max-pending
-tick_ms                server.tick                     RESONATE_TICK                    --tick
-batch_size             server.batchSize                RESONATE_BATCH_SIZE              --batch-size
-href_base              server.hrefBase                 RESONATE_HREF_BASE               --href-base
-task_claim_timeout_ms  tasks.claimTimeout              RESONATE_TASK_CLAIM_TIMEOUT      --task-claim-timeout
-task_retry_timeout_ms  tasks.retryTimeout              RESONATE_TASK_RETRY_TIMEOUT      --task-retry-timeout
-delivery_allow         tasks.deliveryAllow             RESONATE_DELIVERY_ALLOW          --delivery-allow
-metrics_addr           metrics.addr                    RESONATE_METRICS_ADDR            --metrics-addr
-log_level              log.level                       RESONATE_LOG_LEVEL               --log-level
-log_format             log.format                      RESONATE_LOG_FORMAT              --log-format
-=====================  ==============================  ===============================  ============================
+========================  ==============================  =================================  ============================
+Config field              YAML key                        environment variable               flag
+========================  ==============================  =================================  ============================
+nats_enabled              api.subsystems.nats.enabled     RESONATE_API_NATS_ENABLE           --api-nats-enable[=BOOL]
+nats_addr                 api.subsystems.nats.addr        RESONATE_API_NATS_ADDR             --api-nats-addr
+nats_subject              api.subsystems.nats.subject     RESONATE_API_NATS_SUBJECT          --api-nats-subject
+nats_timeout_ms           api.subsystems.nats.timeout     RESONATE_API_NATS_TIMEOUT          --api-nats-timeout
+nats_queue                api.subsystems.nats.queue       RESONATE_API_NATS_QUEUE            --api-nats-queue
+peer_window_ms            api.subsystems.nats.peerWindow  RESONATE_API_NATS_PEER_WINDOW      --api-nats-peer-window
+nats_tls_ca               api.subsystems.nats.tls.ca      RESONATE_API_NATS_TLS_CA           --api-nats-tls-ca
+nats_tls_cert             api.subsystems.nats.tls.cert    RESONATE_API_NATS_TLS_CERT         --api-nats-tls-cert
+nats_tls_key              api.subsystems.nats.tls.key     RESONATE_API_NATS_TLS_KEY          --api-nats-tls-key
+nats_tls_verify           api.subsystems.nats.tls.verify  RESONATE_API_NATS_TLS_VERIFY       --api-nats-tls-verify[=BOOL]
+nats_creds                api.subsystems.nats.creds       RESONATE_API_NATS_CREDS            --api-nats-creds
+nats_nkey                 api.subsystems.nats.nkey        RESONATE_API_NATS_NKEY             --api-nats-nkey
+embedded_nats             nats.embedded                   RESONATE_EMBEDDED_NATS             --embedded-nats[=MODE]
+store_path                store.path                      RESONATE_STORE_PATH                --store-path
+fsync                     store.fsync                     RESONATE_FSYNC                     --fsync
+snapshot_every            store.snapshotEvery             RESONATE_SNAPSHOT_EVERY            --snapshot-every
+store_kind                store.kind                      RESONATE_STORE_KIND                --store-kind
+store_jetstream_stream    store.jetstream.stream          RESONATE_STORE_JETSTREAM_STREAM    --store-jetstream-stream
+store_jetstream_replicas  store.jetstream.replicas        RESONATE_STORE_JETSTREAM_REPLICAS  --store-jetstream-replicas
+store_jetstream_lease_ms  store.jetstream.lease           RESONATE_STORE_JETSTREAM_LEASE     --store-jetstream-lease
+workers                   server.workers                  RESONATE_WORKERS                   --workers
+max_pending               server.maxPending               RESONATE_MAX_PENDING               --max-pending
+tick_ms                   server.tick                     RESONATE_TICK                      --tick
+batch_size                server.batchSize                RESONATE_BATCH_SIZE                --batch-size
+href_base                 server.hrefBase                 RESONATE_HREF_BASE                 --href-base
+task_claim_timeout_ms     tasks.claimTimeout              RESONATE_TASK_CLAIM_TIMEOUT        --task-claim-timeout
+task_retry_timeout_ms     tasks.retryTimeout              RESONATE_TASK_RETRY_TIMEOUT        --task-retry-timeout
+delivery_allow            tasks.deliveryAllow             RESONATE_DELIVERY_ALLOW            --delivery-allow
+metrics_addr              metrics.addr                    RESONATE_METRICS_ADDR              --metrics-addr
+log_level                 log.level                       RESONATE_LOG_LEVEL                 --log-level
+log_format                log.format                      RESONATE_LOG_FORMAT                --log-format
+========================  ==============================  =================================  ============================
 
 Decisions (the reasons are next to the code that carries them out):
 
@@ -93,6 +97,7 @@ __all__ = [
     "format_config",
     "format_go_duration",
     "identity_settings",
+    "jetstream_stream_name",
     "load_config",
     "mode_defaults",
     "parse_go_bool",
@@ -114,6 +119,8 @@ DEFAULT_SERVE_METRICS_ADDR = "127.0.0.1:9090"
 """Where ``resonate serve`` serves Prometheus metrics when no address is configured (``dev``: nowhere)."""
 
 FSYNC_POLICIES = ("always", "never")
+STORE_KINDS = ("file", "jetstream")
+_MAX_REPLICAS = 5  # JetStream's own limit on a stream's replicas
 EMBEDDED_NATS_POLICIES = ("auto", "always", "never")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
@@ -253,12 +260,14 @@ class _Kind:
     check: Callable[[Any], Any]
 
 
-def _int_kind(minimum: int) -> _Kind:
+def _int_kind(minimum: int, maximum: Optional[int] = None) -> _Kind:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{_show(value)} is not an integer")
         if value < minimum:
             raise ValueError(f"{_show(value)} is too small; it must be an integer >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"{_show(value)} is too large; it must be an integer <= {maximum}")
         return value
 
     def from_text(text: str) -> int:
@@ -399,6 +408,23 @@ def _any_path(value: str) -> None:
     """A file path, or "" for none; whether it can be read is checked when the server starts."""
 
 
+def _stream_rule(value: str) -> None:
+    """A JetStream stream name, or "" for one derived from the subject (`jetstream_stream_name`)."""
+    if value and (len(value) > 200 or not re.fullmatch(r"[A-Za-z0-9_-]+", value)):
+        raise ValueError(
+            f"{_show(value)} is not a JetStream stream name (letters, digits, _ and -, at most 200;"
+            " no dots, spaces, * or >)"
+        )
+
+
+def jetstream_stream_name(config: "Config") -> str:
+    """The stream that holds ``config``'s records: ``store_jetstream_stream`` if set, else
+    ``RESONATE_`` + the subject with every character a stream name may not hold turned into ``_``
+    (``resonate.server`` → ``RESONATE_resonate_server``). Two subjects that differ only in such
+    characters share a derived name: give one of them its own ``--store-jetstream-stream``."""
+    return config.store_jetstream_stream or "RESONATE_" + re.sub(r"[^A-Za-z0-9_-]", "_", config.nats_subject)
+
+
 def _store_path_check(value: Any) -> Optional[str]:
     if value is not None and (not isinstance(value, str) or not value):
         raise ValueError(f"{_show(value)} is not a path (a non-empty string, or None for in memory)")
@@ -536,6 +562,30 @@ SETTINGS: tuple[Setting, ...] = (
         "Journal records between snapshots (a snapshot is also written on graceful shutdown).",
     ),
     Setting(
+        "store_kind", ("store", "kind"), "--store-kind", _choice_kind(STORE_KINDS, metavar="KIND"),
+        "Where state is kept. file: the journal in --store-path (in memory when that is empty). jetstream:"
+        " a replicated NATS JetStream stream on the NATS server(s) at --api-nats-addr, with one leader per"
+        " subject and any number of hot standbys (see README, Running three).",
+    ),
+    Setting(
+        "store_jetstream_stream", ("store", "jetstream", "stream"), "--store-jetstream-stream",
+        _string_kind("NAME", _stream_rule),
+        "JetStream stream holding the records (created if missing); empty derives RESONATE_<subject> with"
+        " dots as _. Instances with the same stream are one replicated server: one leads, the others stand by.",
+    ),
+    Setting(
+        "store_jetstream_replicas", ("store", "jetstream", "replicas"), "--store-jetstream-replicas",
+        _int_kind(1, _MAX_REPLICAS),
+        "Copies JetStream keeps of the stream, the lease and the snapshots: 1 on a single nats-server,"
+        " 3 on a 3-node cluster (survives the loss of one node). Fixed when the stream is created.",
+    ),
+    Setting(
+        "store_jetstream_lease_ms", ("store", "jetstream", "lease"), "--store-jetstream-lease",
+        _duration_kind(500),
+        "The leader's lease: it renews it every third of this; when a leader dies, a standby takes over"
+        " within about one lease. Shorter fails over sooner but steps down on shorter NATS hiccups.",
+    ),
+    Setting(
         "workers", ("server", "workers"), "--workers", _int_kind(1),
         "Worker threads that decode, execute and answer requests.",
     ),
@@ -630,6 +680,10 @@ class Config:
         store_path: the journal's directory; ``None`` keeps state in memory only.
         fsync: ``"always"`` (reply after fsync, group commit) or ``"never"`` (unsafe).
         snapshot_every: journal records between snapshots.
+        store_kind: ``"file"`` (``store_path``, or memory) or ``"jetstream"`` (a replicated stream).
+        store_jetstream_stream: the stream's name; ``""`` derives it (`jetstream_stream_name`).
+        store_jetstream_replicas: the stream's replicas (1-5).
+        store_jetstream_lease_ms: the leader's lease, milliseconds.
         embedded_nats: ``"auto"`` (start one if nothing listens at a loopback address),
             ``"always"`` or ``"never"``.
         workers: request worker threads.
@@ -660,6 +714,10 @@ class Config:
     store_path: Optional[str] = attrs.field(default=None, validator=_check_field)
     fsync: str = attrs.field(default="always", validator=_check_field)
     snapshot_every: int = attrs.field(default=100_000, validator=_check_field)
+    store_kind: str = attrs.field(default="file", validator=_check_field)
+    store_jetstream_stream: str = attrs.field(default="", validator=_check_field)
+    store_jetstream_replicas: int = attrs.field(default=1, validator=_check_field)
+    store_jetstream_lease_ms: int = attrs.field(default=3_000, validator=_check_field)
     embedded_nats: str = attrs.field(default="auto", validator=_check_field)
     workers: int = attrs.field(default=8, validator=_check_field)
     max_pending: int = attrs.field(default=1024, validator=_check_field)

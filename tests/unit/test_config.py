@@ -20,6 +20,7 @@ from resonate_sync.config import (
     find_config_file,
     format_config,
     format_go_duration,
+    jetstream_stream_name,
     load_config,
     parse_go_bool,
     parse_go_duration,
@@ -49,6 +50,10 @@ LAYER_SAMPLES = {
                    ("flag.journal", "flag.journal")),
     "fsync": (("never", "never"), ("always", "always"), ("never", "never")),
     "snapshot_every": ((1, 1), ("2", 2), ("3", 3)),
+    "store_kind": (("jetstream", "jetstream"), ("file", "file"), ("JetStream", "jetstream")),
+    "store_jetstream_stream": (("FILE_S", "FILE_S"), ("env-s", "env-s"), ("flag_s", "flag_s")),
+    "store_jetstream_replicas": ((3, 3), ("5", 5), ("1", 1)),
+    "store_jetstream_lease_ms": (("5s", 5_000), ("500ms", 500), ("1m", 60_000)),
     "workers": ((1, 1), ("2", 2), ("3", 3)),
     "max_pending": ((10, 10), ("20", 20), ("30", 30)),
     "tick_ms": (("5s", 5_000), ("6s", 6_000), ("1m30s", 90_000)),
@@ -530,3 +535,25 @@ class TestFindConfigFile:
         (tmp_path / "resonate.yaml").write_text("", encoding="utf-8")
         (tmp_path / "other.yaml").write_text("", encoding="utf-8")
         assert find_config_file(str(tmp_path / "other.yaml"), tmp_path) == tmp_path / "other.yaml"
+
+
+class TestJetStreamSettings:
+    """The JetStream store's settings: names a stream can take, bounds, and the derived name."""
+
+    @pytest.mark.parametrize("bad", ["a.b", "has space", "star*", "gt>", "x" * 201, "slash/"])
+    def test_a_stream_name_that_jetstream_refuses_is_refused_here(self, bad):
+        with pytest.raises(ConfigError, match="store_jetstream_stream: .* is not a JetStream stream name"):
+            Config(store_jetstream_stream=bad)
+
+    @pytest.mark.parametrize("replicas", [0, 6])
+    def test_replicas_outside_one_to_five_are_refused(self, replicas):
+        with pytest.raises(ConfigError, match="store_jetstream_replicas"):
+            Config(store_jetstream_replicas=replicas)
+
+    def test_a_lease_under_half_a_second_is_refused(self):
+        with pytest.raises(ConfigError, match="store_jetstream_lease_ms: 499ms is too short"):
+            Config(store_jetstream_lease_ms=499)
+
+    def test_the_stream_name_is_derived_from_the_subject_unless_given(self):
+        assert jetstream_stream_name(Config(nats_subject="resonate.server")) == "RESONATE_resonate_server"
+        assert jetstream_stream_name(Config(nats_subject="a.b-c", store_jetstream_stream="MINE")) == "MINE"
