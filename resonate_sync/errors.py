@@ -20,6 +20,7 @@ __all__ = [
     "Unavailable",
     "InternalError",
     "RequestTimeout",
+    "StoreUnavailable",
     "ConnectionFailed",
     "Retryable",
 ]
@@ -58,6 +59,7 @@ class Status(enum.IntEnum):
     STORE_ERROR = 50004, "There was an error in the store subsystem"
     SYSTEM_SHUTTING_DOWN = 50300, "The system is shutting down"
     API_SUBMISSION_QUEUE_FULL = 50301, "The api submission queue is full"
+    NOT_LEADER = 50302, "This instance is not the leader: retry, the leader will answer"
 
     @property
     def code(self) -> int:
@@ -138,6 +140,12 @@ class Unavailable(ResonateError):
     """503: the server is shutting down or overloaded; retry later."""
 
     code = 503
+
+
+class StoreUnavailable(Exception):
+    """Raised by a store that may not take or confirm a write here (a replicated store's
+    standby, or a leader that was fenced): the request is answered 503 :data:`Status.NOT_LEADER`,
+    which a client retries, instead of 500, and the state is rebuilt from the store."""
 
 
 class RequestTimeout(Unavailable):

@@ -26,15 +26,20 @@ from typing import Iterable, List, Mapping, Optional, Sequence
 
 import attrs
 
-__all__ = ["Peer", "handover_warning", "instance_metadata", "refusal", "serving"]
+__all__ = ["Peer", "handover_warning", "instance_metadata", "refusal", "replicas", "serving"]
 
 
-def instance_metadata(store_path: Optional[str]) -> dict:
+def instance_metadata(store_path: Optional[str], stream: str = "") -> dict:
     """What an instance tells discovery about itself beyond the ADR-32 fields: where it runs and
-    what it keeps its state in (ADR-32 metadata is a map of strings)."""
-    metadata = {"host": socket.gethostname(), "pid": str(os.getpid()), "store": "file" if store_path else "memory"}
-    if store_path:
-        metadata["store_path"] = os.path.abspath(store_path)
+    what it keeps its state in (ADR-32 metadata is a map of strings). ``stream``: the JetStream
+    stream of a replicated instance (its ``store_path`` is then ignored)."""
+    metadata = {"host": socket.gethostname(), "pid": str(os.getpid())}
+    if stream:
+        metadata.update(store="jetstream", stream=stream)
+    elif store_path:
+        metadata.update(store="file", store_path=os.path.abspath(store_path))
+    else:
+        metadata["store"] = "memory"
     return metadata
 
 
@@ -64,7 +69,10 @@ class Peer:
             details.append(f"pid {pid}" if pid else f"host {host}")
         store = self.metadata.get("store")
         if store:
-            details.append(f"store: {store} {self.metadata.get('store_path', '')}".rstrip())
+            where = self.metadata.get("stream" if store == "jetstream" else "store_path", "")
+            details.append(f"store: {store} {where}".rstrip())
+        if self.metadata.get("role"):
+            details.append(f"role: {self.metadata['role']}")
         return f"instance {self.id} ({', '.join(details)})" if details else f"instance {self.id}"
 
 
@@ -90,9 +98,19 @@ def _in_handover(queue: str, peer: Peer) -> bool:
     return bool(queue) and peer.queue_group == queue
 
 
-def refusal(subject: str, queue: str, url: str, peers: Sequence[Peer]) -> Optional[str]:
-    """Why this server must not serve ``subject`` in ``queue`` next to ``peers`` (None: it may)."""
-    taken = [peer for peer in peers if not _in_handover(queue, peer)]
+def replicas(stream: str, peers: Sequence[Peer]) -> List[Peer]:
+    """The ``peers`` that keep their state in JetStream stream ``stream`` ("": none do): one
+    replicated server with this one, where a fenced lease lets exactly one of them write."""
+    return [peer for peer in peers if stream and peer.metadata.get("store") == "jetstream" and peer.metadata.get("stream") == stream]
+
+
+def refusal(subject: str, queue: str, url: str, peers: Sequence[Peer], stream: str = "") -> Optional[str]:
+    """Why this server must not serve ``subject`` in ``queue`` next to ``peers`` (None: it may).
+
+    ``stream``: this server's JetStream stream, if it has one; peers on the same stream are its
+    replicas, never a reason to refuse."""
+    shared = replicas(stream, peers)
+    taken = [peer for peer in peers if not _in_handover(queue, peer) and peer not in shared]
     if not taken:
         return None
     return (
@@ -103,8 +121,11 @@ def refusal(subject: str, queue: str, url: str, peers: Sequence[Peer]) -> Option
     )
 
 
-def handover_warning(subject: str, queue: str, peers: Sequence[Peer]) -> Optional[str]:
-    """The warning for joining ``peers`` on ``subject`` in queue group ``queue`` (None: no peers)."""
+def handover_warning(subject: str, queue: str, peers: Sequence[Peer], stream: str = "") -> Optional[str]:
+    """The warning for joining ``peers`` on ``subject`` in queue group ``queue`` (None: no peers
+    other than replicas on this server's ``stream``)."""
+    shared = replicas(stream, peers)
+    peers = [peer for peer in peers if peer not in shared]
     if not peers:
         return None
     return (

@@ -33,17 +33,20 @@ Usable from an application thread as a context manager::
 """
 
 import logging
+import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import attrs
 
 from . import __version__
 from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, Observer, RequestHandler, log_request, too_large_reply
-from .config import Config, identity_settings, split_host_port
+from .config import Config, format_go_duration, identity_settings, jetstream_stream_name, split_host_port
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
 from .core.sizes import promise_limit
@@ -54,6 +57,7 @@ from .urls import redact_url
 
 if TYPE_CHECKING:  # imported when used: importing pynats2 is slow, and the core needs none of it
     from .journal import Journal
+    from .store.jetstream import JetStreamStore
     from .metrics import Metrics, MetricsEndpoint
     from .ticker import Ticker
     from .transport import EmbeddedNatsServer, NatsTransport
@@ -99,6 +103,7 @@ class Server:
         self._clock = clock
         self.core: Optional[Resonate] = None
         self.journal: Optional["Journal"] = None
+        self.store: Optional["JetStreamStore"] = None
         self.embedded: Optional["EmbeddedNatsServer"] = None
         self.service: Optional["Service"] = None
         self.transport: Optional["NatsTransport"] = None
@@ -113,6 +118,9 @@ class Server:
         self._background_lock = threading.Lock()  # guards the two below
         self._background: Optional[threading.Thread] = None
         self._background_closed = False
+        self._stopping = False  # set once a stop began: a lease won from then on is not taken up
+        self._store_closed = False
+        self._jetstream_tmp: Optional[str] = None  # the embedded nats-server's JetStream directory, if temporary
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -128,12 +136,12 @@ class Server:
     def _start(self) -> None:
         """Build and start each component, handing it the ones it uses; each is kept as soon as
         it exists, so that a failure further on stops what was started."""
-        from .ticker import Ticker
         from .transport import NatsTransport
         from .transport.credentials import CredentialsError, NatsCredentials
         from .transport.micro import Service
 
         config = self.config
+        stream = jetstream_stream_name(config) if config.store_kind == "jetstream" else ""
         try:  # before anything starts, an embedded nats-server included
             NatsCredentials(creds=config.nats_creds or None, nkey=config.nats_nkey or None).check()
         except CredentialsError as exc:
@@ -158,7 +166,7 @@ class Server:
             queue_group=config.nats_queue,
             description="Resonate durable promises over NATS request-reply (resonate_sync)",
             endpoint="api",
-            metadata=instance_metadata(config.store_path),
+            metadata=instance_metadata(config.store_path, stream),
         )
         self.transport = transport = NatsTransport(
             url,
@@ -185,7 +193,10 @@ class Server:
             transport.connect()
         except Exception as exc:
             raise ServerError(_cannot_serve(url, exc)) from exc
-        self._claim_subject(transport, url)
+        self._claim_subject(transport, url, stream)
+        if stream:
+            self._serve_replicated(settings, transport, service, stream)
+            return
         self.core = core = self._open_core(settings)
         _fit_replies(core, transport.max_payload)  # announced at connect, before there was a core
         self._handler = handler = RequestHandler(core, workers=config.workers, observe=self._observer())
@@ -193,10 +204,9 @@ class Server:
             transport.start(handler)
         except Exception as exc:
             raise ServerError(_cannot_serve(url, exc)) from exc
-        self.ticker = Ticker(core, transport.publish, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot)
-        self.ticker.start()
+        self._start_ticker()
         if metrics is not None:
-            metrics.core, metrics.transport, metrics.ticker = core, transport, self.ticker
+            metrics.core, metrics.transport = core, transport
         store = config.store_path or "memory (nothing survives a restart)"
         log.info(
             "resonate_sync %s (%s) instance %s serving subject %r on %s%s; store: %s%s",
@@ -211,6 +221,103 @@ class Server:
         )
         if self.metrics_endpoint is not None:
             log.info("metrics at %s", self.metrics_endpoint.url)
+
+    def _start_ticker(self) -> None:
+        from .ticker import Ticker
+
+        assert self.core is not None and self.transport is not None
+        self.ticker = Ticker(self.core, self.transport.publish, tick_ms=self.config.tick_ms, after_pass=self._maybe_snapshot)
+        self.ticker.start()
+        if self.metrics is not None:
+            self.metrics.ticker = self.ticker
+
+    # ------------------------------------------------------------------ the JetStream store
+
+    def _serve_replicated(self, settings: CoreSettings, transport: "NatsTransport", service: "Service", stream: str) -> None:
+        """Start as one replica of ``stream``: recover from it, stand by, and serve while leader.
+
+        Every instance recovers the state from the stream (newest snapshot + later records) and
+        starts its workers without subscribing to the subject. The store's role thread then tails
+        the stream into the state and tries for the lease; when it wins, it catches up to the
+        stream's last sequence and calls :meth:`_lead`, which subscribes and starts the ticker.
+        A leader that loses the lease or is fenced calls :meth:`_stand_by`, which undoes that;
+        the store then rebuilds the state from the stream (``reload``) and stands by again.
+        """
+        from .store.jetstream import JetStreamError, JetStreamStore
+        from .journal import JournalError
+
+        config = self.config
+        conn = transport.connection
+        assert conn is not None
+        self.store = store = JetStreamStore(
+            conn,
+            stream=stream,
+            replicas=config.store_jetstream_replicas,
+            lease_ms=config.store_jetstream_lease_ms,
+            instance=service.id,
+            snapshot_every=config.snapshot_every,
+        )
+        started = time.monotonic()
+        try:
+            recovery = store.open()
+            core = Resonate.recover(recovery.snapshot, recovery.records, clock=self._clock, settings=settings, journal=store)
+        except (JetStreamError, JournalError) as exc:
+            raise ServerError(f"cannot use JetStream stream {stream!r} on {redact_url(self.url)}: {exc}") from exc
+        self.core = core
+        self.journal = store  # type: ignore[assignment]  # the same journal interface; snapshots go through it
+        _fit_replies(core, transport.max_payload)
+        log.info("recovered %s from JetStream stream %s (up to sequence %d) in %.2f s",
+                 _counts(core), stream, recovery.last_seq, time.monotonic() - started)  # fmt: skip
+        service.live_metadata = lambda: {"role": store.role, "applied_seq": str(store.applied_seq)}
+        self._handler = handler = RequestHandler(core, workers=config.workers, observe=self._observer(), gate=store.may_serve)
+        try:
+            transport.start(handler, serve=False)
+        except Exception as exc:
+            raise ServerError(_cannot_serve(self.url, exc)) from exc
+        if self.metrics is not None:
+            self.metrics.core, self.metrics.transport = core, transport
+        log.info(
+            "resonate_sync %s (%s) instance %s standing by for subject %r on %s%s; store: JetStream stream %s"
+            " (%d replica%s, lease %s), applied up to sequence %d",
+            __version__, self.mode, service.id, config.nats_subject, redact_url(self.url),
+            " (embedded nats-server)" if self.embedded is not None else "",
+            stream, config.store_jetstream_replicas, "" if config.store_jetstream_replicas == 1 else "s",
+            format_go_duration(config.store_jetstream_lease_ms), store.applied_seq,
+        )  # fmt: skip
+        store.start(
+            apply=core.apply_replicated,
+            reload=lambda recovery: core.reload(recovery.snapshot, recovery.records),
+            on_leader=self._lead,
+            on_standby=self._stand_by,
+        )
+
+    def _lead(self) -> None:
+        """The store's role thread: this instance holds the lease and applied the whole stream."""
+        assert self.store is not None and self.transport is not None
+        if self._stopping:
+            return
+        self._start_ticker()
+        try:
+            self.transport.serve()
+        except Exception as exc:  # the store's next renewal or append decides what happens next
+            log.error("took the lease but cannot subscribe to %r: %s", self.config.nats_subject, exc)
+        log.info(
+            "leader of subject %r (JetStream stream %s) from sequence %d: serving",
+            self.config.nats_subject, self.store.status().get("stream"), self.store.applied_seq,
+        )  # fmt: skip
+
+    def _stand_by(self, reason: str) -> None:
+        """The store's role thread: this instance is no leader any more (``reason`` says why)."""
+        assert self.transport is not None
+        self.transport.withdraw()
+        ticker, self.ticker = self.ticker, None
+        if ticker is not None:
+            ticker.stop()
+        log.warning(
+            "stepped down as leader of subject %r: %s; answering 503 to requests already taken, rebuilding the"
+            " state from the stream and standing by",
+            self.config.nats_subject, reason,
+        )  # fmt: skip
 
     def _start_metrics(self, addr: str) -> None:
         from .metrics import Metrics, MetricsEndpoint
@@ -241,18 +348,21 @@ class Server:
 
         return both
 
-    def _claim_subject(self, transport: "NatsTransport", url: str) -> None:
+    def _claim_subject(self, transport: "NatsTransport", url: str, stream: str) -> None:
         """Refuse to serve a subject another instance serves (one writer per subject), then answer
-        discovery at once, before the store is opened: an instance starting meanwhile sees this one."""
+        discovery at once, before the store is opened: an instance starting meanwhile sees this one.
+
+        Instances on the same JetStream ``stream`` are replicas of this one, not rivals: the
+        store's lease and fenced appends keep them to one writer."""
         subject, queue, window_ms = self.config.nats_subject, self.config.nats_queue, self.config.peer_window_ms
         try:
             peers = serving(subject, transport.discover(window_ms / 1000)) if window_ms else []
         except Exception as exc:
             raise ServerError(_cannot_serve(url, exc)) from exc
-        refused = refusal(subject, queue, redact_url(url), peers)
+        refused = refusal(subject, queue, redact_url(url), peers, stream)
         if refused:
             raise ServerError(refused, exit_code=2)
-        warning = handover_warning(subject, queue, peers)
+        warning = handover_warning(subject, queue, peers, stream)
         if warning:
             log.warning("%s", warning)
         transport.announce()
@@ -297,14 +407,7 @@ class Server:
         if self.metrics is not None:
             journal.on_flush = self.metrics.observe_flush
         freeze_heap()
-        counts = (("promise", core.state.promises), ("task", core.state.tasks),
-                  ("schedule", core.state.schedules), ("lock", core.state.locks))  # fmt: skip
-        log.info(
-            "recovered %s from %s in %.2f s",
-            ", ".join(f"{len(items)} {name}{'' if len(items) == 1 else 's'}" for name, items in counts),
-            self.config.store_path,
-            time.monotonic() - started,
-        )
+        log.info("recovered %s from %s in %.2f s", _counts(core), self.config.store_path, time.monotonic() - started)
         return core
 
     def _ensure_nats(self) -> str:
@@ -325,7 +428,7 @@ class Server:
         port = parsed.port or 4222
         failed = f"cannot start an embedded nats-server for {redact_url(url)}"
         try:
-            self.embedded = EmbeddedNatsServer(host=host, port=port).start()
+            self.embedded = EmbeddedNatsServer(host=host, port=port, extra_args=self._embedded_jetstream()).start()
         except EmbeddedNatsError as exc:
             log.debug("%s\n%s", exc.command, exc.output)
             hint = "" if log.isEnabledFor(logging.DEBUG) else "; run with --log-level debug for nats-server's log"
@@ -339,6 +442,19 @@ class Server:
         except RuntimeError as exc:  # the nats-server binary is missing
             raise ServerError(f"{failed}: {exc}") from exc
         return self.embedded.url
+
+    def _embedded_jetstream(self) -> List[str]:
+        """The embedded nats-server's JetStream flags: none for the file store; for the JetStream
+        store, ``-js`` with its data in ``<store-path>/jetstream``, or, with no store path (``resonate
+        dev``), in a temporary directory removed when the server stops: nothing survives a restart."""
+        if self.config.store_kind != "jetstream":
+            return []
+        if self.config.store_path:
+            directory = os.path.join(self.config.store_path, "jetstream")
+            os.makedirs(directory, exist_ok=True)
+        else:
+            directory = self._jetstream_tmp = tempfile.mkdtemp(prefix="resonate-jetstream-")
+        return ["-js", "-sd", directory]
 
     def _maybe_snapshot(self) -> None:
         """After each ticker pass: start a background snapshot when one is due and none is running."""
@@ -401,31 +517,45 @@ class Server:
                 self._handler.refuse_after(time.monotonic() + timeout / 2)
                 if not drain:
                     self._handler.refuse()
+            self._stopping = True
             if self.transport is not None:
-                self.transport.stop(timeout if drain else 0)
-            if self._handler is not None:
-                self._handler.stop()
-            if self.ticker is not None:
-                self.ticker.stop()
-            # Before the final snapshot and the close: neither may overlap a snapshot being written.
-            self._end_background_snapshots()
-            if self.journal is not None:
-                try:
-                    if drain and self.core is not None:
-                        self.snapshot()
-                except Exception as exc:
-                    _snapshot_failed("final snapshot", exc)
-                try:
-                    self.journal.close()
-                except Exception as exc:  # still stop the rest, and release the directory lock
-                    log.error("closing the journal failed: %s", exc)
+                # The JetStream store talks over the transport's connection: it is closed (final
+                # snapshot, lease released) after the drain and before the connection closes.
+                self.transport.stop(timeout if drain else 0, before_close=lambda: self._close_store(drain))
+            self._close_store(drain)
             if self.embedded is not None:
                 self.embedded.stop()
+            if self._jetstream_tmp is not None:
+                shutil.rmtree(self._jetstream_tmp, ignore_errors=True)
             if self.metrics_endpoint is not None:
                 self.metrics_endpoint.stop()
             self._stopped.set()
             if drain:
                 log.info("stopped")
+
+    def _close_store(self, drain: bool) -> None:
+        """Stop what changes the state, write the final snapshot (a leader's, for JetStream) and
+        close the journal or store; idempotent."""
+        if self._store_closed:
+            return
+        self._store_closed = True
+        if self._handler is not None:
+            self._handler.stop()
+        if self.ticker is not None:
+            self.ticker.stop()
+        # Before the final snapshot and the close: neither may overlap a snapshot being written.
+        self._end_background_snapshots()
+        if self.journal is None:
+            return
+        try:
+            if drain and self.core is not None and (self.store is None or self.store.role == "leader"):
+                self.snapshot()
+        except Exception as exc:
+            _snapshot_failed("final snapshot", exc)
+        try:
+            self.journal.close()
+        except Exception as exc:  # still stop the rest, and release the directory lock
+            log.error("closing the %s failed: %s", "JetStream store" if self.store is not None else "journal", exc)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the server stopped; True if it did."""
@@ -471,6 +601,13 @@ def _cannot_serve(url: str, exc: Exception) -> str:
         f"{message}; no NATS server answers there. Start one, point --api-nats-addr at a running one,"
         " or let resonate start one: `resonate dev` (for development) or `resonate serve --embedded-nats`"
     )
+
+
+def _counts(core: Resonate) -> str:
+    """``3 promises, 1 task, 0 schedules, 0 locks``: what a recovered state holds."""
+    state = core.state
+    counts = (("promise", state.promises), ("task", state.tasks), ("schedule", state.schedules), ("lock", state.locks))
+    return ", ".join(f"{len(items)} {name}{'' if len(items) == 1 else 's'}" for name, items in counts)
 
 
 def _fit_replies(core: Resonate, max_payload: int) -> None:

@@ -16,7 +16,8 @@ import time
 from typing import Callable, List, Optional, Protocol, Tuple
 
 from ..core import Resonate
-from .envelope import SHUTTING_DOWN, STORE_ERROR, UNKNOWN_OPERATION, handle_nowait
+from ..errors import Unavailable
+from .envelope import NOT_LEADER, SHUTTING_DOWN, STORE_ERROR, UNKNOWN_OPERATION, handle_nowait
 
 __all__ = ["DurableReplies", "Observer", "Request", "RequestHandler", "log_request", "send"]
 
@@ -110,18 +111,18 @@ class DurableReplies:
     def _release(self, batch: List[Tuple[int, Request, bytes, Failure, Optional[Label]]]) -> None:
         try:
             self._wait_durable(max(entry[0] for entry in batch))
-            durable = True
-        except Exception:  # logged by the core, once
-            durable = False
+            durable, error = True, STORE_ERROR
+        except Exception as exc:  # logged by the core, once
+            durable, error = False, NOT_LEADER if isinstance(exc, Unavailable) else STORE_ERROR
         observe = self._observe
         for _, request, reply, failure, label in batch:
             if durable:
                 send(request, reply, failure)
             else:
-                request.respond_error(*STORE_ERROR)
+                request.respond_error(*error)
             if label is not None and observe is not None:
                 operation, request_id, code, started = label
-                observe(operation, request_id, code if durable else STORE_ERROR.code, time.perf_counter_ns() - started)
+                observe(operation, request_id, code if durable else error.code, time.perf_counter_ns() - started)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Send what is pending, then end the thread."""
@@ -142,6 +143,9 @@ class RequestHandler:
             for the connection's write lock (dev, N=64: 0.57x -> 0.87x of the bare responder).
 
         observe: an :data:`Observer` of every answer the handler gives, or None.
+        gate: None, or asked before each request whether this instance may answer at all (a
+            replicated store's leader whose lease is valid); when it says no, the request is
+            answered 503 :data:`~resonate_sync.api.envelope.NOT_LEADER` without being run.
 
     A reply over ``request.max_payload`` bytes is answered with a 500 error instead
     (:func:`~resonate_sync.api.envelope.too_large_reply`): NATS would not carry it.
@@ -151,10 +155,13 @@ class RequestHandler:
     then on and sends the replies still waiting for the journal.
     """
 
-    def __init__(self, core: Resonate, *, workers: int, observe: Optional[Observer] = None) -> None:
+    def __init__(
+        self, core: Resonate, *, workers: int, observe: Optional[Observer] = None, gate: Optional[Callable[[], bool]] = None
+    ) -> None:
         self._core = core
         self._workers = workers
         self._observe = observe
+        self._gate = gate
         self._replies = DurableReplies(core.wait_durable, observe)
         self._refusing = False
         self._refuse_after = 0.0  # time.monotonic() deadline; 0: none
@@ -166,6 +173,11 @@ class RequestHandler:
             request.respond_error(*SHUTTING_DOWN)
             if observe is not None:
                 observe(UNKNOWN_OPERATION, "", SHUTTING_DOWN.code, time.perf_counter_ns() - started)
+            return
+        if self._gate is not None and not self._gate():
+            request.respond_error(*NOT_LEADER)
+            if observe is not None:
+                observe(UNKNOWN_OPERATION, "", NOT_LEADER.code, time.perf_counter_ns() - started)
             return
         answer = handle_nowait(self._core, request.data, request.max_payload)
         if request.in_flight <= self._workers and self._core.is_durable(answer.ticket):

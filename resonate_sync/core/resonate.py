@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Proto
 
 import attrs
 
-from ..errors import BadRequest, InternalError, Status
+from ..errors import BadRequest, InternalError, ResonateError, Status, StoreUnavailable, Unavailable
 from ..models import (
     AcquireLockRequest,
     ClaimTaskRequest,
@@ -207,6 +207,7 @@ class Resonate:
         self._encode = self._encode_record if journal is not None else None
         self._ticket = 0
         self._unjournaled: Optional[str] = None
+        self._unavailable = False  # _unjournaled because the store stepped down: 503, until reload()
         self._lock = threading.Lock()
         self.wakeup = threading.Event()
         """Set when a change may have created work due now (a new INIT task); the ticker waits on it."""
@@ -242,7 +243,7 @@ class Resonate:
         result = None
         with self._lock:
             if self._unjournaled is not None:
-                raise InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR)
+                raise self._store_error()
             tx = Tx(self.state, self.clock.now(), self.settings, head, self._encode)
             try:
                 result = step(tx)
@@ -294,12 +295,20 @@ class Resonate:
         except Exception as exc:
             raise self._journal_failed("fsync", exc) from None
 
-    def _journal_failed(self, what: str, exc: Exception) -> InternalError:
+    def _journal_failed(self, what: str, exc: Exception) -> ResonateError:
         """Stop answering for good and log why, once; returns the error to raise (its cause is in that log line).
 
         The state already holds changes the journal could not make durable and cannot take
         them back: answering anything from it could acknowledge a change a restart would lose.
+        A replicated store that stepped down (:class:`StoreUnavailable`) is the exception: 503
+        until :meth:`reload` replaced the state with the stream's.
         """
+        if isinstance(exc, StoreUnavailable):
+            # A replicated store stepped down (fenced, or its lease lapsed): the state may hold
+            # changes the stream does not, so nothing is answered from it until reload().
+            if self._unjournaled is None:
+                self._unjournaled, self._unavailable = f"store {what}: {exc}", True
+            return Unavailable(Status.NOT_LEADER.text, status=Status.NOT_LEADER)
         if self._unjournaled is None:
             self._unjournaled = f"journal {what} failed: {exc}"
             if isinstance(exc, (TypeError, ValueError)):
@@ -316,8 +325,31 @@ class Resonate:
                 exc,
                 remedy,
             )
+        return self._store_error()
+
+    def _store_error(self) -> ResonateError:
+        if self._unavailable:
+            return Unavailable(Status.NOT_LEADER.text, status=Status.NOT_LEADER)
         return InternalError(Status.STORE_ERROR.text, status=Status.STORE_ERROR)
 
+    # ------------------------------------------------------------------ replication
+
+    def apply_replicated(self, records: Iterable[Dict[str, Any]]) -> None:
+        """Apply records another instance made durable (a standby tailing the leader's stream)."""
+        with self._lock:
+            apply = self.state.apply
+            for obj in records:
+                apply(record_from_json(obj))
+
+    def reload(self, snapshot: Optional[Iterable[Tuple[str, Any]]], records: Iterable[Dict[str, Any]]) -> None:
+        """Replace the whole state with one rebuilt from ``snapshot`` and ``records`` (as :meth:`recover`),
+        and answer again: after a replicated store stepped down, the state may hold changes the
+        stream never took, so it is rebuilt from what the stream holds. Built outside the lock."""
+        state = type(self).recover(snapshot, records, clock=self.clock).state
+        with self._lock:
+            self.state = state
+            self._ticket = 0
+            self._unjournaled, self._unavailable = None, False
     # ------------------------------------------------------------------ background
 
     def tick(self) -> List[Delivery]:

@@ -133,6 +133,9 @@ class Service:
         description: one line for INFO.
         endpoint: the endpoint's name.
         metadata / endpoint_metadata: free-form string maps, fixed for the instance's life.
+        live_metadata: None, or called for every PING/INFO/STATS answer for string entries
+            that change while the instance runs (a replica's role and applied sequence); they
+            are merged over ``metadata``.
         service_id: the instance's id; by default a fresh random one (uuid4 hex).
     """
 
@@ -148,6 +151,7 @@ class Service:
         metadata: Optional[Mapping[str, str]] = None,
         endpoint_metadata: Optional[Mapping[str, str]] = None,
         service_id: Optional[str] = None,
+        live_metadata: Optional[Callable[[], Mapping[str, str]]] = None,
     ) -> None:
         for what, value in (("service name", name), ("endpoint name", endpoint)):
             if not _NAME.match(value):
@@ -168,6 +172,7 @@ class Service:
         # one call less on the request path).
         self.record: Callable[[int, Optional[str]], None] = self.stats.record
         self.started = datetime.now(timezone.utc)
+        self.live_metadata = live_metadata
         self._ping = _dumps(self._identity(PING_RESPONSE))
         self._info = _dumps(self.info())
 
@@ -188,9 +193,9 @@ class Service:
     def respond(self, verb: str) -> bytes:
         """The JSON document answering ``verb`` (PING, INFO or STATS)."""
         if verb == "PING":
-            return self._ping
+            return self._ping if self.live_metadata is None else _dumps(self._identity(PING_RESPONSE))
         if verb == "INFO":
-            return self._info
+            return self._info if self.live_metadata is None else _dumps(self.info())
         if verb == "STATS":
             return _dumps(self.stats_response())
         raise ValueError(f"unknown Services API verb {verb!r}")
@@ -201,7 +206,7 @@ class Service:
             "name": self.name,
             "id": self.id,
             "version": self.version,
-            "metadata": dict(self.metadata),
+            "metadata": {**self.metadata, **self.live_metadata()} if self.live_metadata else dict(self.metadata),
         }
 
     def _endpoint(self) -> Dict[str, object]:

@@ -296,9 +296,12 @@ class NatsTransport:
         self._conn = conn
         return self
 
-    def start(self, handler: Optional[Callable[[Request], None]] = None) -> "NatsTransport":
+    def start(self, handler: Optional[Callable[[Request], None]] = None, *, serve: bool = True) -> "NatsTransport":
         """Connect (unless :meth:`connect` did), subscribe, and serve ``handler`` (else the one given
         at construction); returns once the subscription is registered.
+
+        With ``serve=False`` everything but the subscription to the subject is started (workers,
+        reconnects, discovery): a standby calls :meth:`serve` when it takes over.
 
         Raises TransportError naming the URL if the server is unreachable, refuses the
         credentials, or refuses the subscription.
@@ -313,14 +316,10 @@ class NatsTransport:
         assert conn is not None
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"{self._name}-worker")
         try:
-            self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
             self.announce()
             conn.connect()  # again if lost since connect(): the subscriptions go with it
-            conn.flush(self._connect_timeout)
-            if conn.server_errors and "subscription" in (conn.last_server_error or "").lower():
-                raise TransportError(
-                    f"{self.url} refused the subscription to {self.subject!r}: {conn.last_server_error}"
-                )
+            if serve:
+                self.serve()
         except BaseException as exc:
             conn.close()
             self._executor.shutdown()
@@ -328,8 +327,48 @@ class NatsTransport:
             _raise_transport_error(exc)
         self._supervisor = threading.Thread(target=self._supervise, name=f"{self._name}-nats-supervisor", daemon=True)
         self._supervisor.start()
-        self._log.info("serving %s on %s", self.subject, self.url)
         return self
+
+    def serve(self) -> None:
+        """Subscribe to the subject (a no-op if subscribed) and return once NATS registered it.
+
+        Raises TransportError if NATS refuses the subscription, or NatsConnectionError/TimeoutError
+        if it cannot be confirmed.
+        """
+        conn = self._conn
+        assert conn is not None and self._started
+        with self._lock:
+            if self._sub is not None:
+                return
+            errors = conn.server_errors
+            self._sub = conn.subscribe(self.subject, callback=self._on_message, queue=self._queue)
+        conn.flush(self._connect_timeout)
+        if conn.server_errors != errors and "subscription" in (conn.last_server_error or "").lower():
+            self.withdraw()
+            raise TransportError(f"{self.url} refused the subscription to {self.subject!r}: {conn.last_server_error}")
+        self._log.info("serving %s on %s", self.subject, self.url)
+
+    def withdraw(self, timeout: float = 1.0) -> None:
+        """Stop taking requests on the subject, keeping the connection (a leader stepping down).
+
+        Requests NATS delivered before the unsubscribe still reach the handler; each is answered
+        as the handler decides. A no-op when not subscribed.
+        """
+        with self._lock:
+            sub, self._sub = self._sub, None
+        conn = self._conn
+        if sub is None or conn is None:
+            return
+        try:
+            conn.unsubscribe(sub, flush_timeout=timeout)
+        except NatsConnectionError:
+            pass
+        self._log.info("stopped taking requests on %s", self.subject)
+
+    @property
+    def connection(self) -> Optional[Connection]:
+        """The NATS connection, once :meth:`connect` made it (shared with the JetStream store)."""
+        return self._conn
 
     def announce(self) -> None:
         """Answer the Services API discovery subjects from now on, before :meth:`start` serves the
@@ -539,7 +578,7 @@ class NatsTransport:
 
     # -- stopping --------------------------------------------------------------------------
 
-    def stop(self, timeout: float = 10.0) -> bool:
+    def stop(self, timeout: float = 10.0, *, before_close: Optional[Callable[[], None]] = None) -> bool:
         """Stop gracefully; returns True if every in-flight request finished in time. Idempotent.
 
         Unsubscribes first (requests the server already sent are still served), waits up to
@@ -548,22 +587,28 @@ class NatsTransport:
         abandoned. Requests still queued then are answered ``stop_reply`` from this thread
         without running the handler (a few microseconds each, even if every worker is stuck),
         so that a backlog too long for ``timeout`` ends in replies a client can act on instead
-        of silence; without a ``stop_reply`` they get no reply.
+        of silence; without a ``stop_reply`` they get no reply. ``before_close`` is called after
+        the drain, while the connection is still open (the server closes its JetStream store there).
         """
         with self._lock:
             if self._stopping or self._conn is None:
                 return True
             self._stopping = True
-            if not self._started:  # connected only
-                self._conn.close()
-                return True
+            started = self._started
+        if not started:  # connected only
+            self._before_close(before_close)
+            self._conn.close()
+            return True
         deadline = monotonic() + timeout
         conn, executor = self._conn, self._executor
-        assert executor is not None and self._sub is not None and self._supervisor is not None
+        assert executor is not None and self._supervisor is not None
         self._stop_event.set()
         self._wake.set()
         self._supervisor.join(max(0.0, deadline - monotonic()))
-        conn.unsubscribe(self._sub, flush_timeout=max(0.0, deadline - monotonic()))
+        with self._lock:
+            sub, self._sub = self._sub, None
+        if sub is not None:
+            conn.unsubscribe(sub, flush_timeout=max(0.0, deadline - monotonic()))
         if not conn.connected:
             self._log.warning(
                 "connection to %s lost while stopping (%s): requests it had not delivered yet get no reply from this server",
@@ -583,6 +628,7 @@ class NatsTransport:
                     request._settle(None, None)
             if unserved and self._stop_reply is not None:
                 self._log.warning("drain deadline: answered %d queued requests without serving them", len(unserved))
+        self._before_close(before_close)
         if conn.connected:
             try:  # past the deadline too: the replies just written must leave before the close
                 conn.flush(max(0.25, deadline - monotonic()))
@@ -598,6 +644,13 @@ class NatsTransport:
                 "stopped serving %s after %g s, abandoning %d requests still being handled", self.subject, timeout, left - len(unserved)
             )
         return drained
+
+    def _before_close(self, before_close: Optional[Callable[[], None]]) -> None:
+        if before_close is not None:
+            try:
+                before_close()
+            except Exception:
+                self._log.exception("closing what uses the connection to %s failed", self.url)
 
     def __enter__(self) -> "NatsTransport":
         return self.start()

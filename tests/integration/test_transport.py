@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import re
@@ -74,6 +75,44 @@ def auth_server(tmp_path: Any, nats_server_factory: Callable[..., EmbeddedNatsSe
 
 def with_user(url: str, user: str, password: str) -> str:
     return url.replace("nats://", f"nats://{user}:{password}@")
+
+
+class TestStandby:
+    """A replica's transport: connected and discoverable, taking requests only between serve() and withdraw()."""
+
+    def test_serve_and_withdraw_open_and_close_the_subject(self, shared_nats_server, subject, nats_client):
+        transport = NatsTransport(shared_nats_server.url, subject, echo, busy_reply=BUSY_REPLY)
+        client = nats_client(shared_nats_server.url)
+        try:
+            transport.start(serve=False)
+            with pytest.raises(nats.errors.NoRespondersError):
+                client.request(subject, b"standing by")
+            transport.serve()
+            transport.serve()  # a second call changes nothing
+            assert client.request(subject, b"leading").data == b"leading"
+            transport.withdraw()
+            with pytest.raises(nats.errors.NoRespondersError):
+                client.request(subject, b"stepped down")
+            transport.serve()
+            assert client.request(subject, b"leading again").data == b"leading again"
+        finally:
+            transport.stop(timeout=2)
+
+    def test_live_metadata_is_read_at_every_info(self, shared_nats_server, subject, nats_client):
+        """$SRV.INFO and PING show a replica's role as it is now, not as it was at start."""
+        role = ["standby"]
+        service = Service("resonate", "1.0.0", subject, live_metadata=lambda: {"role": role[0]})
+        transport = NatsTransport(shared_nats_server.url, subject, echo, busy_reply=BUSY_REPLY, service=service)
+        client = nats_client(shared_nats_server.url)
+        try:
+            transport.start(serve=False)
+            info = f"$SRV.INFO.resonate.{service.id}"
+            assert json.loads(client.request(info, b"").data)["metadata"]["role"] == "standby"
+            role[0] = "leader"
+            assert json.loads(client.request(info, b"").data)["metadata"]["role"] == "leader"
+            assert json.loads(client.request(f"$SRV.PING.resonate.{service.id}", b"").data)["metadata"]["role"] == "leader"
+        finally:
+            transport.stop(timeout=2)
 
 
 class TestRequestReply:

@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple
 from resonate_sync.api import SHUTTING_DOWN_REPLY, STORE_ERROR_REPLY
 from resonate_sync.api.replies import DurableReplies, RequestHandler
 from resonate_sync.core import Resonate
+from resonate_sync.errors import Status, StoreUnavailable
 from resonate_sync.transport import Request
 from resonate_sync.transport.protocol import Msg
 
@@ -221,3 +222,64 @@ class TestRequestHandler:
             assert "p1" not in core.state.promises
         finally:
             handler.stop()
+
+
+class TestLeadership:
+    """A replicated store's leader answers only while it may; a step-down is a 503 a client retries."""
+
+    def test_a_closed_gate_answers_503_without_executing(self):
+        core = Resonate()
+        handler = RequestHandler(core, workers=2, gate=lambda: False)
+        try:
+            request = FakeRequest(create("p1"))
+            handler(request)
+            assert request.errors == [(503, Status.NOT_LEADER.text)] and "p1" not in core.state.promises
+        finally:
+            handler.stop()
+
+    def test_a_store_that_stepped_down_turns_replies_into_503_until_reload(self):
+        """Changes the store could not confirm are never shown, and the state is rebuilt from the stream."""
+        store = SteppingDownStore()
+        core = Resonate(journal=store)
+        handler = RequestHandler(core, workers=2)
+        try:
+            first = FakeRequest(create("p1"))
+            handler(first)
+            wait_for_answer(first)
+            assert first.errors == [(503, Status.NOT_LEADER.text)]
+            later = FakeRequest(json.dumps({"operation": "promises.read", "payload": {"id": "p1"}}).encode())
+            handler(later)
+            assert later.errors == [(503, Status.NOT_LEADER.text)], "nothing is answered from a state the stream may lack"
+            core.reload((), [])
+            again = FakeRequest(json.dumps({"operation": "promises.read", "payload": {"id": "p1"}}).encode())
+            handler(again)
+            wait_for_answer(again)
+            assert again.errors and again.errors[0][0] == 404, "after reload the state is the stream's: p1 never was"
+        finally:
+            handler.stop()
+
+
+class SteppingDownStore:
+    """A journal whose first append is never confirmed: it was fenced (the JetStream store's FencedError)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def encode(self, record):
+        return json.dumps(record).encode()
+
+    def append_encoded(self, raws):
+        if self.seq:
+            raise Fenced("not the leader")
+        self.seq += 1
+        return self.seq
+
+    def is_durable(self, ticket):
+        return False
+
+    def wait_durable(self, ticket, timeout=None):
+        raise Fenced("append fenced: another writer appended sequence 7")
+
+
+class Fenced(StoreUnavailable):
+    pass

@@ -57,3 +57,31 @@ def test_metadata_names_the_store():
     """A memory store has no path; a file store's path is absolute."""
     assert instance_metadata(None)["store"] == "memory" and "store_path" not in instance_metadata(None)
     assert instance_metadata("j")["store_path"].endswith("/j") and instance_metadata("j")["store_path"].startswith("/")
+
+
+class TestReplicas:
+    """Instances on one JetStream stream are one replicated server: the lease, not discovery, keeps one writer."""
+
+    def replica(self, id_, stream, role="standby"):
+        return Peer(id_, "1.2.3", "", {"store": "jetstream", "stream": stream, "role": role})
+
+    def test_instances_on_our_stream_are_neither_refused_nor_warned_about(self):
+        peers = [self.replica("a", "RESONATE_orders"), self.replica("b", "RESONATE_orders", "leader")]
+        assert refusal("orders", "", "nats://n", peers, "RESONATE_orders") is None
+        assert handover_warning("orders", "", peers, "RESONATE_orders") is None
+
+    def test_an_instance_on_another_stream_is_a_rival(self):
+        """Two streams are two stores: a promise written through one is missing from the other."""
+        message = refusal("orders", "", "nats://n", [self.replica("a", "OTHER")], "RESONATE_orders")
+        assert message and "instance a" in message and "store: jetstream OTHER" in message and "role: standby" in message
+
+    @pytest.mark.parametrize("stream", ["", "RESONATE_orders"])
+    def test_file_and_jetstream_instances_never_share_a_subject(self, stream):
+        """A file-store server next to a JetStream one (either way round) is refused."""
+        theirs = [TestDecision.PEER] if stream else [self.replica("a", "RESONATE_orders")]
+        assert refusal("orders", "", "nats://n", theirs, stream) is not None
+
+
+def test_metadata_of_a_replica_names_its_stream_not_a_path():
+    metadata = instance_metadata("ignored", "RESONATE_orders")
+    assert metadata["store"] == "jetstream" and metadata["stream"] == "RESONATE_orders" and "store_path" not in metadata
