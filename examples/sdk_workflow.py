@@ -16,7 +16,8 @@ Needs Python 3.12 or newer and ``pip install 'resonate_sync[sdk]'``. Run, with `
 running: ``python examples/sdk_workflow.py`` (it starts the greeter itself, as
 ``python examples/sdk_workflow.py greeter``, and stops it at the end). It connects where the
 ``resonate`` commands do: ``RESONATE_API_NATS_ADDR`` (default nats://localhost:4222),
-``RESONATE_API_NATS_SUBJECT`` (default resonate.server).
+``RESONATE_API_NATS_SUBJECT`` (default resonate.server), and reads the server's poll prefix
+``RESONATE_DELIVERY_POLL_PREFIX`` (default resonate.recv).
 """
 
 import os
@@ -31,11 +32,12 @@ from resonate_sync.sdk import NatsMessageSource, NatsStore
 
 URL = os.environ.get("RESONATE_API_NATS_ADDR") or "nats://localhost:4222"
 SUBJECT = os.environ.get("RESONATE_API_NATS_SUBJECT") or "resonate.server"
+PREFIX = os.environ.get("RESONATE_DELIVERY_POLL_PREFIX") or "resonate.recv"
 
 
 def connect(group: str) -> Resonate:
     """An SDK client whose store and messages go through resonate_sync."""
-    return Resonate(store=NatsStore(URL, subject=SUBJECT), message_source=NatsMessageSource(URL, group=group))
+    return Resonate(store=NatsStore(URL, subject=SUBJECT), message_source=NatsMessageSource(URL, group=group, prefix=PREFIX))
 
 
 def greet(ctx, name: str) -> str:

@@ -197,6 +197,20 @@ class TestDurableFunctions:
         assert any(line.split()[1] == resolved[0].id for line in stack.app.lines("scheduled"))
 
 
+class TestExample:
+    def test_the_readme_example_runs_an_rpc_on_a_second_process_and_a_durable_sleep(self, own_stack):
+        """examples/sdk_workflow.py, run as a user runs it, prints the workflow's result and exits 0."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RESONATE_")}
+        env.update(RESONATE_API_NATS_ADDR=own_stack.nats_url, RESONATE_API_NATS_SUBJECT=own_stack.server.subject,
+                   RESONATE_DELIVERY_POLL_PREFIX=own_stack.prefix)
+        example = Path(__file__).resolve().parents[2] / "examples" / "sdk_workflow.py"
+        done = subprocess.run([sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "result: Hello, world, after a durable sleep" in done.stdout
+        greeter = next(line for line in done.stdout.splitlines() if line.startswith("greeter ") and "greeting" in line)
+        assert greeter.split()[1] != str(os.getpid())
+
+
 class TestCrashes:
     def test_kill_9_of_a_worker_mid_workflow_another_of_its_group_finishes_it(self, own_stack):
         """The worker running a workflow is killed in a step; its lease lapses and the other app worker finishes it."""
