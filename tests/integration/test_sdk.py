@@ -241,3 +241,65 @@ class TestCrashes:
         own_stack.server.start().ready(own_stack.probe)
         assert handle.result(timeout=60) == "slept 2"
         assert app.process.poll() is None and app.lines("woke")
+
+
+class LosesReplies:
+    """A transport into a core in this process that loses the replies of the first ``lose`` requests it passes on."""
+
+    def __init__(self, core, lose: int) -> None:
+        from resonate_sync import LocalTransport
+
+        self.inner, self.lose = LocalTransport(core), lose
+
+    def request(self, data: bytes, timeout: float) -> bytes:
+        from resonate_sync.errors import RequestTimeout, Retryable
+
+        reply = self.inner.request(data, timeout)
+        if self.lose > 0:
+            self.lose -= 1
+            raise Retryable(RequestTimeout("reply lost"), delivered=True)
+        return reply
+
+    def close(self) -> None:
+        pass
+
+
+class TestAdapter:
+    def test_a_claim_whose_reply_was_lost_is_taken_as_claimed(self):
+        """A claim retried after a lost reply gets "already claimed": the adapter reads the promises instead of failing."""
+        from resonate_sync import LocalTransport, Resonate as Core
+
+        core = Core()
+        with Client(transport=LocalTransport(core)) as client:
+            client.promises_create("root", "1h", tags={"resonate:invoke": "poll://any@app"})
+        store = NatsStore(transport=LosesReplies(core, lose=1))
+        root, leaf = store.tasks.claim("__invoke:root", 1, "w1", 10_000)
+        assert (root.id, leaf) == ("root", None)
+        assert core.state.tasks["__invoke:root"].process_id == "w1"
+
+    def test_other_errors_raise_the_sdks_store_error_with_the_code(self):
+        """A 404 or 403 is no outage: it raises ResonateStoreError at once, carrying the reply's code."""
+        from resonate.errors import ResonateStoreError
+
+        from resonate_sync import LocalTransport, Resonate as Core
+
+        store = NatsStore(transport=LocalTransport(Core()))
+        with pytest.raises(ResonateStoreError) as caught:
+            store.promises.get("missing")
+        assert caught.value.mesg == "The specified promise was not found" and "404" in str(caught.value.code)
+
+    @pytest.mark.parametrize("group, id", [("a.b", None), ("g", "x y"), ("", None), ("g", "*"), ("ü", None)])
+    def test_a_group_or_id_that_is_no_subject_token_is_refused(self, group, id):
+        """The message source refuses names the server would refuse in its addresses."""
+        with pytest.raises(ValueError, match="NatsMessageSource"):
+            NatsMessageSource("nats://127.0.0.1:1", group=group, id=id)
+
+    @pytest.mark.parametrize("payload", [b"", b"nan", b"[]", b'{"type": "invoke"}', b'{"type": "invoke", "task": {"id": 1}}',
+                                         b'{"type": "notify", "promise": 3}', b'{"type": "x"}', b"\xff\xfe"])
+    def test_messages_that_are_no_task_message_are_dropped(self, payload):
+        """Whatever else arrives on the subjects is logged and dropped; next() only ever sees the SDK's messages."""
+        from resonate_sync.sdk import _sdk_message
+
+        assert _sdk_message(payload) is None
+        body = b'{"type":"resume","task":{"id":"__resume:a:b","counter":2,"timeout":1},"href":{}}'
+        assert _sdk_message(body) == {"type": "resume", "task": {"id": "__resume:a:b", "counter": 2}}
