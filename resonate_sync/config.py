@@ -41,6 +41,7 @@ href_base                 server.hrefBase                 RESONATE_HREF_BASE    
 task_claim_timeout_ms     tasks.claimTimeout              RESONATE_TASK_CLAIM_TIMEOUT        --task-claim-timeout
 task_retry_timeout_ms     tasks.retryTimeout              RESONATE_TASK_RETRY_TIMEOUT        --task-retry-timeout
 delivery_allow            tasks.deliveryAllow             RESONATE_DELIVERY_ALLOW            --delivery-allow
+delivery_poll_prefix      tasks.pollPrefix                RESONATE_DELIVERY_POLL_PREFIX      --delivery-poll-prefix
 metrics_addr              metrics.addr                    RESONATE_METRICS_ADDR              --metrics-addr
 log_level                 log.level                       RESONATE_LOG_LEVEL                 --log-level
 log_format                log.format                      RESONATE_LOG_FORMAT                --log-format
@@ -79,7 +80,7 @@ import attrs
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from .subjects import parse_patterns
+from .subjects import delivery_subject_problem, parse_patterns
 from .urls import redact_url
 
 __all__ = [
@@ -378,6 +379,12 @@ def _subject_rule(value: str) -> None:
         raise ValueError(f"{_show(value)} contains a wildcard; the server needs a literal subject")
 
 
+def _prefix_rule(value: str) -> None:
+    problem = delivery_subject_problem(value)
+    if problem:
+        raise ValueError(f"{_show(value)} cannot begin a subject to publish to: {problem}")
+
+
 def _patterns_rule(value: str) -> None:
     try:
         parse_patterns(value)
@@ -625,6 +632,13 @@ SETTINGS: tuple[Setting, ...] = (
         " valid subject: set it in production, since the server publishes with its own NATS identity.",
     ),
     Setting(
+        "delivery_poll_prefix", ("tasks", "pollPrefix"), "--delivery-poll-prefix",
+        _string_kind("SUBJECT", _prefix_rule),
+        "Subject prefix under which the Resonate SDK's receivers are published: poll://any@G (and"
+        " poll://any@G/ID) to <prefix>.G, where the workers of group G queue-subscribe, and"
+        " poll://uni@G/ID to <prefix>.G.ID. Workers must use the same prefix.",
+    ),
+    Setting(
         "metrics_addr", ("metrics", "addr"), "--metrics-addr", _string_kind("HOST:PORT", _host_port_rule),
         "Address of the Prometheus metrics endpoint (http://HOST:PORT/metrics); empty for none."
         " Default 127.0.0.1:9090 for serve, none for dev. Port 0 picks a free port (logged at start).",
@@ -693,6 +707,7 @@ class Config:
         task_claim_timeout_ms: time to claim a sent task before it is resent, milliseconds.
         task_retry_timeout_ms: wait before retrying a task that could not be sent, milliseconds.
         delivery_allow: comma-separated NATS subject patterns receivers must match; ``""`` for any.
+        delivery_poll_prefix: subject prefix of ``poll://`` receivers (``<prefix>.<group>[.<id>]``).
         href_base: base URL of the links in task messages and claim replies (nothing serves them here).
         metrics_addr: ``host:port`` of the Prometheus endpoint; ``""`` for none.
         log_level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
@@ -726,6 +741,7 @@ class Config:
     task_claim_timeout_ms: int = attrs.field(default=60_000, validator=_check_field)
     task_retry_timeout_ms: int = attrs.field(default=15_000, validator=_check_field)
     delivery_allow: str = attrs.field(default="", validator=_check_field)
+    delivery_poll_prefix: str = attrs.field(default="resonate.recv", validator=_check_field)
     href_base: str = attrs.field(default="http://localhost:8001", validator=_check_field)
     metrics_addr: str = attrs.field(default="", validator=_check_field)
     log_level: str = attrs.field(default="info", validator=_check_field)

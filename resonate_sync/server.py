@@ -153,6 +153,7 @@ class Server:
             batch_size=config.batch_size,
             delivery_allow=parse_patterns(config.delivery_allow),
             reserved_subjects=(config.nats_subject,),
+            poll_prefix=config.delivery_poll_prefix,
         )
         if config.metrics_addr:
             self._start_metrics(config.metrics_addr)

@@ -7,7 +7,7 @@ Pure functions of strings, shared by the configuration (``--api-nats-subject``,
 import re
 from typing import Iterable, Optional
 
-__all__ = ["MAX_SUBJECT_BYTES", "delivery_subject_problem", "pattern_problem", "subject_matches", "parse_patterns"]
+__all__ = ["MAX_SUBJECT_BYTES", "delivery_subject_problem", "token_problem", "pattern_problem", "subject_matches", "parse_patterns"]
 
 MAX_SUBJECT_BYTES = 255
 """Longest subject a receiver may name. nats-server closes a connection whose control line
@@ -47,6 +47,18 @@ def delivery_subject_problem(subject: str) -> Optional[str]:
         return f"the subject {subject!r} starts with '$', which NATS reserves for its own APIs ($SYS, $JS, $KV, $SRV)"
     if subject.startswith("_INBOX"):
         return f"the subject {subject!r} is a reply inbox (_INBOX…), which belongs to another client's request"
+    return None
+
+
+def token_problem(token: str, what: str) -> Optional[str]:
+    """Why ``token`` cannot be one literal token of a subject (``what`` names it), or None."""
+    if not token:
+        return f"the {what} is empty"
+    if not _PRINTABLE.match(token):
+        return f"the {what} {token[:60]!r} holds a character outside printable ASCII (white space, control or non-ASCII)"
+    for char, name in ((".", "a '.'; it would split into tokens"), ("*", "a wildcard '*'"), (">", "a wildcard '>'")):
+        if char in token:
+            return f"the {what} {token[:60]!r} holds {name}"
     return None
 
 

@@ -6,7 +6,8 @@ request creates a task that can be delivered now. Sending happens outside the co
 results are reported back in one step.
 
 Receivers (PROTOCOL.md 2.8): ``nats://<subject>`` and ``{"type": "nats", "data": {"subject":
-…}}`` are published to. Every other receiver is stored as given, and its deliveries fail and
+…}}`` are published to, and so are the SDK's ``poll://`` ones, under the poll prefix
+(:func:`~.core.receivers.poll_subject_of`). Every other receiver is stored as given, and its deliveries fail and
 are retried every ``task_retry_timeout_ms`` (the spec's behaviour for an unresolvable
 receiver) until the task times out; each such receiver is logged once.
 """
@@ -17,7 +18,7 @@ import threading
 from typing import Callable, Optional, Set
 
 from .core import Delivery, Resonate
-from .core.receivers import nats_subject_of, receiver_problem
+from .core.receivers import nats_subject_of, poll_subject_of, receiver_problem
 from .errors import ResonateError
 
 __all__ = ["Ticker"]
@@ -84,7 +85,9 @@ class Ticker:
     def _send(self, delivery: Delivery) -> bool:
         subject = nats_subject_of(delivery.recv)
         if subject is None:
-            problem = 'it is not a NATS receiver (nats://<subject> or {"type":"nats","data":{"subject":…}})'
+            subject = self._poll_subject(delivery.recv)
+        if subject is None:
+            problem = 'it is not a NATS receiver (nats://<subject>, {"type":"nats","data":{"subject":…}} or poll://…)'
         else:
             # Requests are checked when they name a receiver; this catches receivers stored
             # before those checks existed, or since excluded by --delivery-allow.
@@ -107,6 +110,10 @@ class Ticker:
             return False
         log.debug("task %s (counter %d) sent to %s", delivery.task_id, delivery.counter, subject)
         return True
+
+    def _poll_subject(self, recv: object) -> Optional[str]:
+        poll = poll_subject_of(recv, self._core.settings.poll_prefix)
+        return None if poll is None else poll[0]
 
     def _loop(self) -> None:
         core = self._core

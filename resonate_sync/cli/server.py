@@ -199,6 +199,7 @@ def _server_command(mode: Optional[str]) -> Any:
         task_claim_timeout: Annotated[Optional[str], _option("task_claim_timeout_ms", mode)] = None,
         task_retry_timeout: Annotated[Optional[str], _option("task_retry_timeout_ms", mode)] = None,
         delivery_allow: Annotated[Optional[str], _option("delivery_allow", mode)] = None,
+        delivery_poll_prefix: Annotated[Optional[str], _option("delivery_poll_prefix", mode)] = None,
         metrics_addr: Annotated[Optional[str], _option("metrics_addr", mode)] = None,
         log_level: Annotated[Optional[str], _option("log_level", mode)] = None,
         log_format: Annotated[Optional[str], _option("log_format", mode)] = None,

@@ -43,6 +43,8 @@ class CoreSettings:
             ``max_payload`` with ``sizes.promise_limit``.
         delivery_allow: NATS subject patterns receivers must match; empty allows any valid subject.
         reserved_subjects: subjects no receiver may name (the server's own request subject).
+        poll_prefix: the subject prefix ``poll://`` receivers are delivered under (see
+            :mod:`.receivers`).
     """
 
     href_base: str = "http://localhost:8001"
@@ -54,6 +56,7 @@ class CoreSettings:
     max_promise_bytes: int = 0
     delivery_allow: Tuple[str, ...] = ()
     reserved_subjects: Tuple[str, ...] = ()
+    poll_prefix: str = "resonate.recv"
 
 
 def clamp_add(a: int, b: int) -> int:

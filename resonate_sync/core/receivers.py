@@ -6,22 +6,30 @@ published to with the server's own NATS identity, so they are checked when a req
 them, not at delivery: a subject that is not a literal publish subject, reaches into NATS'
 own APIs (``$…``) or another client's reply inbox (``_INBOX…``), is longer than 255 bytes,
 is the server's own request subject, or lies outside the operator's ``--delivery-allow``
-patterns is a 400 naming the field. Other receivers (``poll://any@default``, ``http://…``)
-are stored as given, as the protocol asks; their deliveries fail and are retried.
+patterns is a 400 naming the field.
+
+The Resonate SDK's default receivers are delivered over NATS too (PROTOCOL.md 13.7), under a
+prefix (``--delivery-poll-prefix``, default ``resonate.recv``): ``poll://any@G`` and
+``poll://any@G/ID`` go to ``<prefix>.G``, where the workers of group G queue-subscribe (the ID
+of an anycast address only names its sender), and ``poll://uni@G/ID`` goes to
+``<prefix>.G.ID``. A group or id that cannot be one subject token is a 400, and the subject
+they make obeys every rule above. Other receivers (``http://…``, a target name) are stored as
+given, as the protocol asks; their deliveries fail and are retried.
 """
 
 import functools
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 from .. import limits
 from ..errors import BadRequest
-from ..subjects import any_match, delivery_subject_problem
+from ..subjects import any_match, delivery_subject_problem, token_problem
 from .common import CoreSettings
 
-__all__ = ["nats_subject_of", "receiver_problem", "check_receiver", "check_invoke_tag", "invoke_recv", "INVOKE_TAG"]
+__all__ = ["nats_subject_of", "poll_subject_of", "receiver_problem", "check_receiver", "check_invoke_tag", "invoke_recv", "INVOKE_TAG"]
 
 INVOKE_TAG = "resonate:invoke"
 _NATS_SCHEME = "nats://"
+_POLL_SCHEME = "poll://"
 
 
 def nats_subject_of(recv: Any) -> Optional[str]:
@@ -39,11 +47,42 @@ def nats_subject_of(recv: Any) -> Optional[str]:
     return None
 
 
+def poll_subject_of(recv: Any, prefix: str) -> Optional[Tuple[str, Optional[str]]]:
+    """``(subject, problem)`` for a ``poll://`` receiver under ``prefix``, or None for any other receiver.
+
+    ``problem`` says why the address makes no subject (then ``subject`` is ``""``); the subject
+    itself is checked by :func:`receiver_problem`. No cast means anycast, as in Go.
+    """
+    if type(recv) is not str or not recv.startswith(_POLL_SCHEME):
+        return None
+    address = recv[len(_POLL_SCHEME) :]
+    cast, at, place = address.partition("@")
+    if not at:
+        cast, place = "any", address
+    group, slash, id = place.partition("/")
+    if cast not in ("any", "uni"):
+        return "", f"the cast {cast[:60]!r} of a poll:// receiver is neither 'any' nor 'uni' (poll://any@<group>)"
+    problem = token_problem(group, "group of the poll:// receiver")
+    if problem is None and cast == "uni":
+        if not slash:
+            problem = "a unicast poll:// receiver needs an id: poll://uni@<group>/<id>"
+        else:
+            problem = token_problem(id, "id of the poll:// receiver")
+    if problem is not None:
+        return "", problem
+    return (f"{prefix}.{group}.{id}" if cast == "uni" else f"{prefix}.{group}"), None
+
+
 def receiver_problem(recv: Any, settings: CoreSettings) -> Optional[str]:
-    """Why the server must not publish to ``recv``, or None (also for receivers that are not NATS ones)."""
+    """Why the server must not publish to ``recv``, or None (also for receivers it never publishes to)."""
     subject = nats_subject_of(recv)
     if subject is None:
-        return None
+        poll = poll_subject_of(recv, settings.poll_prefix)
+        if poll is None:
+            return None
+        subject, problem = poll
+        if problem is not None:
+            return problem
     if not subject:
         return 'a NATS receiver needs a subject: nats://<subject> or {"type":"nats","data":{"subject":"<subject>"}}'
     problem = delivery_subject_problem(subject)

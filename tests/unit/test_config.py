@@ -63,6 +63,7 @@ LAYER_SAMPLES = {
     "task_claim_timeout_ms": (("1s", 1_000), ("2s", 2_000), ("0", 0)),
     "task_retry_timeout_ms": (("4s", 4_000), ("5s", 5_000), ("2.5s", 2_500)),
     "delivery_allow": (("a.>", "a.>"), ("b.*", "b.*"), ("c.>,d.x", "c.>,d.x")),
+    "delivery_poll_prefix": (("a", "a"), ("b.c", "b.c"), ("sdk.recv", "sdk.recv")),
     "metrics_addr": (("127.0.0.1:1", "127.0.0.1:1"), ("0.0.0.0:2", "0.0.0.0:2"), ("[::1]:0", "[::1]:0")),
     "log_level": (("debug", "debug"), ("error", "error"), ("warn", "warning")),
     "log_format": (("json", "json"), ("text", "text"), ("JSON", "json")),
@@ -165,7 +166,7 @@ class TestDefaults:
             nats_timeout_ms=10_000, nats_queue="", store_path=None, fsync="always",
             snapshot_every=100_000, embedded_nats="auto", workers=8, max_pending=1024,
             tick_ms=1_000, batch_size=100, task_claim_timeout_ms=60_000,
-            task_retry_timeout_ms=15_000, delivery_allow="", href_base="http://localhost:8001",
+            task_retry_timeout_ms=15_000, delivery_allow="", delivery_poll_prefix="resonate.recv", href_base="http://localhost:8001",
             metrics_addr="", log_level="info", log_format="text",
         )
         assert load_config(mode="dev") == Config()

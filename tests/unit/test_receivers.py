@@ -13,7 +13,7 @@ from resonate_sync.api import handle
 from resonate_sync.config import Config, ConfigError, load_config
 from resonate_sync.core import CoreSettings, Resonate
 from resonate_sync.core.clock import FakeClock
-from resonate_sync.core.receivers import nats_subject_of
+from resonate_sync.core.receivers import nats_subject_of, poll_subject_of
 from resonate_sync.errors import BadRequest
 from resonate_sync.subjects import parse_patterns, pattern_problem, subject_matches
 from resonate_sync.ticker import Ticker
@@ -101,10 +101,10 @@ class TestSubjectRules:
         with pytest.raises(BadRequest, match="needs a subject"):
             core_with().promises_subscribe(id="s", promise_id="p", recv=recv, timeout=FAR)
 
-    @pytest.mark.parametrize("recv", ["poll://any@default", "default", "http://localhost:3000",
-                                      {"type": "poll", "data": {"group": "$SYS"}}, "nats:/$SYS"])
+    @pytest.mark.parametrize("recv", ["default", "http://localhost:3000",
+                                      {"type": "poll", "data": {"group": "$SYS"}}, "nats:/$SYS", "POLL://any@a.b"])
     def test_other_receivers_are_stored_as_given(self, recv):
-        """Receivers that are not NATS subjects are stored unchecked, as the protocol asks."""
+        """Receivers the server never publishes to are stored unchecked, as the protocol asks."""
         core = core_with()
         core.promises_subscribe(id="s", promise_id="p", recv=recv, timeout=FAR)
         assert nats_subject_of(recv) is None
@@ -182,3 +182,79 @@ class TestDelivery:
         assert published == []
         warned = [r for r in caplog.records if "cannot be delivered" in r.message]
         assert len(warned) == 1 and "255" in warned[0].message
+
+
+BAD_POLL = {
+    "dot-in-group": ("poll://any@a.b", "group"),
+    "empty-group": ("poll://any@", "group"),
+    "empty-address": ("poll://", "group"),
+    "star-group": ("poll://any@a*", "group"),
+    "gt-group": ("poll://any@>", "group"),
+    "space-group": ("poll://any@a b", "group"),
+    "non-ascii-group": ("poll://any@ü", "group"),
+    "surrogate-group": ("poll://any@\ud800", "group"),
+    "unicast-without-id": ("poll://uni@g", "needs an id"),
+    "unicast-empty-id": ("poll://uni@g/", "id"),
+    "dot-in-id": ("poll://uni@g/a.b", "id"),
+    "wildcard-id": ("poll://uni@g/*", "id"),
+    "unknown-cast": ("poll://some@g", "cast"),
+    "too-long": ("poll://any@" + "g" * 300, "255"),
+}
+
+
+class TestPollReceivers:
+    @pytest.mark.parametrize("recv, subject", [
+        ("poll://any@default", "resonate.recv.default"),
+        ("poll://any@workers/5f2c", "resonate.recv.workers"),
+        ("poll://uni@workers/5f2c", "resonate.recv.workers.5f2c"),
+        ("poll://workers", "resonate.recv.workers"),
+        ("poll://uni@g/a/b", "resonate.recv.g.a/b"),
+    ])
+    def test_the_sdk_addresses_map_to_subjects_under_the_prefix(self, recv, subject):
+        """Anycast goes to <prefix>.<group> whatever id it names; unicast to <prefix>.<group>.<id>."""
+        assert poll_subject_of(recv, "resonate.recv") == (subject, None)
+        core = core_with()
+        for attempt in attempts(core, recv).values():
+            attempt()
+
+    def test_the_prefix_is_a_setting(self):
+        """The prefix comes from the settings, for the check and for the subject."""
+        assert poll_subject_of("poll://uni@g/w", "sdk") == ("sdk.g.w", None)
+        core = core_with(poll_prefix="sdk", delivery_allow=("sdk.>",))
+        core.promises_subscribe(id="s", promise_id="p", recv="poll://uni@g/w", timeout=FAR)
+
+    @pytest.mark.parametrize("recv, says", list(BAD_POLL.values()), ids=list(BAD_POLL))
+    def test_addresses_that_make_no_subject_are_a_400_naming_the_field(self, recv, says):
+        """A group or id that is not one subject token (or a bad cast) is a 400 naming the field, in every route."""
+        core = core_with()
+        for where, attempt in attempts(core, recv).items():
+            with pytest.raises(BadRequest) as caught:
+                attempt()
+            assert where.split(" ")[0] + ":" in caught.value.message and says in caught.value.message
+        assert set(core.state.promises) == {"p", "root"} and not core.state.tasks and not core.state.callbacks
+
+    def test_the_subjects_obey_delivery_allow_and_the_reserved_subjects(self):
+        """A poll subject outside --delivery-allow, or equal to the server's own subject, is a 400."""
+        core = core_with(delivery_allow=("workers.>",))
+        with pytest.raises(BadRequest, match="--delivery-allow workers"):
+            core.promises_subscribe(id="s", promise_id="p", recv="poll://any@g", timeout=FAR)
+        with pytest.raises(BadRequest, match="takes requests"):
+            core_with(poll_prefix="resonate").promises_subscribe(
+                id="s", promise_id="p", recv="poll://any@server", timeout=FAR)
+
+    def test_the_config_refuses_a_prefix_nothing_may_be_published_under(self):
+        """--delivery-poll-prefix must begin a publishable subject: no wildcards, '$' or _INBOX."""
+        for prefix in ("a.*", "$SYS", "_INBOX.x", "", "a..b", "a b"):
+            with pytest.raises(ConfigError, match="delivery_poll_prefix|poll"):
+                load_config(mode="dev", env={}, overrides={"delivery_poll_prefix": prefix})
+        assert load_config(mode="dev", env={"RESONATE_DELIVERY_POLL_PREFIX": "sdk.in"}).delivery_poll_prefix == "sdk.in"
+
+    def test_the_ticker_publishes_to_the_mapped_subjects(self):
+        """Invoke, resume and notify messages for poll:// receivers are published under the prefix."""
+        core = core_with(poll_prefix="sdk")
+        core.promises_create(id="q", timeout=FAR, tags={"resonate:invoke": "poll://any@workers/me"})
+        core.promises_subscribe(id="s", promise_id="p", recv="poll://uni@workers/me", timeout=FAR)
+        core.promises_complete(id="p", state="RESOLVED")
+        published = []
+        Ticker(core, lambda subject, body: published.append((subject, json.loads(body)["type"]))).run_once()
+        assert sorted(published) == [("sdk.workers", "invoke"), ("sdk.workers.me", "notify")]
