@@ -29,12 +29,15 @@ import attrs
 __all__ = ["Peer", "handover_warning", "instance_metadata", "refusal", "serving"]
 
 
-def instance_metadata(store_path: Optional[str]) -> dict:
-    """What an instance tells discovery about itself beyond the ADR-32 fields: where it runs and
-    what it keeps its state in (ADR-32 metadata is a map of strings)."""
+def instance_metadata(store_path: Optional[str], events_subject: str = "") -> dict:
+    """What an instance tells discovery about itself beyond the ADR-32 fields: where it runs,
+    what it keeps its state in, and where it publishes promise events, if it does (ADR-32
+    metadata is a map of strings)."""
     metadata = {"host": socket.gethostname(), "pid": str(os.getpid()), "store": "file" if store_path else "memory"}
     if store_path:
         metadata["store_path"] = os.path.abspath(store_path)
+    if events_subject:
+        metadata["events_subject"] = events_subject
     return metadata
 
 

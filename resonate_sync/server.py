@@ -49,10 +49,11 @@ from .core.resonate import freeze_heap
 from .core.sizes import promise_limit
 from .errors import ResonateError
 from .peers import handover_warning, instance_metadata, refusal, serving
-from .subjects import parse_patterns
+from .subjects import parse_patterns, subject_matches
 from .urls import redact_url
 
 if TYPE_CHECKING:  # imported when used: importing pynats2 is slow, and the core needs none of it
+    from .events import EventPublisher
     from .journal import Journal
     from .metrics import Metrics, MetricsEndpoint
     from .ticker import Ticker
@@ -90,7 +91,8 @@ class Server:
     ``store_path``), ``embedded`` (the embedded nats-server, if one was started), ``service``
     (the Services API identity and stats), ``transport``, ``ticker``, ``metrics`` and
     ``metrics_endpoint`` (None without a ``metrics_addr``; the endpoint's ``port`` is the one
-    bound). ``url`` is the NATS URL served (the embedded server's, when there is one).
+    bound), ``events`` (the promise events publisher; None without an ``events_subject``).
+    ``url`` is the NATS URL served (the embedded server's, when there is one).
     """
 
     def __init__(self, config: Config, *, mode: str = "serve", clock: Optional[Clock] = None) -> None:
@@ -105,6 +107,7 @@ class Server:
         self.ticker: Optional["Ticker"] = None
         self.metrics: Optional["Metrics"] = None
         self.metrics_endpoint: Optional["MetricsEndpoint"] = None
+        self.events: Optional["EventPublisher"] = None
         self.url = config.nats_addr
         self._handler: Optional[RequestHandler] = None
         self._stopped = threading.Event()
@@ -134,6 +137,11 @@ class Server:
         from .transport.micro import Service
 
         config = self.config
+        if config.events_subject and subject_matches(f"{config.events_subject}.promises.>", config.nats_subject):
+            raise ServerError(
+                f"--events-subject {config.events_subject} would publish events on --api-nats-subject"
+                f" {config.nats_subject}, where they would be read as requests: give one of them another subject"
+            )
         try:  # before anything starts, an embedded nats-server included
             NatsCredentials(creds=config.nats_creds or None, nkey=config.nats_nkey or None).check()
         except CredentialsError as exc:
@@ -158,7 +166,7 @@ class Server:
             queue_group=config.nats_queue,
             description="Resonate durable promises over NATS request-reply (resonate_sync)",
             endpoint="api",
-            metadata=instance_metadata(config.store_path),
+            metadata=instance_metadata(config.store_path, config.events_subject),
         )
         self.transport = transport = NatsTransport(
             url,
@@ -188,6 +196,11 @@ class Server:
         self._claim_subject(transport, url)
         self.core = core = self._open_core(settings)
         _fit_replies(core, transport.max_payload)  # announced at connect, before there was a core
+        if config.events_subject:  # before any request: every change from the first one is announced
+            from .events import EventPublisher
+
+            self.events = EventPublisher(config.events_subject, transport.publish, core.wait_durable).start()
+            core.on_promises = self.events.changed
         self._handler = handler = RequestHandler(core, workers=config.workers, observe=self._observer())
         try:
             transport.start(handler)
@@ -199,7 +212,7 @@ class Server:
             metrics.core, metrics.transport, metrics.ticker = core, transport, self.ticker
         store = config.store_path or "memory (nothing survives a restart)"
         log.info(
-            "resonate_sync %s (%s) instance %s serving subject %r on %s%s; store: %s%s",
+            "resonate_sync %s (%s) instance %s serving subject %r on %s%s; store: %s%s%s",
             __version__,
             self.mode,
             service.id,
@@ -208,6 +221,7 @@ class Server:
             " (embedded nats-server)" if self.embedded is not None else "",
             store,
             f", fsync {config.fsync}" if config.store_path else "",
+            f"; promise events on {config.events_subject}.promises.>" if config.events_subject else "",
         )
         if self.metrics_endpoint is not None:
             log.info("metrics at %s", self.metrics_endpoint.url)
@@ -407,6 +421,8 @@ class Server:
                 self._handler.stop()
             if self.ticker is not None:
                 self.ticker.stop()
+            if self.events is not None:  # before the journal closes: events wait for it
+                self.events.stop()
             # Before the final snapshot and the close: neither may overlap a snapshot being written.
             self._end_background_snapshots()
             if self.journal is not None:
