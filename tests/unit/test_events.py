@@ -336,6 +336,21 @@ class TestPublisherLimits:
         assert len([m for m in messages if "being dropped" in m and "not connected" in m]) == 1
         assert any("published again (3 dropped so far)" in m for m in messages)
 
+    def test_hanging_publish_never_holds_up_requests(self, clock):
+        """A publish stuck in NATS (a slow or dead connection) blocks only the publisher: requests go on."""
+        core = Resonate(clock)
+        stuck = threading.Event()
+        publisher = EventPublisher(PREFIX, lambda subject, body: stuck.wait(), core.wait_durable, max_queued=100).start()
+        core.on_promises = publisher.changed
+        started = time.monotonic()
+        for i in range(500):
+            core.promises_create(id=f"p{i}", timeout=clock.now() + 1000)
+        assert time.monotonic() - started < 2.0
+        # the batch the publisher took before it stuck (at most 100) and at most 100 waiting; the rest dropped
+        assert 300 <= publisher.dropped <= 399 and publisher.published == 0
+        stuck.set()
+        publisher.stop()
+
     def test_request_path_untouched_without_events(self, clock):
         """With no publisher the core tells nobody: on_promises stays None and requests work as before."""
         core = Resonate(clock)
