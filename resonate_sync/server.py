@@ -206,7 +206,9 @@ class Server:
             transport.start(handler)
         except Exception as exc:
             raise ServerError(_cannot_serve(url, exc)) from exc
-        self.ticker = Ticker(core, transport.publish, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot)
+        self.ticker = Ticker(
+            core, transport.publish, request_many=transport.request_many, tick_ms=config.tick_ms, after_pass=self._maybe_snapshot
+        )
         self.ticker.start()
         if metrics is not None:
             metrics.core, metrics.transport, metrics.ticker = core, transport, self.ticker
