@@ -211,7 +211,7 @@ class Server:
         )
         self.ticker.start()
         if metrics is not None:
-            metrics.core, metrics.transport, metrics.ticker = core, transport, self.ticker
+            metrics.core, metrics.transport, metrics.ticker, metrics.events = core, transport, self.ticker, self.events
         store = config.store_path or "memory (nothing survives a restart)"
         log.info(
             "resonate_sync %s (%s) instance %s serving subject %r on %s%s; store: %s%s%s",

@@ -28,10 +28,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 from .core import Delivery, Resonate
 from .core.receivers import is_jetstream, nats_subject_of, receiver_problem
 from .errors import ResonateError
-from .events import encode_id
+from .events import digest_token, encode_id
 from .transport.errors import NoRespondersError, RequestTimeoutError
 
-__all__ = ["JETSTREAM_ACK_TIMEOUT_S", "Ticker", "pub_ack_problem"]
+__all__ = ["JETSTREAM_ACK_TIMEOUT_S", "Ticker", "msg_id", "pub_ack_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,14 @@ JETSTREAM_ACK_TIMEOUT_S = 2.0
 
 RequestMany = Callable[[Sequence[Tuple[str, bytes, Optional[Mapping[str, str]]]]], List[Any]]
 """``request_many(requests, timeout=…)``: ``NatsTransport.request_many``."""
+
+
+def msg_id(delivery: Delivery) -> str:
+    """``Nats-Msg-Id`` of a persistent delivery: ``<task id token>/<counter>``, the same for every retry
+    of one task generation, so that JetStream stores it once; a long task id by its digest (the header
+    must stay small next to the message)."""
+    token = encode_id(delivery.task_id)
+    return f"{digest_token(delivery.task_id) if len(token) > 128 else token}/{delivery.counter}"
 
 
 def pub_ack_problem(reply: Any) -> Optional[str]:
@@ -161,7 +169,7 @@ class Ticker:
         if not sending:
             return results
         requests = [
-            (s, json.dumps(d.body, separators=(",", ":")).encode(), {"Nats-Msg-Id": f"{encode_id(d.task_id)}/{d.counter}"})
+            (s, json.dumps(d.body, separators=(",", ":")).encode(), {"Nats-Msg-Id": msg_id(d)})
             for d, s in sending
         ]
         try:

@@ -9,7 +9,8 @@ from resonate_sync.core import CoreSettings, Resonate
 from resonate_sync.core.clock import FakeClock
 from resonate_sync.core.receivers import is_jetstream, nats_subject_of
 from resonate_sync.errors import BadRequest
-from resonate_sync.ticker import pub_ack_problem
+from resonate_sync.core.tasks import Delivery
+from resonate_sync.ticker import msg_id, pub_ack_problem
 from resonate_sync.transport.errors import ConnectionClosedError, NoRespondersError, RequestTimeoutError
 from resonate_sync.transport.protocol import Msg
 
@@ -104,3 +105,17 @@ class TestPubAck:
     def test_no_acks(self, answer, why):
         """Anything but a PubAck is a failed delivery, and the reason says which."""
         assert why in pub_ack_problem(answer)
+
+
+class TestMsgId:
+    def test_same_for_a_retry_new_for_a_new_counter(self):
+        """A retry of one task generation has the same Nats-Msg-Id (stored once); a redelivery's new counter, a new one."""
+        first = Delivery("__invoke:a.b c", 1, "nats+js://w", {}, {})
+        assert msg_id(first) == msg_id(Delivery("__invoke:a.b c", 1, "nats+js://w", {"other": 1}, {})) == "__invoke:a%2Eb%20c/1"
+        assert msg_id(Delivery("__invoke:a.b c", 2, "nats+js://w", {}, {})) == "__invoke:a%2Eb%20c/2"
+
+    @pytest.mark.parametrize("task_id", ["x" * 129, "\n" * 50, "\u65e5" * 15])
+    def test_long_or_odd_ids_make_a_short_header_value(self, task_id):
+        """A task id whose token passes 128 characters is named by its digest: a header stays short and one line."""
+        value = msg_id(Delivery(task_id, 3, "nats+js://w", {}, {}))
+        assert value.startswith("~") and value.endswith("/3") and len(value) == 67

@@ -89,6 +89,21 @@ class TestPromiseEvents:
         info = json.loads(nats_client(events_server.url).request(f"$SRV.INFO.resonate.{events_server.service.id}", b"").data)
         assert info["metadata"]["events_subject"] == events_server.config.events_subject
 
+    def test_counted_in_metrics(self, shared_nats_server, nats_client):
+        """resonate_promise_events_total counts the events published (and none dropped while NATS is fine)."""
+        from test_observability import scrape
+
+        server = start_server(shared_nats_server.url, events_subject=uid("ev").replace("-", "."), metrics_addr="127.0.0.1:0")
+        try:
+            with Client(server.url, server.config.nats_subject) as client:
+                client.promises_create(uid("p"), FAR)
+                client.promises_create(uid("p"), FAR)
+            published = ("resonate_promise_events_total", (("result", "published"),))
+            samples = poll(lambda: (lambda s: s if s.get(published) == 2 else None)(scrape(server.metrics_endpoint.port)))
+            assert samples and samples[("resonate_promise_events_total", (("result", "dropped"),))] == 0
+        finally:
+            server.stop()
+
     def test_events_on_the_request_subject_refused(self, shared_nats_server):
         """An events prefix whose subjects would include the server's own request subject stops the start."""
         with pytest.raises(ServerError, match="would be read as requests"):
