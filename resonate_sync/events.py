@@ -233,8 +233,8 @@ class EventPublisher:
         prefix, publish = self.prefix, self._publish
         for _, promises in batch:
             for promise in promises:
-                body = _encode_json(unstructure(PromiseResponse(promise))).encode()
-                try:
+                try:  # whatever fails, this thread goes on: one event is lost, not every later one
+                    body = _encode_json(unstructure(PromiseResponse(promise))).encode()
                     publish(event_subject(prefix, promise.state, promise.id), body)
                 except Exception as exc:
                     self._lost += 1
