@@ -346,8 +346,9 @@ class TestPublisherLimits:
         for i in range(500):
             core.promises_create(id=f"p{i}", timeout=clock.now() + 1000)
         assert time.monotonic() - started < 2.0
-        # the batch the publisher took before it stuck (at most 100) and at most 100 waiting; the rest dropped
-        assert 300 <= publisher.dropped <= 399 and publisher.published == 0
+        # kept: the batch the publisher took before it stuck (0 to 100, as the threads were scheduled)
+        # and at most 100 waiting; the rest were dropped at once
+        assert 300 <= publisher.dropped <= 400 and publisher.published == 0
         stuck.set()
         publisher.stop()
 
