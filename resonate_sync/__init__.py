@@ -9,6 +9,8 @@ What users may import (everything else may change):
   to embed the core.
 * :class:`Config` / :class:`ConfigError`: its configuration.
 * The error types every layer raises: :class:`ResonateError` and its subclasses.
+* For watchers of promise events (``--events-subject``): ``resonate_sync.events``'s
+  ``parse_event_subject``, ``decode_token`` and ``event_token``.
 """
 
 __version__ = "0.1.0"

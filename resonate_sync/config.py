@@ -42,6 +42,7 @@ task_claim_timeout_ms     tasks.claimTimeout              RESONATE_TASK_CLAIM_TI
 task_retry_timeout_ms     tasks.retryTimeout              RESONATE_TASK_RETRY_TIMEOUT        --task-retry-timeout
 delivery_allow            tasks.deliveryAllow             RESONATE_DELIVERY_ALLOW            --delivery-allow
 delivery_poll_prefix      tasks.pollPrefix                RESONATE_DELIVERY_POLL_PREFIX      --delivery-poll-prefix
+events_subject            events.subject                  RESONATE_EVENTS_SUBJECT            --events-subject
 metrics_addr              metrics.addr                    RESONATE_METRICS_ADDR              --metrics-addr
 log_level                 log.level                       RESONATE_LOG_LEVEL                 --log-level
 log_format                log.format                      RESONATE_LOG_FORMAT                --log-format
@@ -392,6 +393,18 @@ def _patterns_rule(value: str) -> None:
         raise ValueError(f"{_show(value)}: {exc}") from None
 
 
+def _events_prefix_rule(value: str) -> None:
+    if not value:
+        return  # off
+    _subject_rule(value)
+    problem = delivery_subject_problem(value)  # also at most 255 bytes, leaving room for the id token
+    if problem is not None:
+        raise ValueError(
+            f"{_show(value)} is not an events subject prefix: {problem}"
+            " (e.g. resonate.events; \"\" for no events)"
+        )
+
+
 def _queue_rule(value: str) -> None:
     if re.search(r"\s", value):
         raise ValueError(f"{_show(value)} is not a queue group name (no spaces allowed)")
@@ -639,6 +652,11 @@ SETTINGS: tuple[Setting, ...] = (
         " poll://uni@G/ID to <prefix>.G.ID. Workers must use the same prefix.",
     ),
     Setting(
+        "events_subject", ("events", "subject"), "--events-subject", _string_kind("PREFIX", _events_prefix_rule),
+        "Publish every promise state change, once durable, to <PREFIX>.promises.<state>.<id token>"
+        " (body: the promise as promises.read returns it); at-most-once notifications. Empty for none.",
+    ),
+    Setting(
         "metrics_addr", ("metrics", "addr"), "--metrics-addr", _string_kind("HOST:PORT", _host_port_rule),
         "Address of the Prometheus metrics endpoint (http://HOST:PORT/metrics); empty for none."
         " Default 127.0.0.1:9090 for serve, none for dev. Port 0 picks a free port (logged at start).",
@@ -708,6 +726,7 @@ class Config:
         task_retry_timeout_ms: wait before retrying a task that could not be sent, milliseconds.
         delivery_allow: comma-separated NATS subject patterns receivers must match; ``""`` for any.
         delivery_poll_prefix: subject prefix of ``poll://`` receivers (``<prefix>.<group>[.<id>]``).
+        events_subject: prefix of the promise event subjects (``resonate_sync.events``); ``""`` for no events.
         href_base: base URL of the links in task messages and claim replies (nothing serves them here).
         metrics_addr: ``host:port`` of the Prometheus endpoint; ``""`` for none.
         log_level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
@@ -742,6 +761,7 @@ class Config:
     task_retry_timeout_ms: int = attrs.field(default=15_000, validator=_check_field)
     delivery_allow: str = attrs.field(default="", validator=_check_field)
     delivery_poll_prefix: str = attrs.field(default="resonate.recv", validator=_check_field)
+    events_subject: str = attrs.field(default="", validator=_check_field)
     href_base: str = attrs.field(default="http://localhost:8001", validator=_check_field)
     metrics_addr: str = attrs.field(default="", validator=_check_field)
     log_level: str = attrs.field(default="info", validator=_check_field)

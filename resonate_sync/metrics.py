@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from .core import Resonate
+    from .events import EventPublisher
     from .ticker import Ticker
     from .transport import NatsTransport
 
@@ -39,8 +40,8 @@ _SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.
 class Metrics:
     """The metrics of one server, in a registry of their own (several servers may share a process).
 
-    Attributes: ``registry``; ``core``, ``transport`` and ``ticker``, the parts read at scrape
-    time (None until the server built them: their metrics are then left out).
+    Attributes: ``registry``; ``core``, ``transport``, ``ticker`` and ``events``, the parts read at
+    scrape time (None until the server built them: their metrics are then left out).
     """
 
     def __init__(self) -> None:
@@ -48,6 +49,7 @@ class Metrics:
         self.core: Optional["Resonate"] = None
         self.transport: Optional["NatsTransport"] = None
         self.ticker: Optional["Ticker"] = None
+        self.events: Optional["EventPublisher"] = None
         registry = self.registry
         self._requests = Histogram(
             "resonate_request_duration_seconds",
@@ -122,13 +124,16 @@ class _Readings:
                 "resonate_nats_reconnects", "Reconnections to NATS after a lost connection.", value=stats["reconnects"]
             )
         if ticker is not None:
-            deliveries = CounterMetricFamily(
+            yield _by_result(
                 "resonate_deliveries", "Task messages published (sent) or not (failed; retried later).",
-                labels=("result",),
+                sent=ticker.sent, failed=ticker.failed,
             )  # fmt: skip
-            deliveries.add_metric(("sent",), ticker.sent)
-            deliveries.add_metric(("failed",), ticker.failed)
-            yield deliveries
+        events = metrics.events
+        if events is not None:
+            yield _by_result(
+                "resonate_promise_events", "Promise events published, or dropped (at-most-once: NATS slow or away).",
+                published=events.published, dropped=events.dropped,
+            )  # fmt: skip
         if core is not None:
             promise_counts, task_counts = core.counts()
             for name, what, counts in (("resonate_promises", "Promises", promise_counts),
@@ -137,6 +142,14 @@ class _Readings:
                 for state, count in counts.items():
                     family.add_metric((state,), count)
                 yield family
+
+
+def _by_result(name: str, what: str, **counts: int) -> CounterMetricFamily:
+    """A counter family with one sample per ``result`` label value."""
+    family = CounterMetricFamily(name, what, labels=("result",))
+    for result, count in counts.items():
+        family.add_metric((result,), count)
+    return family
 
 
 class MetricsEndpoint:

@@ -29,10 +29,11 @@ import attrs
 __all__ = ["Peer", "handover_warning", "instance_metadata", "refusal", "replicas", "serving"]
 
 
-def instance_metadata(store_path: Optional[str], stream: str = "") -> dict:
-    """What an instance tells discovery about itself beyond the ADR-32 fields: where it runs and
-    what it keeps its state in (ADR-32 metadata is a map of strings). ``stream``: the JetStream
-    stream of a replicated instance (its ``store_path`` is then ignored)."""
+def instance_metadata(store_path: Optional[str], stream: str = "", events_subject: str = "") -> dict:
+    """What an instance tells discovery about itself beyond the ADR-32 fields: where it runs,
+    what it keeps its state in, and where it publishes promise events, if it does (ADR-32
+    metadata is a map of strings). ``stream``: the JetStream stream of a replicated instance
+    (its ``store_path`` is then ignored)."""
     metadata = {"host": socket.gethostname(), "pid": str(os.getpid())}
     if stream:
         metadata.update(store="jetstream", stream=stream)
@@ -40,6 +41,8 @@ def instance_metadata(store_path: Optional[str], stream: str = "") -> dict:
         metadata.update(store="file", store_path=os.path.abspath(store_path))
     else:
         metadata["store"] = "memory"
+    if events_subject:
+        metadata["events_subject"] = events_subject
     return metadata
 
 

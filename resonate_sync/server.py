@@ -52,10 +52,11 @@ from .core.resonate import freeze_heap
 from .core.sizes import promise_limit
 from .errors import ResonateError
 from .peers import handover_warning, instance_metadata, refusal, serving
-from .subjects import parse_patterns
+from .subjects import parse_patterns, subject_matches
 from .urls import redact_url
 
 if TYPE_CHECKING:  # imported when used: importing pynats2 is slow, and the core needs none of it
+    from .events import EventPublisher
     from .journal import Journal
     from .store.jetstream import JetStreamStore
     from .metrics import Metrics, MetricsEndpoint
@@ -94,7 +95,8 @@ class Server:
     ``store_path``), ``embedded`` (the embedded nats-server, if one was started), ``service``
     (the Services API identity and stats), ``transport``, ``ticker``, ``metrics`` and
     ``metrics_endpoint`` (None without a ``metrics_addr``; the endpoint's ``port`` is the one
-    bound). ``url`` is the NATS URL served (the embedded server's, when there is one).
+    bound), ``events`` (the promise events publisher; None without an ``events_subject``).
+    ``url`` is the NATS URL served (the embedded server's, when there is one).
     """
 
     def __init__(self, config: Config, *, mode: str = "serve", clock: Optional[Clock] = None) -> None:
@@ -110,6 +112,7 @@ class Server:
         self.ticker: Optional["Ticker"] = None
         self.metrics: Optional["Metrics"] = None
         self.metrics_endpoint: Optional["MetricsEndpoint"] = None
+        self.events: Optional["EventPublisher"] = None
         self.url = config.nats_addr
         self._handler: Optional[RequestHandler] = None
         self._stopped = threading.Event()
@@ -142,6 +145,11 @@ class Server:
 
         config = self.config
         stream = jetstream_stream_name(config) if config.store_kind == "jetstream" else ""
+        if config.events_subject and subject_matches(f"{config.events_subject}.promises.>", config.nats_subject):
+            raise ServerError(
+                f"--events-subject {config.events_subject} would publish events on --api-nats-subject"
+                f" {config.nats_subject}, where they would be read as requests: give one of them another subject"
+            )
         try:  # before anything starts, an embedded nats-server included
             NatsCredentials(creds=config.nats_creds or None, nkey=config.nats_nkey or None).check()
         except CredentialsError as exc:
@@ -167,7 +175,7 @@ class Server:
             queue_group=config.nats_queue,
             description="Resonate durable promises over NATS request-reply (resonate_sync)",
             endpoint="api",
-            metadata=instance_metadata(config.store_path, stream),
+            metadata=instance_metadata(config.store_path, stream, config.events_subject),
         )
         self.transport = transport = NatsTransport(
             url,
@@ -200,6 +208,7 @@ class Server:
             return
         self.core = core = self._open_core(settings)
         _fit_replies(core, transport.max_payload)  # announced at connect, before there was a core
+        self._start_events(core, transport)
         self._handler = handler = RequestHandler(core, workers=config.workers, observe=self._observer())
         try:
             transport.start(handler)
@@ -207,10 +216,10 @@ class Server:
             raise ServerError(_cannot_serve(url, exc)) from exc
         self._start_ticker()
         if metrics is not None:
-            metrics.core, metrics.transport = core, transport
+            metrics.core, metrics.transport, metrics.events = core, transport, self.events
         store = config.store_path or "memory (nothing survives a restart)"
         log.info(
-            "resonate_sync %s (%s) instance %s serving subject %r on %s%s; store: %s%s",
+            "resonate_sync %s (%s) instance %s serving subject %r on %s%s; store: %s%s%s",
             __version__,
             self.mode,
             service.id,
@@ -219,15 +228,28 @@ class Server:
             " (embedded nats-server)" if self.embedded is not None else "",
             store,
             f", fsync {config.fsync}" if config.store_path else "",
+            f"; promise events on {config.events_subject}.promises.>" if config.events_subject else "",
         )
         if self.metrics_endpoint is not None:
             log.info("metrics at %s", self.metrics_endpoint.url)
+
+    def _start_events(self, core: Resonate, transport: "NatsTransport") -> None:
+        """Publish promise events, if configured: before any request, so every change from the first one is announced."""
+        if self.config.events_subject:
+            from .events import EventPublisher
+
+            self.events = EventPublisher(self.config.events_subject, transport.publish, core.wait_durable).start()
+            core.on_promises = self.events.changed
 
     def _start_ticker(self) -> None:
         from .ticker import Ticker
 
         assert self.core is not None and self.transport is not None
-        self.ticker = Ticker(self.core, self.transport.publish, tick_ms=self.config.tick_ms, after_pass=self._maybe_snapshot)
+        transport = self.transport
+        self.ticker = Ticker(
+            self.core, transport.publish, request_many=transport.request_many, tick_ms=self.config.tick_ms,
+            after_pass=self._maybe_snapshot,
+        )  # fmt: skip
         self.ticker.start()
         if self.metrics is not None:
             self.metrics.ticker = self.ticker
@@ -270,13 +292,14 @@ class Server:
         log.info("recovered %s from JetStream stream %s (up to sequence %d) in %.2f s",
                  _counts(core), stream, recovery.last_seq, time.monotonic() - started)  # fmt: skip
         service.live_metadata = lambda: {"role": store.role, "applied_seq": str(store.applied_seq)}
+        self._start_events(core, transport)
         self._handler = handler = RequestHandler(core, workers=config.workers, observe=self._observer(), gate=store.may_serve)
         try:
             transport.start(handler, serve=False)
         except Exception as exc:
             raise ServerError(_cannot_serve(self.url, exc)) from exc
         if self.metrics is not None:
-            self.metrics.core, self.metrics.transport = core, transport
+            self.metrics.core, self.metrics.transport, self.metrics.events = core, transport, self.events
         log.info(
             "resonate_sync %s (%s) instance %s standing by for subject %r on %s%s; store: JetStream stream %s"
             " (%d replica%s, lease %s), applied up to sequence %d",
@@ -544,6 +567,8 @@ class Server:
             self._handler.stop()
         if self.ticker is not None:
             self.ticker.stop()
+        if self.events is not None:  # before the journal closes: events wait for it
+            self.events.stop()
         # Before the final snapshot and the close: neither may overlap a snapshot being written.
         self._end_background_snapshots()
         if self.journal is None:

@@ -65,7 +65,7 @@ _EPILOG = (
 )
 
 _PANELS = {"api": "NATS API", "nats": "NATS API", "store": "Store", "server": "Server",
-           "tasks": "Tasks", "metrics": "Logging and metrics", "log": "Logging and metrics"}
+           "tasks": "Tasks", "events": "NATS API", "metrics": "Logging and metrics", "log": "Logging and metrics"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,6 +200,7 @@ def _server_command(mode: Optional[str]) -> Any:
         task_retry_timeout: Annotated[Optional[str], _option("task_retry_timeout_ms", mode)] = None,
         delivery_allow: Annotated[Optional[str], _option("delivery_allow", mode)] = None,
         delivery_poll_prefix: Annotated[Optional[str], _option("delivery_poll_prefix", mode)] = None,
+        events_subject: Annotated[Optional[str], _option("events_subject", mode)] = None,
         metrics_addr: Annotated[Optional[str], _option("metrics_addr", mode)] = None,
         log_level: Annotated[Optional[str], _option("log_level", mode)] = None,
         log_format: Annotated[Optional[str], _option("log_format", mode)] = None,

@@ -1,7 +1,8 @@
 """Receivers (PROTOCOL.md 2.8, 2.9, 13.7): which ones name a NATS subject, and which may be used.
 
 A receiver is stored with its task and resolved when the task is delivered. Receivers that
-name a NATS subject (``nats://<subject>``, ``{"type": "nats", "data": {"subject": …}}``) are
+name a NATS subject (``nats://<subject>``, ``{"type": "nats", "data": {"subject": …}}``, and
+their persistent forms ``nats+js://<subject>`` and ``"jetstream": true``, see :func:`is_jetstream`) are
 published to with the server's own NATS identity, so they are checked when a request names
 them, not at delivery: a subject that is not a literal publish subject, reaches into NATS'
 own APIs (``$…``) or another client's reply inbox (``_INBOX…``), is longer than 255 bytes,
@@ -18,6 +19,7 @@ given, as the protocol asks; their deliveries fail and are retried.
 """
 
 import functools
+import json
 from typing import Any, Mapping, Optional, Tuple
 
 from .. import limits
@@ -25,10 +27,14 @@ from ..errors import BadRequest
 from ..subjects import any_match, delivery_subject_problem, token_problem
 from .common import CoreSettings
 
-__all__ = ["nats_subject_of", "poll_subject_of", "receiver_problem", "check_receiver", "check_invoke_tag", "invoke_recv", "INVOKE_TAG"]
+__all__ = [
+    "nats_subject_of", "poll_subject_of", "is_jetstream", "receiver_problem", "check_receiver", "check_invoke_tag",
+    "invoke_recv", "INVOKE_TAG",
+]  # fmt: skip
 
 INVOKE_TAG = "resonate:invoke"
 _NATS_SCHEME = "nats://"
+_NATS_JS_SCHEME = "nats+js://"
 _POLL_SCHEME = "poll://"
 
 
@@ -39,7 +45,9 @@ def nats_subject_of(recv: Any) -> Optional[str]:
     the empty subject (which :func:`check_receiver` refuses).
     """
     if type(recv) is str:
-        return recv[len(_NATS_SCHEME) :] if recv.startswith(_NATS_SCHEME) else None
+        if recv.startswith(_NATS_SCHEME):
+            return recv[len(_NATS_SCHEME) :]
+        return recv[len(_NATS_JS_SCHEME) :] if recv.startswith(_NATS_JS_SCHEME) else None
     if type(recv) is dict and recv.get("type") == "nats":
         data = recv.get("data")
         subject = data.get("subject") if type(data) is dict else None
@@ -73,6 +81,16 @@ def poll_subject_of(recv: Any, prefix: str) -> Optional[Tuple[str, Optional[str]
     return (f"{prefix}.{group}.{id}" if cast == "uni" else f"{prefix}.{group}"), None
 
 
+def is_jetstream(recv: Any) -> bool:
+    """Whether a NATS receiver asks for persistent delivery: ``nats+js://<subject>`` or
+    ``{"type": "nats", "data": {"subject": …, "jetstream": true}}``. Its messages are published to
+    JetStream and count as sent only once a stream acknowledged them (a PubAck)."""
+    if type(recv) is str:
+        return recv.startswith(_NATS_JS_SCHEME)
+    data = recv.get("data") if type(recv) is dict and recv.get("type") == "nats" else None
+    return type(data) is dict and data.get("jetstream") is True
+
+
 def receiver_problem(recv: Any, settings: CoreSettings) -> Optional[str]:
     """Why the server must not publish to ``recv``, or None (also for receivers it never publishes to)."""
     subject = nats_subject_of(recv)
@@ -85,6 +103,8 @@ def receiver_problem(recv: Any, settings: CoreSettings) -> Optional[str]:
             return problem
     if not subject:
         return 'a NATS receiver needs a subject: nats://<subject> or {"type":"nats","data":{"subject":"<subject>"}}'
+    if type(recv) is dict and type(recv["data"].get("jetstream", False)) is not bool:
+        return f'data.jetstream must be true or false, not {json.dumps(recv["data"]["jetstream"])[:40]}'
     problem = delivery_subject_problem(subject)
     if problem is None and subject in settings.reserved_subjects:
         problem = f"the subject {subject!r} is where this server takes requests; a delivery there would be read as one"

@@ -33,6 +33,8 @@ from ..models import (
     DropTaskRequest,
     HeartbeatLocksRequest,
     HeartbeatTasksRequest,
+    Promise,
+    PutPromise,
     PutTask,
     ReadPromiseRequest,
     ReadScheduleRequest,
@@ -211,6 +213,10 @@ class Resonate:
         self._lock = threading.Lock()
         self.wakeup = threading.Event()
         """Set when a change may have created work due now (a new INIT task); the ticker waits on it."""
+        self.on_promises: Optional[Callable[[int, List[Promise]], None]] = None
+        """``on_promises(ticket, promises)``: told, under the lock, of the new state of every promise a
+        step created or completed and the journal ticket that makes them durable (the events
+        publisher). It must only queue them: it runs with the lock held. None: nobody is told."""
 
     # ------------------------------------------------------------------ operations
 
@@ -255,15 +261,21 @@ class Resonate:
     def _commit(self, tx: Tx) -> int:
         """Journal the records of one step (under the lock); returns the ticket to wait for."""
         records = tx.records
-        if records and any(type(r) is PutTask and r.task.state == TaskState.INIT for r in records):
+        if not records:
+            return self._ticket
+        if any(type(r) is PutTask and r.task.state == TaskState.INIT for r in records):
             self.wakeup.set()
-        if self._journal is None:
-            return 0
-        if records:
+        if self._journal is not None:
             try:
                 self._ticket = self._journal.append_encoded(tx.encoded)
             except Exception as exc:
                 raise self._journal_failed("append", exc) from None
+        if self.on_promises is not None:
+            # Every promise state change is a PutPromise (created PENDING, or completed):
+            # one place sees them all, from requests and background jobs alike.
+            changed = [r.promise for r in records if type(r) is PutPromise]
+            if changed:
+                self.on_promises(self._ticket, changed)
         return self._ticket
 
     def _encode_record(self, record: Any) -> bytes:

@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from itertools import count
 from time import monotonic
-from typing import Callable, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from resonate_sync.transport._pynats2 import ClientBase, Subscription
 from resonate_sync.transport.credentials import CredentialsError, NatsCredentials
@@ -708,6 +708,46 @@ class Connection(ClientBase):
         All requests share one wildcard inbox subscription, so a request is one PUB and one MSG.
         Raises RequestTimeoutError, NoRespondersError, ConnectionClosedError.
         """
+        token, waiter = self._expect_reply()
+        try:
+            self.publish(subject, payload, self._resp_prefix + token, headers=headers)
+            return self._reply(subject, waiter, timeout, timeout)
+        finally:
+            with self._resp_lock:
+                self._resp_map.pop(token, None)
+
+    def request_many(
+        self, requests: Sequence[Tuple[str, bytes, Optional[Mapping[str, str]]]], *, timeout: float
+    ) -> List[Union[Msg, Exception]]:
+        """Send every ``(subject, payload, headers)`` request at once, then wait for their replies,
+        all within one ``timeout`` s: the reply ``Msg`` of each, in order, or the exception
+        :meth:`request` would have raised for it. Thread-safe."""
+        pending: List[Tuple[str, _Waiter, Optional[Exception]]] = []
+        try:
+            for subject, payload, headers in requests:
+                token, waiter = self._expect_reply()
+                try:
+                    self.publish(subject, payload, self._resp_prefix + token, headers=headers)
+                    pending.append((token, waiter, None))
+                except Exception as exc:
+                    pending.append((token, waiter, exc))
+            deadline = monotonic() + timeout
+            results: List[Union[Msg, Exception]] = []
+            for (subject, _, _), (_, waiter, failed) in zip(requests, pending):
+                try:
+                    if failed is not None:
+                        raise failed
+                    results.append(self._reply(subject, waiter, max(0.0, deadline - monotonic()), timeout))
+                except Exception as exc:
+                    results.append(exc)
+            return results
+        finally:
+            with self._resp_lock:
+                for token, _, _ in pending:
+                    self._resp_map.pop(token, None)
+
+    def _expect_reply(self) -> Tuple[str, _Waiter]:
+        """A new reply token under the shared inbox (subscribed on first use), and its waiter."""
         with self._resp_lock:
             if self._resp_prefix is None:
                 self._resp_prefix = self.new_inbox() + "."
@@ -715,20 +755,20 @@ class Connection(ClientBase):
             token = str(next(self._resp_ids))
             waiter = _Waiter()
             self._resp_map[token] = waiter
-        try:
-            self.publish(subject, payload, self._resp_prefix + token, headers=headers)
-            if not waiter.event.wait(timeout):
-                raise RequestTimeoutError(f"no reply on {subject!r} within {timeout:g} s")
-            if waiter.error is not None:
-                raise waiter.error
-            msg = waiter.result
-            assert msg is not None
-            if msg.headers and msg.headers.get("Status") == "503" and not msg.payload:
-                raise NoRespondersError(f"no responders on {subject!r}")
-            return msg
-        finally:
-            with self._resp_lock:
-                self._resp_map.pop(token, None)
+        return token, waiter
+
+    @staticmethod
+    def _reply(subject: str, waiter: _Waiter, wait: float, timeout: float) -> Msg:
+        """The reply ``waiter`` gets within ``wait`` s (what is left of ``timeout``), or the error that says why there is none."""
+        if not waiter.event.wait(wait):
+            raise RequestTimeoutError(f"no reply on {subject!r} within {timeout:g} s")
+        if waiter.error is not None:
+            raise waiter.error
+        msg = waiter.result
+        assert msg is not None
+        if msg.headers and msg.headers.get("Status") == "503" and not msg.payload:
+            raise NoRespondersError(f"no responders on {subject!r}")
+        return msg
 
     def gather(self, subject: str, payload: bytes = b"", *, timeout: float, quiet: float) -> List[bytes]:
         """The payload of every reply to one request on ``subject``, for requests many answer

@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from time import monotonic, perf_counter_ns
-from typing import Callable, Dict, List, NoReturn, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union
 
 from resonate_sync.transport.connection import Connection, Subscription
 from resonate_sync.transport.errors import ConnectionClosedError, NatsConnectionError, TransportError
@@ -518,6 +518,21 @@ class NatsTransport:
             conn.publish(subject, payload)
         except ConnectionClosedError as exc:
             raise TransportError(str(exc)) from exc
+
+    def request_many(
+        self, requests: Sequence[Tuple[str, bytes, Optional[Mapping[str, str]]]], *, timeout: float
+    ) -> List[Union[Msg, Exception]]:
+        """Send every ``(subject, payload, headers)`` request at once and wait for the replies within
+        ``timeout`` s (JetStream publishes waiting for their PubAcks): each reply ``Msg`` or the
+        exception that says why there is none (TransportError when not connected, a
+        NoRespondersError or RequestTimeoutError of the connection)."""
+        conn = self._conn
+        if conn is None:
+            raise TransportError(f"transport for {self.url} is not started")
+        return [
+            TransportError(str(result)) if isinstance(result, ConnectionClosedError) else result
+            for result in conn.request_many(requests, timeout=timeout)
+        ]
 
     # -- reconnecting ----------------------------------------------------------------------
 

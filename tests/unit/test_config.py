@@ -64,6 +64,7 @@ LAYER_SAMPLES = {
     "task_retry_timeout_ms": (("4s", 4_000), ("5s", 5_000), ("2.5s", 2_500)),
     "delivery_allow": (("a.>", "a.>"), ("b.*", "b.*"), ("c.>,d.x", "c.>,d.x")),
     "delivery_poll_prefix": (("a", "a"), ("b.c", "b.c"), ("sdk.recv", "sdk.recv")),
+    "events_subject": (("file.events", "file.events"), ("env.ev", "env.ev"), ("resonate.events", "resonate.events")),
     "metrics_addr": (("127.0.0.1:1", "127.0.0.1:1"), ("0.0.0.0:2", "0.0.0.0:2"), ("[::1]:0", "[::1]:0")),
     "log_level": (("debug", "debug"), ("error", "error"), ("warn", "warning")),
     "log_format": (("json", "json"), ("text", "text"), ("JSON", "json")),
@@ -385,6 +386,10 @@ class TestConfigFileErrors:
             ("tasks.claimTimeout", "-1s", "negative"),
             ("tasks.retryTimeout", "1.5ms", "whole number of milliseconds"),
             ("log.level", "loud", "is not one of: debug, info, warning, error, critical"),
+            ("events.subject", "resonate.events.>", "contains a wildcard"),
+            ("events.subject", "$JS.events", "starts with '$'"),
+            ("events.subject", "a..b", "is not a NATS subject"),
+            ("events.subject", "e" * 256, "at most 255 are allowed"),
         ],
     )
     def test_bad_value_names_key_and_rule(self, key, value, rule, tmp_path):

@@ -48,8 +48,11 @@ BAD_SUBJECTS = {
 
 
 def receivers(subject: str):
-    """The two NATS receiver forms naming ``subject``."""
-    return [f"nats://{subject}", {"type": "nats", "data": {"subject": subject}}]
+    """The NATS receiver forms naming ``subject``, the persistent (JetStream) ones included."""
+    return [
+        f"nats://{subject}", {"type": "nats", "data": {"subject": subject}},
+        f"nats+js://{subject}", {"type": "nats", "data": {"subject": subject, "jetstream": True}},
+    ]  # fmt: skip
 
 
 def core_with(**settings) -> Resonate:
