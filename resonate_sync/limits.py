@@ -101,10 +101,33 @@ def _lenient(parse):
     return hook
 
 
+def _holds_rejected(value: Any) -> bool:
+    """Whether ``value`` is, or contains, a refused number (depth is already bounded by the limit)."""
+    cls = type(value)
+    if cls is _Rejected:
+        return True
+    if cls is dict:
+        return any(_holds_rejected(child) for child in value.values())
+    return cls is list and any(_holds_rejected(child) for child in value)
+
+
+def _keep_rejected(pairs: List[tuple]) -> dict:
+    """An object whose repeated key keeps the value holding a refused number: the strict decoder
+    refused the first of ``{"n": 1e400, "n": 0}``, so the second pass must find it again."""
+    result: dict = {}
+    for key, value in pairs:
+        if key not in result or not _holds_rejected(result[key]):
+            result[key] = value
+    return result
+
+
 # Built once: a decoder per call would cost a microsecond.
 _STRICT = json.JSONDecoder(parse_int=_int_strict, parse_float=_float_strict, parse_constant=_constant_strict)
 _LENIENT = json.JSONDecoder(
-    parse_int=_lenient(_int_strict), parse_float=_lenient(_float_strict), parse_constant=_lenient(_constant_strict)
+    parse_int=_lenient(_int_strict),
+    parse_float=_lenient(_float_strict),
+    parse_constant=_lenient(_constant_strict),
+    object_pairs_hook=_keep_rejected,
 )
 
 # A string (then group 1 tells a key), or a bracket or comma. Strings are matched whole so

@@ -230,3 +230,16 @@ class TestEchoedFields:
         # Non-ASCII is escaped on the way out (\u00e9 is six bytes), so it counts six times.
         assert send("\u00e9" * ((bound - overhead) // 6))["error"]["code"] == 404
         assert send("\u00e9" * ((bound - overhead) // 6 + 1))["error"]["code"] == 400
+
+
+@pytest.mark.parametrize("text, path", [
+    ('{"":-9223372036854775809,"":null}', ""),
+    ('{"n":1e400,"n":0}', "n"),
+    ('{"a":{"b":[NaN]},"a":1}', "a.b[0]"),
+    ('{"a":1,"a":{"b":18446744073709551616}}', "a.b"),
+])  # fmt: skip
+def test_a_refused_number_shadowed_by_a_repeated_key_is_still_a_400(text, path):
+    """json keeps the last of a repeated key, but the refused number was read first: it is named, never a 500."""
+    with pytest.raises(JsonLimitError) as caught:
+        loads(text)
+    assert caught.value.path == path
