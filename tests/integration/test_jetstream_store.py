@@ -388,6 +388,18 @@ class TestSnapshots:
         assert roles.wait(lambda: roles.reloads == 1)
         assert len(roles.snapshot) == 90 and roles.records == [{"after": True}]
 
+    def test_a_new_leader_counts_the_records_since_the_last_snapshot(self, jetstream_server, harness):
+        """A store that takes over a stream with snapshot_every records after the last snapshot snapshots at once."""
+        first, _, _ = harness.leader(jetstream_server.url, "COUNT", "a", lease_ms=3000, snapshot_every=4)
+        first.wait_durable(append(first, {"n": 1}, {"n": 2}))
+        first.wait_durable(append(first, {"n": 3}))
+        assert not first.should_snapshot()
+        first.close()
+        second, _, _ = harness.leader(jetstream_server.url, "COUNT", "b", lease_ms=3000, snapshot_every=4)
+        assert not second.should_snapshot()
+        second.wait_durable(append(second, {"n": 4}))
+        assert second.should_snapshot()
+
     def test_a_corrupt_snapshot_is_a_clear_error(self, jetstream_server, harness):
         """A snapshot whose bytes do not match its digest stops recovery with an error naming bucket, object and seq."""
         store, _, _ = harness.leader(jetstream_server.url, "BAD", "a", lease_ms=3000)

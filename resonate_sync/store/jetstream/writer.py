@@ -37,6 +37,8 @@ class Writer:
     Attributes:
         failed: set once the writer failed (fenced, timed out, a publish failed); ``failure`` says why.
         max_in_flight: the most messages ever waiting for their PubAck at once (a statistic).
+        inline: publish inside ``append`` (the caller's thread, under its lock) instead of on
+            the writer thread; False by default, see ``bench/bench_jetstream_store.py``.
         on_flush: None, or ``on_flush(0.0, seconds from publish to PubAck, records)`` per PubAck
             (the journal's signature: write seconds, sync seconds, records made durable).
     """
@@ -60,6 +62,8 @@ class Writer:
         self.failed = threading.Event()
         self.failure: Optional[JetStreamError] = None
         self.max_in_flight = 0
+        self.inline = False
+        self._publish_lock = threading.Lock()
         self._log = logger
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -140,7 +144,19 @@ class Writer:
     # ------------------------------------------------------------------ appending
 
     def append(self, payload: bytes, records: int) -> int:
-        """Queue one message; returns its ticket (the stream seq it will get). Does no I/O."""
+        """Queue one message; returns its ticket (the stream seq it will get).
+
+        Does no I/O unless ``inline`` (then it publishes here, in ``append`` order, outside the
+        lock the PubAck callback takes).
+        """
+        if not self.inline:
+            return self._queue_message(payload, records, queue=True)[0]
+        with self._publish_lock:
+            ticket, epoch, seq, headers = self._queue_message(payload, records, queue=False)
+            self._publish(epoch, seq, payload, headers)
+        return ticket
+
+    def _queue_message(self, payload: bytes, records: int, *, queue: bool) -> Tuple[int, int, int, Dict[str, str]]:
         with self._lock:
             if not self._armed:
                 if self.failure is not None:
@@ -153,11 +169,22 @@ class Writer:
             if self._last_msg_id:
                 headers["Nats-Expected-Last-Msg-Id"] = self._last_msg_id
             self._last_msg_id = msg_id
-            self._queue.append((seq, payload, headers))
+            if queue:
+                self._queue.append((seq, payload, headers))
+                self._cond.notify()
             self._in_flight[seq] = (self.clock(), records)
             self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
-            self._cond.notify()
-            return self._epoch * TICKET_EPOCH + seq
+            return self._epoch * TICKET_EPOCH + seq, self._epoch, seq, headers
+
+    def _publish(self, epoch: int, seq: int, payload: bytes, headers: Dict[str, str]) -> bool:
+        try:
+            self.api.conn.publish(self.subject, payload, f"{self._inbox}.{epoch}.{seq}", headers=headers)
+            return True
+        except Exception as exc:
+            with self._lock:
+                if epoch == self._epoch:
+                    self._fail(FencedError(f"publishing stream seq {seq} failed: {exc}"))
+            return False
 
     def is_durable(self, ticket: int) -> bool:
         """Whether ticket (of epoch >= 1) is acknowledged; takes no lock."""
@@ -219,7 +246,6 @@ class Writer:
 
     def _run(self) -> None:
         """Publish queued messages in order; a thread of its own so ``append`` never blocks on the socket."""
-        publish = self.api.conn.publish
         while True:
             with self._lock:
                 while not self._queue and not self._closing:
@@ -230,12 +256,7 @@ class Writer:
                 self._queue.clear()
                 epoch = self._epoch
             for seq, payload, headers in batch:
-                try:
-                    publish(self.subject, payload, f"{self._inbox}.{epoch}.{seq}", headers=headers)
-                except Exception as exc:
-                    with self._lock:
-                        if epoch == self._epoch:
-                            self._fail(FencedError(f"publishing stream seq {seq} failed: {exc}"))
+                if not self._publish(epoch, seq, payload, headers):
                     break
 
     def _on_ack(self, msg: Any) -> None:
