@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
 
-from bench_journal import promise_record  # noqa: E402
+from bench_journal import promise_record, run_threads  # noqa: E402
 from jetstream_cluster import JetStreamCluster  # noqa: E402
 
 from resonate_sync.journal import Journal  # noqa: E402
@@ -67,13 +67,7 @@ def drive(store, threads: int, seconds: float) -> Dict[str, float]:
         counts[index] = n
         latencies.extend(mine)
 
-    started = time.perf_counter()
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_threads(worker, threads)
     latencies.sort()
     return {
         "appends_s": sum(counts) / elapsed,
