@@ -154,8 +154,8 @@ class JsApi:
         return info
 
     def ensure_stream(self, config: Mapping[str, Any]) -> Dict[str, Any]:
-        """Create stream ``config["name"]``, or check that the existing one has the same subjects and
-        replicas (another configuration is an error saying which setting differs)."""
+        """Create stream ``config["name"]``, or check that the existing one has the settings the store
+        relies on (subjects, replicas, TTLs, direct gets, rollups): another is an error naming it."""
         name = config["name"]
         try:
             return self.call(f"STREAM.CREATE.{name}", config, what=f"creating stream {name}")
@@ -170,8 +170,8 @@ class JsApi:
                 raise
         info = self.call(f"STREAM.INFO.{name}", what=f"reading stream {name}")
         existing = info.get("config", {})
-        for key in ("subjects", "num_replicas"):
-            if key in config and existing.get(key) != config[key]:
+        for key in ("subjects", "num_replicas", "allow_msg_ttl", "allow_direct", "allow_rollup_hdrs"):
+            if key in config and existing.get(key, False) != config[key]:
                 raise JetStreamError(
                     f"{self.where}: stream {name} exists with {key} {existing.get(key)!r}, this server needs "
                     f"{config[key]!r}: use another --store-jetstream-stream, or change or delete that stream "

@@ -71,10 +71,10 @@ class JetStreamStore:
         snapshot_every: records after which ``should_snapshot`` says yes.
         ack_timeout: seconds for a PubAck (and each JetStream API call).
         clock: monotonic seconds (tests inject their own).
-        publish_inline: publish in ``append_encoded`` itself (under the caller's lock) rather than
-            on the writer thread: ~10% more appends/s here (bench/results/jetstream-store-2026-12-04.txt),
-            but a socket write under the core's lock, which may wait behind a large reply
-            being written on the same connection. Off by default.
+        publish_inline: publish in ``append_encoded`` itself (under the caller's lock), one
+            message per socket write, rather than on the writer thread, which sends everything
+            queued in one write. Kept for the benchmark: inline is slower (about 0.6x, see
+            bench/results/jetstream-store-2026-12-04.txt) and writes to a socket under the core's lock.
     """
 
     def __init__(
