@@ -445,9 +445,35 @@ class TestSetup:
         with pytest.raises(JetStreamError, match=r"stream OTHER exists with subjects \['other.>'\]"):
             harness.store(jetstream_server.url, "OTHER", "a").open()
 
+    @pytest.mark.parametrize("garbage", [b"not json", b'{"a":1}\n[1,2]', b'{"a":NaN', b"\xff\xfe", b""])
+    def test_a_message_that_is_not_records_stops_recovery_naming_its_seq(self, jetstream_server, harness, garbage):
+        """Something else published on the records subject is found by recovery, which names stream and seq."""
+        store, _, _ = harness.leader(jetstream_server.url, "JUNK", "a", lease_ms=3000)
+        store.wait_durable(append(store, {"n": 1}))
+        store.close()
+        harness.connect(jetstream_server.url).request(store.subject, payload=garbage)
+        reader = harness.store(jetstream_server.url, "JUNK", "b")
+        with pytest.raises(JetStreamError, match=r"stream JUNK: seq 2 holds"):
+            list(reader.open().records)
+
+    def test_a_lease_value_that_is_not_ours_is_no_holder(self, jetstream_server, harness):
+        """A foreign value under the lease key keeps others from leading; it names no leader and breaks nothing."""
+        conn = harness.connect(jetstream_server.url)
+        store = harness.store(jetstream_server.url, "ALIEN", "a", lease_ms=3000)
+        store.open()
+        conn.request("$KV.ALIEN.leader", payload=b"\xff{", headers={"Nats-TTL": "1s"})
+        roles = Roles()
+        store.start(**roles.callbacks())
+        time.sleep(0.6)
+        assert store.role == "standby" and store.leader_id is None
+        assert roles.wait(lambda: "leader" in roles.events, 5)  # once it expired
+
     @pytest.mark.parametrize("bad", [
-        {"stream": "a.b"}, {"stream": ""}, {"replicas": 0}, {"replicas": "3"}, {"lease_ms": 500},
-        {"lease_ms": float("nan")}, {"ack_timeout": 0}, {"instance": ""},
+        {"stream": "a.b"}, {"stream": ""}, {"stream": "x" * 201}, {"replicas": 0}, {"replicas": "3"},
+        {"replicas": True}, {"replicas": 6}, {"lease_ms": 500}, {"lease_ms": float("nan")}, {"lease_ms": 3000.0},
+        {"ack_timeout": 0}, {"ack_timeout": float("nan")}, {"ack_timeout": "5"}, {"instance": ""},
+        {"snapshot_every": 0}, {"snapshot_every": "10"}, {"subject_prefix": "a.*"}, {"subject_prefix": "a b"},
+        {"subject_prefix": "a..b"}, {"subject_prefix": ""},
     ])  # fmt: skip
     def test_bad_settings_are_refused_naming_the_field(self, bad):
         """Each setting is checked when the store is built."""

@@ -122,6 +122,6 @@ def _holder(payload: bytes) -> Optional[str]:
 
 
 def check_lease_ms(lease_ms: int) -> None:
-    if not isinstance(lease_ms, int) or lease_ms < 1000:
+    if not isinstance(lease_ms, int) or isinstance(lease_ms, bool) or lease_ms < 1000:
         raise ValueError(f"lease_ms must be an integer of at least 1000 (ms; JetStream's TTLs are >= 1 s), not {lease_ms!r}")
 

@@ -20,9 +20,9 @@ renews every lease/3 and watches the writer; any loss (lease taken or expired lo
 renewal refused, an append fenced, a PubAck late or an error) steps down: ``on_standby``, then
 the state is rebuilt from the stream (``reload``) and the standby loop goes on.
 
-Default lease: 3 s. A leader killed with -9 loses its key at most 3 s after its last renewal
-(by the server's TTL; measured expiry within ~20 ms of it), a standby sees that within its
-0.5 s poll and catches up: failover in about 3.5 s, under the 5 s asked for. Shorter leases
+Default lease: 3 s. A leader killed with -9 loses its key 2-3 s later (3 s after its last
+renewal, by the server's per-message TTL; expiry measured within ~20 ms of it), a standby sees
+that within its 0.5 s poll and catches up: failover measured at 2.1-3.1 s, under the 5 s asked for. Shorter leases
 fail over faster but a leader whose renewals stall for lease/3 x 2 (GC, a slow JetStream
 leader election in a cluster: ~2 s) would step down for nothing.
 
@@ -49,6 +49,7 @@ from .writer import TICKET_EPOCH, Writer
 __all__ = ["JetStreamStore"]
 
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,200}\Z")
+_SUBJECT_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
 _HEADROOM = 1024  # bytes of a message's max_payload kept for its headers
 _IDLE_POLL = 0.05  # s between reads of the stream when a standby is caught up
 _FETCH_BATCH = 256
@@ -94,12 +95,16 @@ class JetStreamStore:
     ) -> None:
         if not isinstance(stream, str) or not _STREAM_NAME.match(stream):
             raise ValueError(f"stream must be a JetStream stream name (letters, digits, _ and -), not {stream!r}")
-        if not isinstance(replicas, int) or not 1 <= replicas <= 5:
+        if subject_prefix is not None and (not isinstance(subject_prefix, str) or not _SUBJECT_PREFIX.match(subject_prefix)):
+            raise ValueError(
+                f"subject_prefix must be dot-separated tokens of letters, digits, _ and - (no wildcards), not {subject_prefix!r}"
+            )
+        if not _is_int(replicas) or not 1 <= replicas <= 5:
             raise ValueError(f"replicas must be an integer from 1 to 5, not {replicas!r}")
         check_lease_ms(lease_ms)
-        if snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be a positive record count, not {snapshot_every}")
-        if not ack_timeout > 0:
+        if not _is_int(snapshot_every) or snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be a positive record count, not {snapshot_every!r}")
+        if not isinstance(ack_timeout, (int, float)) or not ack_timeout > 0 or ack_timeout == float("inf"):
             raise ValueError(f"ack_timeout must be a positive number of seconds, not {ack_timeout!r}")
         if not instance or not isinstance(instance, str):
             raise ValueError("instance must be this server's (non-empty) instance id")
@@ -522,6 +527,10 @@ def _decode(msg: StoredMsg, stream: str) -> Iterator[dict]:
         if not isinstance(record, dict):
             raise JetStreamError(f"stream {stream}: seq {msg.seq} holds a record that is not an object")
         yield record
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _msg_id_safe(instance: str) -> str:
