@@ -109,6 +109,15 @@ def harness() -> Iterator[Harness]:
         h.close()
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def append(store: JetStreamStore, *records: dict) -> int:
     return store.append_encoded([store.encode(record) for record in records])
 
@@ -254,7 +263,7 @@ class TestLeadership:
             role.reload(store.open())
         for store, role in zip(stores, roles):
             store.start(**role.callbacks())
-        assert roles[0].wait(lambda: "leader" in roles[0].events or "leader" in roles[1].events, 5)
+        assert wait_until(lambda: any("leader" in role.events for role in roles), 5)
         time.sleep(0.6)  # a few lease polls
         leaders = [s for s in stores if s.role == "leader"]
         assert len(leaders) == 1

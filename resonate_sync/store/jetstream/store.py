@@ -425,13 +425,13 @@ class JetStreamStore:
     def _stand_by(self) -> None:
         next_poll = 0.0
         while not self._stop.is_set():
-            applied_any = self._tail()
             now = self.clock()
-            if now >= next_poll:
+            if now >= next_poll:  # first: a standby names its leader before it applies anything
                 next_poll = now + self.lease_ms / 6000
                 if self._lease.try_acquire():
                     self._take_over()
                     return
+            applied_any = self._tail()
             if not applied_any:
                 self._stop.wait(_IDLE_POLL)
 
