@@ -108,6 +108,7 @@ class JsApi:
         self.where = where or str(getattr(conn, "url", "the NATS server"))
         self._fetch_lock = threading.Lock()
         self._fetch_prefix: Optional[str] = None
+        self._fetch_sub: Any = None
         self._fetches: Dict[str, "queue.SimpleQueue[Any]"] = {}
         self._fetch_ids = count(1)
 
@@ -205,7 +206,7 @@ class JsApi:
         with self._fetch_lock:
             if self._fetch_prefix is None:
                 self._fetch_prefix = self.conn.new_inbox() + "."
-                self.conn.subscribe(self._fetch_prefix + "*", callback=self._on_fetched)
+                self._fetch_sub = self.conn.subscribe(self._fetch_prefix + "*", callback=self._on_fetched)
                 flush = getattr(self.conn, "flush", None)
                 if flush is not None:
                     flush(self.timeout)
@@ -239,6 +240,17 @@ class JsApi:
         finally:
             with self._fetch_lock:
                 self._fetches.pop(token, None)
+
+    def close(self) -> None:
+        """Drop the fetch inbox subscription (the connection itself is the caller's)."""
+        with self._fetch_lock:
+            sub, self._fetch_sub = self._fetch_sub, None
+            self._fetch_prefix = None
+        if sub is not None:
+            try:
+                self.conn.unsubscribe(sub)
+            except Exception:  # the connection may be gone already
+                pass
 
     def _on_fetched(self, msg: Any) -> None:
         prefix = self._fetch_prefix or ""

@@ -4,8 +4,9 @@ The lease is the one key ``leader`` of the KV bucket (stream ``KV_<bucket>``, on
 subject kept). Its value names the holder: ``{"instance": "<id>"}``.
 
 - Acquire: publish with ``Nats-Expected-Last-Subject-Sequence`` = 0 when the key has no live
-  message, or = the seq of a release marker (``KV-Operation: DEL``). Two instances racing get
-  one success: the server compares the sequence atomically.
+  message, or = the seq of a release marker (``KV-Operation: DEL``), or of a lease naming this
+  very instance (held before a step-down it could not release). Two instances racing get one
+  success: the server compares the sequence atomically.
 - Renew: publish again expecting the revision we hold. A refusal means someone else holds it.
 - Expiry: every message carries ``Nats-TTL`` = the lease, so a holder that stops renewing
   (kill -9) loses the key after the lease, by the server's clock.
@@ -71,9 +72,13 @@ class Lease:
         current = self.api.direct_get(self.stream, {"last_by_subj": self.subject})
         if current is not None and current.headers.get("KV-Operation") not in ("DEL", "PURGE"):
             self.holder = _holder(current.payload)
-            if self.holder == self.instance and self.revision == current.seq:
+            if self.holder != self.instance:
+                return False
+            if self.revision == current.seq:
                 return True
-            return False
+            # Ours from before a step-down this instance could not release (NATS was away): nobody
+            # else holds it, and the expected sequence makes sure nobody took it since we looked.
+            return self._write(current.seq, "take back")
         expected = current.seq if current is not None else 0
         return self._write(expected, "acquire")
 
