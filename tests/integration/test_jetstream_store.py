@@ -461,6 +461,17 @@ class TestSetup:
         with pytest.raises(JetStreamError, match=r"has no JetStream: start it with -js \(or `resonate dev --store-kind jetstream`\)"):
             harness.store(nats_server.url, "NOJS", "a").open()
 
+    def test_an_account_without_jetstream_is_the_same_clear_error(self, nats_server_factory, harness, tmp_path):
+        """JetStream on, but not for this account: the same advice, and the server's own words."""
+        conf = tmp_path / "accounts.conf"
+        conf.write_text(
+            f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+            "accounts { A: { jetstream: enabled, users: [{user: a, password: a}] }, B: { users: [{user: b, password: b}] } }\n"
+        )
+        server = nats_server_factory(["-c", str(conf)])
+        with pytest.raises(JetStreamError, match=r"has no JetStream: start it with -js .*not enabled for account"):
+            harness.store(server.url.replace("nats://", "nats://b:b@"), "NOACCT", "a").open()
+
     def test_more_replicas_than_servers_passes_on_the_servers_error(self, jetstream_server, harness):
         """replicas=3 on a single node: the server's refusal, and what to change."""
         with pytest.raises(JetStreamError, match=r"replicas.*lower --store-jetstream-replicas"):

@@ -31,7 +31,7 @@ __all__ = [
 WRONG_LAST_SEQUENCE = 10071  # Nats-Expected-Last-Sequence (and -Subject-Sequence) did not match
 WRONG_LAST_MSG_ID = 10070  # Nats-Expected-Last-Msg-Id did not match
 STREAM_NAME_IN_USE = 10058  # a stream of that name exists with another configuration
-STREAM_NOT_FOUND = 10059
+JETSTREAM_NOT_ENABLED_FOR_ACCOUNT = 10039
 
 
 class JetStreamError(JournalError):
@@ -150,8 +150,11 @@ class JsApi:
         if (msg.headers or {}).get("Status") == "503":
             raise self.no_jetstream()
         info = _json_object(msg.payload, "$JS.API.INFO")
-        if isinstance(info.get("error"), dict):
-            raise JetStreamError(f"{self.where}: JetStream account info refused: {info['error'].get('description')}")
+        error = info.get("error")
+        if isinstance(error, dict):
+            if error.get("err_code") == JETSTREAM_NOT_ENABLED_FOR_ACCOUNT:
+                raise JetStreamError(f"{self.no_jetstream()} ({error.get('description')})", JETSTREAM_NOT_ENABLED_FOR_ACCOUNT)
+            raise JetStreamError(f"{self.where}: JetStream account info refused: {error.get('description')}")
         return info
 
     def ensure_stream(self, config: Mapping[str, Any]) -> Dict[str, Any]:

@@ -202,6 +202,10 @@ class JetStreamStore:
         seq = start
         while seq <= last:
             found = self._fetch(seq)
+            deadline = time.monotonic() + self.ack_timeout
+            while not found and time.monotonic() < deadline:  # a replica answering may lag the leader
+                time.sleep(0.05)
+                found = self._fetch(seq)
             if not found:
                 raise JetStreamError(f"stream {self.stream}: seq {seq}..{last} went missing while recovering")
             for msg in found:
@@ -452,8 +456,8 @@ class JetStreamStore:
                     "jetstream: stream %s now starts after seq %d (purged past this standby): reloading from the newest snapshot",
                     self.stream, self._applied,
                 )  # fmt: skip
-                self._reload()
-                return True
+                self._needs_reload = True  # the role loop reloads, and again until it succeeds
+                raise _Restart("purged past this standby")
             records = list(_decode(msg, self.stream))
             self._callbacks["apply"](records)
             self._applied = msg.seq
