@@ -12,7 +12,8 @@ same run (ratios against the file journal with fsync "always"):
 - each jetstream row twice: publishing on the store's writer thread (the default) and
   inline in ``append_encoded`` under the state lock (``publish_inline=True``).
 
-Then failover with the default 3 s lease: a leader in a child process is killed with SIGKILL
+Then how fast a store reads those streams back (recovery, and a standby catching up: the same
+batched direct gets), and failover with the default 3 s lease: a leader in a child process is killed with SIGKILL
 and the time until a standby's ``on_leader`` is measured (``--failovers`` times).
 
 Usage::
@@ -107,6 +108,21 @@ def jetstream(url: str, stream: str, replicas: int, inline: bool, threads: int, 
         conn.close()
 
 
+def catch_up(url: str, stream: str) -> Dict[str, float]:
+    """A new store reads ``stream`` from the start (recovery; a standby tails the same way): records/s."""
+    conn = Connection(url, name="bench-reader")
+    conn.connect()
+    store = JetStreamStore(conn, stream=stream, instance="reader", replicas=3 if stream.startswith("R3") else 1)
+    try:
+        started = time.perf_counter()
+        recovery = store.open()
+        count = sum(1 for _ in recovery.records)
+        return {"records": count, "per_s": count / (time.perf_counter() - started)}
+    finally:
+        store.close()
+        conn.close()
+
+
 def child_leader(url: str, stream: str) -> None:
     """In a child process: lead ``stream``, say so on stdout, append now and then until killed."""
     conn = Connection(url, name="bench-doomed")
@@ -184,6 +200,8 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name, run in cases:
                 rows.append((round_, name, run()))
+        reads = [(name, catch_up(url, stream)) for name, url, stream in (
+            ("R1, one node", single.url, "R1T"), ("R3, 3 nodes", cluster.urls[0], "R3T"))]  # fmt: skip
         failovers = [failover(single.url, f"FAIL{n}") for n in range(args.failovers)]
     finally:
         cluster.close()
@@ -195,6 +213,9 @@ def main() -> None:
     for round_, name, res in rows:
         print(f"{name:40} {res['appends_s']:>10,.0f} {res['appends_s'] / baseline[round_]:>6.2f}x "
               f"{res['p50_ms']:>8.2f} {res['p99_ms']:>8.2f} {res.get('max_in_flight', ''):>10}")  # fmt: skip
+    print("\nreading a stream from its start (batched direct gets of 256, as a standby tails):")
+    for name, res in reads:
+        print(f"  {name:30} {res['records']:>9,} records in {res['records'] / res['per_s']:.2f} s: {res['per_s']:>9,.0f} records/s")
     if failovers:
         print("\nfailover after kill -9 of the leader, lease 3000 ms (R1): "
               + ", ".join(f"{s:.2f} s" for s in failovers) + f"; max {max(failovers):.2f} s")  # fmt: skip
