@@ -226,6 +226,23 @@ class TestFencing:
         _, records, _ = recovered(jetstream_server.url, harness, "FENCE")
         assert {"n": 2} not in records
 
+    def test_a_pipelined_message_never_lands_after_another_writers(self, jetstream_server, harness):
+        """Two batches in flight behind a foreign message: the first is refused by its expected sequence, and the
+        second, whose expected sequence now matches, by the msg-id chain; neither is in the stream."""
+        store, _, _ = harness.leader(jetstream_server.url, "CHAIN", lease_ms=5000, ack_timeout=5)
+        store.wait_durable(append(store, {"n": 1}))
+        harness.connect(jetstream_server.url).request(store.subject, payload=b'{"intruder":1}')
+        jetstream_server.pause()  # both batches reach the server before it handles either
+        try:
+            first, second = append(store, {"n": 2}), append(store, {"n": 3})
+            time.sleep(0.2)
+        finally:
+            jetstream_server.resume()
+        for ticket in (first, second):
+            with pytest.raises(FencedError):
+                store.wait_durable(ticket)
+        assert stream_messages(harness.connect(jetstream_server.url), "CHAIN") == [b'{"n":1}', b'{"intruder":1}']
+
     def test_a_fenced_leader_refuses_appends_until_it_leads_again(self, jetstream_server, harness):
         """Between the fence and its next lease the store refuses appends; then it leads from the stream's end."""
         store, roles, _ = harness.leader(jetstream_server.url, "FENCE2", lease_ms=1000)
