@@ -22,13 +22,18 @@ the state is rebuilt from the stream (``reload``) and the standby loop goes on.
 
 Default lease: 3 s. A leader killed with -9 loses its key 2-3 s later (3 s after its last
 renewal, by the server's per-message TTL; expiry measured within ~20 ms of it), a standby sees
-that within its 0.5 s poll and catches up: failover measured at 2.1-3.1 s, under the 5 s asked for. Shorter leases
-fail over faster but a leader whose renewals stall for lease/3 x 2 (GC, a slow JetStream
-leader election in a cluster: ~2 s) would step down for nothing.
+that within its 0.5 s poll and catches up: failover measured at 2.1-3.1 s, under the 5 s
+asked for. Shorter leases fail over faster but step down for smaller stalls (GC pauses, a slow
+renewal); a longer one would also ride out the JetStream stream-leader election that follows
+the death of a cluster node (~4.5 s measured), at the price of a slower failover.
 
-Durability: a PubAck means the message is stored on a quorum of the stream's replicas, in
-memory at least: nats-server fsyncs on its ``sync_interval`` (2 min by default). Survives kill -9
-of a minority of servers; survives power loss only with ``jetstream { sync_interval: always }``.
+Durability: a PubAck means the message is stored on a quorum of the stream's replicas, written
+to the OS at least: nats-server fsyncs on its ``sync_interval`` (2 min by default). It survives
+kill -9 of nats-server (measured: 3 runs of 3,000 acknowledged messages, none lost) and of a
+minority of a cluster's servers; power loss only with ``jetstream { sync_interval: always }``.
+
+Step-down order: the writer is disarmed first (appends raise FencedError from that moment),
+then ``on_standby`` runs, then the lease is released and the state rebuilt.
 """
 
 from __future__ import annotations
