@@ -46,6 +46,17 @@ def promise_record(n: int) -> dict:
     }
 
 
+def run_threads(worker, threads: int) -> float:
+    """Run ``worker(index)`` on ``threads`` threads at once; the seconds until all returned."""
+    started = time.perf_counter()
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def throughput(directory: str, fsync: str, threads: int, seconds: float) -> dict:
     """Append one record and wait for it, in a loop, from ``threads`` threads for ``seconds``."""
     path = os.path.join(directory, f"throughput-{fsync}-{threads}")
@@ -64,13 +75,7 @@ def throughput(directory: str, fsync: str, threads: int, seconds: float) -> dict
             n += 1
         counts[index] = n
 
-    started = time.perf_counter()
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_threads(worker, threads)
     fsyncs = journal.fsync_count
     journal.close()
     shutil.rmtree(path)

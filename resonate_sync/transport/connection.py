@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from itertools import count
 from time import monotonic
-from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from resonate_sync.transport._pynats2 import ClientBase, Subscription
 from resonate_sync.transport.credentials import CredentialsError, NatsCredentials
@@ -594,6 +594,20 @@ class Connection(ClientBase):
         ``max_payload`` (or a bad subject) are raised before anything is written, and leave the
         connection usable. ConnectionClosedError when not connected.
         """
+        self._send_frame(self._pub_frame(subject, payload, reply, headers))
+
+    def publish_many(self, messages: Iterable[Tuple[str, bytes, str, Optional[Mapping[str, str]]]]) -> None:
+        """Publish (subject, payload, reply, headers) messages in order, in one socket write.
+
+        Cheaper than one :meth:`publish` per message when many are ready at once (a writer
+        draining its queue). Every message is checked as :meth:`publish` checks it before any
+        byte is written: one bad message and none is sent.
+        """
+        frames = [self._pub_frame(subject, payload, reply, headers) for subject, payload, reply, headers in messages]
+        if frames:
+            self._send_frame(b"".join(frames))
+
+    def _pub_frame(self, subject: str, payload: bytes, reply: str, headers: Optional[Mapping[str, str]]) -> bytes:
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
         if headers:
@@ -601,11 +615,9 @@ class Connection(ClientBase):
                 raise ValueError(f"{self.url} does not support headers")
             head = encode_headers(headers)
             self._check_size(len(head) + len(payload), subject)
-            frame = encode_hpub(subject, head, payload, reply)
-        else:
-            self._check_size(len(payload), subject)
-            frame = encode_pub(subject, payload, reply)
-        self._send_frame(frame)
+            return encode_hpub(subject, head, payload, reply)
+        self._check_size(len(payload), subject)
+        return encode_pub(subject, payload, reply)
 
     def _check_size(self, size: int, subject: str) -> None:
         if size > self.max_payload:

@@ -10,6 +10,8 @@ Fixtures:
   with ``["-c", conf]``; all stopped after the test.
 - ``nats_client``: ``factory(url, **connect_kwargs)`` returns a connected :class:`NatsPyClient`;
   all closed after the test.
+- ``jetstream_cluster`` (one 3-node JetStream cluster per module) and ``jetstream_server`` (one
+  JetStream node per test): see ``jetstream_cluster.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 
 from resonate_sync.transport.embedded import EmbeddedNatsServer
 
+from jetstream_cluster import jetstream_cluster, jetstream_server  # noqa: E402,F401  (fixtures for every module)
 from natsclient import NatsPyClient  # noqa: E402  (tests/integration is on sys.path)
 
 

@@ -303,6 +303,36 @@ class TestPublish:
         assert nats_client(shared_nats_server.url).request(subject, b"still fine").data == b"still fine"
         assert transport.connected and transport.stats["reconnects"] == 0
 
+    def test_publish_many_sends_in_order_with_replies_and_headers(self, shared_nats_server, subject, nats_client):
+        """publish_many delivers every message in order, each with its reply subject and headers."""
+        listener = nats_client(shared_nats_server.url)
+        received = listener.collect(f"{subject}.many")
+        conn = Connection(shared_nats_server.url)
+        conn.connect()
+        try:
+            conn.publish_many([(f"{subject}.many", b"%d" % n, f"r.{n}", {"N": str(n)} if n % 2 else None) for n in range(5)])
+            wait_until(lambda: len(received) == 5, what="5 messages")
+        finally:
+            conn.close()
+        assert [(m.data, m.reply, (m.headers or {}).get("N")) for m in received] == [
+            (b"%d" % n, f"r.{n}", str(n) if n % 2 else None) for n in range(5)
+        ]
+
+    def test_publish_many_with_one_bad_message_sends_none(self, shared_nats_server, subject, nats_client):
+        """A bad message among many is refused before any byte is written."""
+        listener = nats_client(shared_nats_server.url)
+        received = listener.collect(f"{subject}.none")
+        conn = Connection(shared_nats_server.url)
+        conn.connect()
+        try:
+            with pytest.raises(TypeError, match="bytes"):
+                conn.publish_many([(f"{subject}.none", b"ok", "", None), (f"{subject}.none", "text", "", None)])
+            conn.publish(f"{subject}.none", b"after")
+            wait_until(lambda: received, what="the message after")
+            assert [m.data for m in received] == [b"after"]
+        finally:
+            conn.close()
+
     def test_publish_while_disconnected_raises_transport_error(self, nats_server, serve, subject):
         """With the server gone, publish fails fast with TransportError so the caller can retry later."""
         transport = serve(nats_server.url)
