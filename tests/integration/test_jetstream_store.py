@@ -166,17 +166,42 @@ class TestAppendAndRecover:
         assert not store.may_serve()
         assert store.status() == {"role": "standby", "applied_seq": 0, "stream": "NL", "replicas": 1, "leader": ""}
 
-    def test_a_batch_larger_than_a_message_is_refused_before_anything_changes(self, jetstream_server, harness):
-        """A record or batch over max_payload is a ValueError at encode/append; the store goes on."""
+    def test_a_record_larger_than_a_message_is_refused_before_anything_changes(self, jetstream_server, harness):
+        """One record over max_payload is a ValueError at encode (the core's 400); the store goes on."""
         store, _, _ = harness.leader(jetstream_server.url, "BIG")
-        big = {"data": "x" * (store.conn.max_payload // 2)}
         with pytest.raises(ValueError, match="cannot fit one JetStream message"):
             store.encode({"data": "x" * store.conn.max_payload})
-        raw = store.encode(big)
-        with pytest.raises(ValueError, match="does not fit one JetStream message"):
-            store.append_encoded([raw, raw, raw])
         store.wait_durable(append(store, {"ok": True}))
         assert store.may_serve()
+
+    def test_a_batch_larger_than_a_message_is_several_messages_read_back_as_one(self, jetstream_server, harness):
+        """A background pass may time out many large promises at once: each record fits, not all
+        together. The batch goes out in parts, and readers (recovery and a standby) apply it whole."""
+        store, _, _ = harness.leader(jetstream_server.url, "PARTS", lease_ms=3000)
+        standby = harness.store(jetstream_server.url, "PARTS", "b", lease_ms=3000)
+        roles = Roles()
+        roles.reload(standby.open())
+        standby.start(**roles.callbacks())
+        big = [{"n": n, "data": "x" * (store.conn.max_payload // 3)} for n in range(7)]
+        store.wait_durable(append(store, *big))
+        store.wait_durable(append(store, {"after": True}))
+        parts = stream_messages(store.conn, "PARTS")
+        assert len(parts) > 2, "the batch took several messages"
+        _, records, _ = recovered(jetstream_server.url, harness, "PARTS")
+        assert records == [*big, {"after": True}]
+        assert roles.wait(lambda: len(roles.records) == 8) and roles.records == [*big, {"after": True}]
+
+    def test_a_batch_cut_off_before_its_last_part_is_never_applied(self, jetstream_server, harness):
+        """Parts 1..k of a batch whose writer stopped before the last were never acknowledged: dropped."""
+        store, _, _ = harness.leader(jetstream_server.url, "CUT", lease_ms=3000)
+        store.wait_durable(append(store, {"before": True}))
+        conn = store.conn
+        for part, body in (("1/3", b'{"half":1}'), ("2/3", b'{"half":2}')):  # a writer that died mid-batch
+            reply = conn.request("resonate.store.CUT.records", payload=body, headers={"Resonate-Part": part})
+            assert b'"seq"' in reply.payload, reply.payload
+        conn.request("resonate.store.CUT.records", payload=b'{"next":true}')  # the next writer's message
+        _, records, _ = recovered(jetstream_server.url, harness, "CUT")
+        assert records == [{"before": True}, {"next": True}]
 
     def test_pipelined_appends_from_many_threads_are_all_acknowledged_in_order(self, jetstream_server, harness):
         """Many publishes are in flight at once; every ticket is acknowledged and the stream keeps append order."""

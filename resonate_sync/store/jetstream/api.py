@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
 import attrs
 
+from ...errors import StoreUnavailable
 from ...journal import JournalError
 
 __all__ = [
@@ -43,13 +44,14 @@ class JetStreamError(JournalError):
         self.err_code = err_code
 
 
-class FencedError(JetStreamError):
+class FencedError(JetStreamError, StoreUnavailable):
     """Another writer appended to the stream (or a PubAck never came): this instance is no longer
-    the leader, and the records it had in flight may not be in the stream."""
+    the leader, and the records it had in flight may not be in the stream. The core answers 503
+    (not the leader) until the store rebuilt the state from the stream."""
 
 
-class NotLeaderError(JetStreamError):
-    """An append on an instance that is not (or not yet) the leader."""
+class NotLeaderError(JetStreamError, StoreUnavailable):
+    """An append on an instance that is not (or not yet) the leader: 503 to the request."""
 
 
 class JsMsg(Protocol):

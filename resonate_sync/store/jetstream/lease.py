@@ -113,8 +113,20 @@ class Lease:
             return True
         if error.err_code == 10071:
             self.revision, self.deadline = 0, 0.0
+            self.holder = self._current_holder()
             return False
         raise error
+
+    def _current_holder(self) -> Optional[str]:
+        """Who holds the lease now, for the step-down message (None when nobody or unknown)."""
+        try:
+            current = self.api.direct_get(self.stream, {"last_by_subj": self.subject})
+        except Exception:
+            return None
+        if current is None or current.headers.get("KV-Operation") in ("DEL", "PURGE"):
+            return None
+        holder = _holder(current.payload)
+        return holder if holder != self.instance else None
 
 
 def _holder(payload: bytes) -> Optional[str]:

@@ -49,7 +49,7 @@ from ...journal import Journal, JournalError, Recovery, SnapshotTicket
 from .api import FencedError, JetStreamError, JsApi, JsConnection, NotLeaderError, StoredMsg
 from .lease import Lease, check_lease_ms
 from .snapshots import SnapshotInfo, SnapshotStore
-from .writer import TICKET_EPOCH, Writer
+from .writer import PART_HEADER, TICKET_EPOCH, Writer
 
 __all__ = ["JetStreamStore"]
 
@@ -134,6 +134,7 @@ class JetStreamStore:
         self._opened = False
         self._applied = 0
         self._appended_records = 0  # since the last snapshot began
+        self._parts = _Parts(stream, self._log)  # a batch of several messages being read
         self._snapshot_lock = threading.Lock()
         self._stop = threading.Event()
         self._needs_reload = False
@@ -171,6 +172,7 @@ class JetStreamStore:
 
     def _recover(self) -> Recovery:
         """Newest snapshot (verified) + a lazy read of every record after it up to the stream's last seq."""
+        self._parts.reset()
         state = self._api.stream_state(self.stream)
         first, last = int(state.get("first_seq", 0)), int(state.get("last_seq", 0))
         snapshots = self._snapshots.list()
@@ -220,7 +222,7 @@ class JetStreamStore:
                     )
                 if msg.seq > last:
                     return
-                for record in _decode(msg, self.stream):
+                for record in self._parts.complete(msg):
                     self._appended_records += 1
                     yield record
                 seq += 1
@@ -257,21 +259,27 @@ class JetStreamStore:
     def append_encoded(self, raws: Iterable[bytes]) -> int:
         """Queue the records as ONE stream message; returns its ticket. No I/O under the caller's lock.
 
-        NotLeaderError before this instance leads, FencedError once it was fenced; a batch larger
-        than a message is a ValueError and nothing is queued.
+        A batch larger than one message (a background pass that timed out many large promises:
+        each record fits, see :meth:`encode`, but not all together) goes out as consecutive
+        messages marked ``Resonate-Part: i/n``; readers apply them all or none, and the ticket is
+        the last one's. The fenced message-id chain keeps the parts consecutive in the stream: a
+        part that would land after another writer's message is refused, and a batch missing its
+        last part was never acknowledged. NotLeaderError before this instance leads, FencedError
+        once it was fenced.
         """
         raws = list(raws)
         if not raws:
             return self.last_seq
-        payload = b"\n".join(raws)
-        if len(payload) > self._budget():
-            raise ValueError(
-                f"a batch of {len(raws)} records ({len(payload)} bytes) does not fit one JetStream message "
-                f"(max_payload {self._budget() + _HEADROOM} bytes, {_HEADROOM} kept for headers)"
-            )
         if self._role == "closed":
             raise JetStreamError(f"stream {self.stream}: the store is closed")
-        ticket = self._writer.append(payload, len(raws))
+        budget = self._budget()
+        payload = b"\n".join(raws)
+        if len(payload) <= budget:
+            ticket = self._writer.append(payload, len(raws))
+        else:
+            parts = _split(raws, budget)
+            for index, part in enumerate(parts, 1):
+                ticket = self._writer.append(b"\n".join(part), len(part), f"{index}/{len(parts)}")
         self._appended_records += len(raws)
         return ticket
 
@@ -463,8 +471,9 @@ class JetStreamStore:
                 )  # fmt: skip
                 self._needs_reload = True  # the role loop reloads, and again until it succeeds
                 raise _Restart("purged past this standby")
-            records = list(_decode(msg, self.stream))
-            self._callbacks["apply"](records)
+            records = self._parts.complete(msg)
+            if records:
+                self._callbacks["apply"](records)
             self._applied = msg.seq
             self._appended_records += len(records)
         return True
@@ -529,6 +538,74 @@ class JetStreamStore:
 
     def _reload(self) -> None:
         self._callbacks["reload"](self._recover())
+
+
+def _split(raws: List[bytes], budget: int) -> List[List[bytes]]:
+    """``raws`` in consecutive groups whose newline-joined size fits ``budget`` (each raw does, by ``encode``)."""
+    parts: List[List[bytes]] = [[]]
+    size = -1
+    for raw in raws:
+        if parts[-1] and size + 1 + len(raw) > budget:
+            parts.append([])
+            size = -1
+        parts[-1].append(raw)
+        size += 1 + len(raw)
+    return parts
+
+
+class _Parts:
+    """Reassembles batches written as several messages (``Resonate-Part: i/n``): all or nothing.
+
+    :meth:`complete` takes every message in stream order and returns the records to apply now:
+    a whole message's, a completed batch's, or none while a batch is incomplete. A batch cut off
+    (the next message is not its next part: its writer was fenced or died before the last part)
+    was never acknowledged, and is dropped with a warning.
+    """
+
+    def __init__(self, stream: str, log: logging.Logger) -> None:
+        self.stream = stream
+        self._log = log
+        self._records: List[dict] = []
+        self._next = 0  # the part expected next (0: none)
+        self._count = 0
+        self._first = 0
+
+    def reset(self) -> None:
+        self._records, self._next, self._count = [], 0, 0
+
+    def complete(self, msg: StoredMsg) -> List[dict]:
+        part = msg.headers.get(PART_HEADER, "") if msg.headers else ""
+        index, count = _part(part, msg.seq, self.stream) if part else (0, 0)
+        if self._next and (index != self._next or count != self._count):
+            self._log.warning(
+                "jetstream: stream %s: a batch of %d messages from seq %d ends after part %d (its writer stopped"
+                " before the rest, so it was never acknowledged): dropped",
+                self.stream, self._count, self._first, self._next - 1,
+            )  # fmt: skip
+            self.reset()
+        if not part:
+            return list(_decode(msg, self.stream))
+        if index == 1:
+            self._records, self._count, self._first = [], count, msg.seq
+        elif not self._next:
+            # a batch whose first parts are behind a snapshot or a purge cannot be whole: never acked
+            self._log.warning("jetstream: stream %s: seq %d is part %s of a batch whose start is gone: dropped",
+                              self.stream, msg.seq, part)  # fmt: skip
+            return []
+        self._records.extend(_decode(msg, self.stream))
+        if index == count:
+            records = self._records
+            self.reset()
+            return records
+        self._next = index + 1
+        return []
+
+
+def _part(value: str, seq: int, stream: str) -> Tuple[int, int]:
+    index, slash, count = value.partition("/")
+    if slash and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count):
+        return int(index), int(count)
+    raise JetStreamError(f"stream {stream}: seq {seq} has a {PART_HEADER} header that is not i/n: {value[:40]!r}")
 
 
 def _decode(msg: StoredMsg, stream: str) -> Iterator[dict]:

@@ -23,7 +23,10 @@ from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
 from .api import FencedError, JetStreamError, JsApi, NotLeaderError, _json_object, parse_ack
 
-__all__ = ["TICKET_EPOCH", "Writer"]
+__all__ = ["PART_HEADER", "TICKET_EPOCH", "Writer"]
+
+PART_HEADER = "Resonate-Part"
+"""``i/n`` on each of the n messages of one batch too large for one message (``store``)."""
 
 # A ticket is epoch * TICKET_EPOCH + stream seq: each arming starts an epoch, so a ticket of an
 # epoch that ended is never taken for one of the next (whose seqs may be another writer's).
@@ -147,20 +150,22 @@ class Writer:
 
     # ------------------------------------------------------------------ appending
 
-    def append(self, payload: bytes, records: int) -> int:
+    def append(self, payload: bytes, records: int, part: str = "") -> int:
         """Queue one message; returns its ticket (the stream seq it will get).
 
+        ``part``: ``"i/n"`` for the i-th of n messages holding one batch too large for one (see
+        ``store``), sent as the ``Resonate-Part`` header; "" for a batch in one message.
         Does no I/O unless ``inline`` (then it publishes here, in ``append`` order, outside the
         lock the PubAck callback takes).
         """
         if not self.inline:
-            return self._queue_message(payload, records, queue=True)[0]
+            return self._queue_message(payload, records, part, queue=True)[0]
         with self._publish_lock:
-            ticket, epoch, seq, headers = self._queue_message(payload, records, queue=False)
+            ticket, epoch, seq, headers = self._queue_message(payload, records, part, queue=False)
             self._publish(epoch, seq, payload, headers)
         return ticket
 
-    def _queue_message(self, payload: bytes, records: int, *, queue: bool) -> Tuple[int, int, int, Dict[str, str]]:
+    def _queue_message(self, payload: bytes, records: int, part: str, *, queue: bool) -> Tuple[int, int, int, Dict[str, str]]:
         with self._lock:
             if not self._armed:
                 if self.failure is not None:
@@ -172,6 +177,8 @@ class Writer:
             headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Last-Sequence": str(seq - 1)}
             if self._last_msg_id:
                 headers["Nats-Expected-Last-Msg-Id"] = self._last_msg_id
+            if part:
+                headers[PART_HEADER] = part
             self._last_msg_id = msg_id
             if queue:
                 self._queue.append((seq, payload, headers))
