@@ -601,7 +601,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "store_jetstream_lease_ms", ("store", "jetstream", "lease"), "--store-jetstream-lease",
-        _duration_kind(500),
+        _duration_kind(1_000),
         "The leader's lease: it renews it every third of this; when a leader dies, a standby takes over"
         " within about one lease. Shorter fails over sooner but steps down on shorter NATS hiccups.",
     ),

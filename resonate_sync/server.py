@@ -476,8 +476,10 @@ class Server:
         if self.config.store_path:
             directory = os.path.join(self.config.store_path, "jetstream")
             os.makedirs(directory, exist_ok=True)
+            log.info("the embedded nats-server keeps its JetStream data in %s", directory)
         else:
             directory = self._jetstream_tmp = tempfile.mkdtemp(prefix="resonate-jetstream-")
+            log.info("the embedded nats-server keeps its JetStream data in %s, removed when it stops", directory)
         return ["-js", "-sd", directory]
 
     def _maybe_snapshot(self) -> None:

@@ -27,8 +27,17 @@ def poll(check, timeout: float = 10.0, interval: float = 0.05):
         time.sleep(interval)
 
 
-def start_server(url: str, subject: str = "", **overrides) -> Server:
-    """A started in-memory server on ``url`` (its own subject unless given), with fast background ticks."""
+STORE_KINDS = ("memory", "jetstream")
+"""What the integration tests of the operations run against: ``jetstream`` needs a nats-server with ``-js``."""
+
+
+def start_server(url: str, subject: str = "", store: str = "memory", **overrides) -> Server:
+    """A started server on ``url`` (its own subject unless given), with fast background ticks.
+
+    ``store``: ``memory``, or ``jetstream`` (a stream of its own on ``url``, which must have
+    JetStream on); returns once the JetStream replica leads."""
+    if store == "jetstream":
+        overrides.setdefault("store_kind", "jetstream")
     config = Config(
         nats_addr=url,
         nats_subject=subject or f"resonate.test.{uuid.uuid4().hex[:8]}",
@@ -37,4 +46,9 @@ def start_server(url: str, subject: str = "", **overrides) -> Server:
         task_retry_timeout_ms=500,
         **{"peer_window_ms": PEER_WINDOW_MS, **overrides},
     )
-    return Server(config, mode="dev").start()
+    server = Server(config, mode="dev").start()
+    if store == "jetstream":
+        if not poll(lambda: server.store.role == "leader", timeout=15):
+            server.stop()
+            raise AssertionError(f"the JetStream replica did not take the lead within 15 s (role {server.store.role})")
+    return server

@@ -181,6 +181,26 @@ class TestDev:
         assert process.lines[-1].endswith("stopped"), process.output
         assert "Traceback" not in process.output
 
+    def test_store_kind_jetstream_starts_nats_with_jetstream_and_leads(self, resonate, nats_client, tmp_path):
+        """resonate dev --store-kind jetstream: the embedded nats-server runs JetStream, the one replica
+        leads, the records are on the stream, and the temporary JetStream directory goes with it."""
+        port = free_port()
+        url = f"nats://127.0.0.1:{port}"
+        process = resonate("dev", "--api-nats-addr", url, "--store-kind", "jetstream")
+        process.wait_for("leader of subject 'resonate.server'")
+        assert "store: JetStream stream RESONATE_resonate_server (1 replica, lease 3s)" in process.output
+        client = nats_client(url)
+        assert created(client.call("resonate.server", "promises.create", {"id": "js-1", "timeout": FAR}))["id"] == "js-1"
+        info = json.loads(client.request("$JS.API.STREAM.INFO.RESONATE_resonate_server", b"").data)
+        assert info["state"]["messages"] >= 1, info
+        line = process.wait_for("keeps its JetStream data in")
+        directory = Path(line.split("JetStream data in ")[1].split(",")[0])
+        assert directory.is_dir()
+        process.send(signal.SIGTERM)
+        assert process.wait() == 0, process.output
+        assert port_is_free(port)
+        assert not directory.exists(), "resonate dev keeps nothing: its temporary JetStream directory is removed"
+
     def test_sigterm_during_start_up_still_stops_the_embedded_nats_server(self, resonate):
         """A SIGTERM that arrives while resonate dev is still starting stops it gracefully, embedded nats-server included."""
         port = free_port()

@@ -25,6 +25,7 @@ from resonate_sync.core.clock import FakeClock
 from resonate_sync.errors import Retryable
 from resonate_sync.models import Value
 from resonate_sync.transport import Connection
+from resonate_sync.transport.embedded import EmbeddedNatsServer
 from helpers import FAR, uid
 from helpers import start_server as serve
 
@@ -37,11 +38,21 @@ def server(shared_nats_server):
     srv.stop()
 
 
-@pytest.fixture(scope="module", params=["nats", "local"])
+@pytest.fixture(scope="module")
+def replicated_server(tmp_path_factory):
+    """A server on the JetStream store, on a nats-server of its own with JetStream on."""
+    with EmbeddedNatsServer(extra_args=["-js", "-sd", str(tmp_path_factory.mktemp("js"))]) as nats_server:
+        srv = serve(nats_server.url, store="jetstream")
+        yield srv
+        srv.stop()
+
+
+@pytest.fixture(scope="module", params=["nats", "jetstream", "local"])
 def connect(request):
-    """``connect(**options)``: a new Client of one server over NATS, or of one core in this process."""
-    if request.param == "nats":
-        server = request.getfixturevalue("server")
+    """``connect(**options)``: a new Client of one server over NATS (state in memory, or on the
+    JetStream store), or of one core in this process."""
+    if request.param != "local":
+        server = request.getfixturevalue("server" if request.param == "nats" else "replicated_server")
         return lambda **options: Client(server.url, server.config.nats_subject, **options)
     core = Resonate()
     return lambda **options: Client(transport=LocalTransport(core), **options)

@@ -14,7 +14,7 @@ from resonate_sync.server import Server, ServerError
 from resonate_sync.transport.embedded import EmbeddedNatsServer, is_reachable
 
 from natsclient import NatsPyClient, next_message
-from helpers import FAR, poll, start_server, uid
+from helpers import FAR, STORE_KINDS, poll, start_server, uid
 
 
 
@@ -23,14 +23,16 @@ def now_ms() -> int:
 
 
 @pytest.fixture(scope="module")
-def module_nats():
-    with EmbeddedNatsServer() as nats_server:
+def module_nats(tmp_path_factory):
+    """One nats-server for the module, with JetStream on for the servers on the JetStream store."""
+    with EmbeddedNatsServer(extra_args=["-js", "-sd", str(tmp_path_factory.mktemp("js"))]) as nats_server:
         yield nats_server
 
 
-@pytest.fixture(scope="module")
-def server(module_nats):
-    srv = start_server(module_nats.url)
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def server(module_nats, request):
+    """The module's server, once per store kind: every operation's test runs against each."""
+    srv = start_server(module_nats.url, store=request.param)
     yield srv
     srv.stop()
 
