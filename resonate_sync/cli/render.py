@@ -111,16 +111,22 @@ def columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def status_table(instances: Sequence[Mapping[str, Any]], now: float) -> str:
-    """One row per Services API stats document: id, version, uptime, requests, errors, average latency."""
+    """One row per Services API stats document: id, version, store, role, uptime, requests, errors,
+    average latency. ROLE is a JetStream replica's (``leader`` or ``standby``, with the stream
+    sequence it applied), ``-`` for a server that is the only one on its store."""
     rows = []
     for document in instances:
         endpoint = (document.get("endpoints") or [{}])[0]
+        metadata = document.get("metadata") if isinstance(document.get("metadata"), Mapping) else {}
+        role = str(metadata.get("role") or "-")
+        if role != "-" and metadata.get("applied_seq"):
+            role += f"@{metadata['applied_seq']}"
         rows.append([
-            str(document.get("id", "")), str(document.get("version", "")),
+            str(document.get("id", "")), str(document.get("version", "")), str(metadata.get("store") or "?"), role,
             _uptime(document.get("started"), now), str(endpoint.get("num_requests", 0)),
             str(endpoint.get("num_errors", 0)), f"{endpoint.get('average_processing_time', 0) / 1e6:.3f} ms",
         ])  # fmt: skip
-    return columns(["ID", "VERSION", "UPTIME", "REQUESTS", "ERRORS", "AVG LATENCY"], rows)
+    return columns(["ID", "VERSION", "STORE", "ROLE", "UPTIME", "REQUESTS", "ERRORS", "AVG LATENCY"], rows)
 
 
 def _uptime(started: Any, now: float) -> str:

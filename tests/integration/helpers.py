@@ -31,7 +31,7 @@ STORE_KINDS = ("memory", "jetstream")
 """What the integration tests of the operations run against: ``jetstream`` needs a nats-server with ``-js``."""
 
 
-def start_server(url: str, subject: str = "", store: str = "memory", **overrides) -> Server:
+def start_server(url: str, subject: str = "", store: str = "memory", wait_for_lead: bool = True, **overrides) -> Server:
     """A started server on ``url`` (its own subject unless given), with fast background ticks.
 
     ``store``: ``memory``, or ``jetstream`` (a stream of its own on ``url``, which must have
@@ -47,7 +47,7 @@ def start_server(url: str, subject: str = "", store: str = "memory", **overrides
         **{"peer_window_ms": PEER_WINDOW_MS, **overrides},
     )
     server = Server(config, mode="dev").start()
-    if store == "jetstream":
+    if store == "jetstream" and wait_for_lead:
         if not poll(lambda: server.store.role == "leader", timeout=15):
             server.stop()
             raise AssertionError(f"the JetStream replica did not take the lead within 15 s (role {server.store.role})")

@@ -17,6 +17,7 @@ from resonate_sync import Client, NotFound, __version__
 from resonate_sync.cli import app
 from resonate_sync.cli.server import configure_logging
 from resonate_sync.server import ServerError
+from resonate_sync.transport.embedded import EmbeddedNatsServer
 
 from helpers import poll, start_server, uid
 
@@ -164,10 +165,29 @@ class TestStatus:
         assert result.exit_code == 0, result.output
         heading, header, row = result.output.splitlines()
         assert heading == f"1 server on subject '{server.config.nats_subject}'"
-        assert header.split() == ["ID", "VERSION", "UPTIME", "REQUESTS", "ERRORS", "AVG", "LATENCY"]
+        assert header.split() == ["ID", "VERSION", "STORE", "ROLE", "UPTIME", "REQUESTS", "ERRORS", "AVG", "LATENCY"]
         cells = row.split()
-        assert cells[:2] == [server.service.id, __version__] and cells[3:5] == ["2", "1"]
-        assert cells[2].endswith("s") and cells[6] == "ms"
+        assert cells[:4] == [server.service.id, __version__, "memory", "-"] and cells[5:7] == ["2", "1"]
+        assert cells[4].endswith("s") and cells[8] == "ms"
+
+    def test_replicas_show_their_role(self, tmp_path):
+        """On the JetStream store, the leader and a standby say which they are and what they applied."""
+        with EmbeddedNatsServer(extra_args=["-js", "-sd", str(tmp_path / "js")]) as nats_server:
+            subject = f"resonate.test.{uid('replicas')}"
+            leader = start_server(nats_server.url, subject, store="jetstream")
+            standby = start_server(nats_server.url, subject, store="jetstream", wait_for_lead=False)
+            try:
+                create_and_miss(leader)
+                assert poll(lambda: standby.store.applied_seq >= 1)
+                result = self.status(nats_server.url, subject)
+                applied = leader.store.applied_seq
+            finally:
+                standby.stop()
+                leader.stop()
+        assert result.exit_code == 0, result.output
+        rows = {line.split()[0]: line.split() for line in result.output.splitlines()[2:]}
+        assert rows[leader.service.id][2:4] == ["jetstream", f"leader@{applied}"]
+        assert rows[standby.service.id][2] == "jetstream" and rows[standby.service.id][3].startswith("standby@")
 
     def test_two_servers_and_json(self, shared_nats_server):
         """Two servers on one subject (a queue group) are both listed; servers on other subjects are not."""
