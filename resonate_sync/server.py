@@ -300,6 +300,7 @@ class Server:
             raise ServerError(_cannot_serve(self.url, exc)) from exc
         if self.metrics is not None:
             self.metrics.core, self.metrics.transport, self.metrics.events = core, transport, self.events
+            store.on_flush = self.metrics.observe_flush  # publish → PubAck, as the journal's write + fsync
         log.info(
             "resonate_sync %s (%s) instance %s standing by for subject %r on %s%s; store: JetStream stream %s"
             " (%d replica%s, lease %s), applied up to sequence %d",
