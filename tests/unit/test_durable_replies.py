@@ -24,8 +24,9 @@ class FakeRequest:
     """What the api sees of a request: ``got`` collects the data of every answer, ``errors`` the
     (code, message) of error answers, ``threads`` the thread that gave each answer."""
 
-    def __init__(self, data: bytes = b"{}", in_flight: int = 1, max_payload: int = 0) -> None:
+    def __init__(self, data: bytes = b"{}", in_flight: int = 1, max_payload: int = 0, content_type: str = "") -> None:
         self.data = data
+        self.content_type = content_type
         self.in_flight = in_flight
         self.max_payload = max_payload
         self.got: List[bytes] = []
