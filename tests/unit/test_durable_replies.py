@@ -6,7 +6,9 @@ import threading
 import time
 from typing import List, Optional, Tuple
 
-from resonate_sync.api import SHUTTING_DOWN_REPLY, STORE_ERROR_REPLY
+import msgpack
+
+from resonate_sync.api import SHUTTING_DOWN_REPLY, STORE_ERROR, STORE_ERROR_REPLY
 from resonate_sync.api.replies import DurableReplies, RequestHandler
 from resonate_sync.core import Resonate
 from resonate_sync.transport import Request
@@ -143,6 +145,22 @@ class TestDurableReplies:
             while not got:
                 threading.Event().wait(0.001)
             assert got == [STORE_ERROR_REPLY]
+        finally:
+            replies.stop()
+
+    def test_a_store_error_is_in_the_encoding_of_its_request(self):
+        """A MessagePack request that fails to become durable gets its 500 store error in MessagePack."""
+
+        def failing(_ticket):
+            raise OSError("disk full")
+
+        replies = DurableReplies(failing)
+        try:
+            request = FakeRequest(content_type="application/msgpack")
+            replies.after_durable(7, request, b"success")
+            wait_for_answer(request)
+            assert msgpack.unpackb(request.got[0]) == json.loads(STORE_ERROR_REPLY)
+            assert request.errors == [(500, STORE_ERROR.message)]
         finally:
             replies.stop()
 
