@@ -79,8 +79,8 @@ def run(args: argparse.Namespace, log) -> Dict[str, dict]:
             if got["requests"] != args.preload or got["errors"]:
                 raise RuntimeError(f"preload of {name} incomplete: {got}")
         log(f"preloaded {args.preload:,} promises into each; load {load_average()}")
-        for case in CASES:
-            for inflight in (1, 64):
+        for case in args.cases:
+            for inflight in args.inflight:
                 runs: Dict[str, List[dict]] = {}
                 for round_ in range(args.rounds):
                     for code, encoding in TARGETS:
@@ -109,13 +109,13 @@ def cpu_us(row: dict) -> float:
     return row["cpu_seconds"].get("server", 0.0) / max(1, row["requests"]) * 1e6
 
 
-def table(rows: Dict[str, dict]) -> List[str]:
+def table(rows: Dict[str, dict], cases: List[str], inflights: List[int]) -> List[str]:
     lines = [
         f"{'case':<16} {'N':>3} {'target':<15} {'ops/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} "
-        f"{'ops vs before-json':>18} {'ops vs after-json':>17} {'CPU vs after-json':>17}  errors",
+        f"{'ops vs before-json':>18} {'ops vs after-json':>17} {'CPU vs after-json':>17} {'gen %':>5}  errors",
     ]
-    for case in CASES:
-        for inflight in (1, 64):
+    for case in cases:
+        for inflight in inflights:
             before, after = rows[f"{case}|{inflight}|before-json"], rows[f"{case}|{inflight}|after-json"]
             for code, encoding in TARGETS:
                 target = f"{code}-{encoding}"
@@ -123,8 +123,8 @@ def table(rows: Dict[str, dict]) -> List[str]:
                 lines.append(
                     f"{'promises.' + case:<16} {inflight:>3} {target:<15} {row['ops_per_s']:>8,.0f} {row['p50_ms']:>7.3f} "
                     f"{row['p99_ms']:>7.3f} {cpu_us(row):>10.1f} {row['ops_per_s'] / before['ops_per_s']:>17.2f}x "
-                    f"{row['ops_per_s'] / after['ops_per_s']:>16.2f}x {cpu_us(row) / cpu_us(after):>16.2f}x  "
-                    f"{row['errors'] or ''}"
+                    f"{row['ops_per_s'] / after['ops_per_s']:>16.2f}x {cpu_us(row) / cpu_us(after):>16.2f}x "
+                    f"{row['loadgen_cpu_share'] * 100:>5.0f}  {row['errors'] or ''}"
                 )
     return lines
 
@@ -136,6 +136,8 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20_000, help="most requests per run")
     parser.add_argument("--seconds", type=float, default=10.0, help="most seconds per run")
     parser.add_argument("--preload", type=int, default=20_000, help="promises stored before the read case")
+    parser.add_argument("--cases", nargs="*", choices=CASES, default=list(CASES), help="only these cases")
+    parser.add_argument("--inflight", nargs="*", type=int, default=[1, 64], help="values of N (default: 1 64)")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -147,7 +149,7 @@ def main() -> int:
     log(f"bench_msgpack: rounds {args.rounds}, count {args.count}, seconds {args.seconds}, load {load_average()}")
     rows = run(args, log)
     log("")
-    for line in table(rows):
+    for line in table(rows, args.cases, args.inflight):
         log(line)
     return 0
 
