@@ -18,17 +18,23 @@ and N=64 requests in flight, driven by ``bench/loadgen.py`` in its own process. 
 the three targets back to back and the median of ``--rounds`` counts, so ratios compare runs made
 seconds apart under the same machine load. The server's CPU time per request (from /proc) is
 shown beside throughput: on a shared machine it is the steadier number.
+
+Then, in this process and without NATS, the codec's own share: microseconds per request of
+``api.handle_nowait`` (decode, limits, the operation, encode) for the same create and read
+envelopes in JSON and in MessagePack, best of five repeats.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -129,6 +135,41 @@ def table(rows: Dict[str, dict], cases: List[str], inflights: List[int]) -> List
     return lines
 
 
+def codec_table(count: int = 20_000) -> List[str]:
+    """Microseconds per request of handle_nowait, JSON against MessagePack, in this process."""
+    import msgpack
+
+    from resonate_sync.api import JSON, MSGPACK, handle_nowait
+    from resonate_sync.core import Resonate
+
+    core = Resonate()
+    param = {"headers": {}, "data": "eyJhbW91bnQiOjQyfQ=="}
+    ids = iter(range(10**9))
+
+    def create(encoding) -> bytes:
+        document = {"operation": "promises.create", "payload": {"id": f"c/{next(ids)}", "timeout": 4_102_444_800_000, "param": param}}
+        return json.dumps(document).encode() if encoding is JSON else msgpack.packb(document)
+
+    read = {"operation": "promises.read", "payload": {"id": "c/0"}}
+    reads = {JSON: json.dumps(read).encode(), MSGPACK: msgpack.packb(read)}
+    handle_nowait(core, create(JSON))
+    lines = [f"{'in process':<16} {'JSON us':>8} {'MessagePack us':>14} {'ratio':>6}"]
+    for case in ("create", "read"):
+        took = {}
+        for encoding in (JSON, MSGPACK):
+            if case == "create":
+                raws = [create(encoding) for _ in range(count)]
+                feed = iter(raws)
+                run_one = lambda: handle_nowait(core, next(feed), 0, encoding)  # noqa: E731
+                took[encoding] = timeit.timeit(run_one, number=count) / count * 1e6
+            else:
+                raw = reads[encoding]
+                run_one = lambda: handle_nowait(core, raw, 0, encoding)  # noqa: E731
+                took[encoding] = min(timeit.repeat(run_one, number=count, repeat=5)) / count * 1e6
+        lines.append(f"{'promises.' + case:<16} {took[JSON]:>8.1f} {took[MSGPACK]:>14.1f} {took[MSGPACK] / took[JSON]:>5.2f}x")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", default="main", help="the git revision to compare against (default main)")
@@ -150,6 +191,9 @@ def main() -> int:
     rows = run(args, log)
     log("")
     for line in table(rows, args.cases, args.inflight):
+        log(line)
+    log("")
+    for line in codec_table():
         log(line)
     return 0
 

@@ -96,22 +96,28 @@ def _json_dumps(document: Any) -> bytes:
 
 
 # msgpack is imported on the first MessagePack document: a JSON-only process never pays its ~4 ms.
-def _msgpack_loads(raw: bytes) -> Any:
-    from .. import msgpackenc
+_msgpackenc: Any = None
 
-    return msgpackenc.loads(raw)
+
+def _msgpack() -> Any:
+    global _msgpackenc
+    if _msgpackenc is None:
+        from .. import msgpackenc
+
+        _msgpackenc = msgpackenc
+    return _msgpackenc
+
+
+def _msgpack_loads(raw: bytes) -> Any:
+    return (_msgpackenc or _msgpack()).loads(raw)
 
 
 def _msgpack_dumps(document: Any) -> bytes:
-    from .. import msgpackenc
-
-    return msgpackenc.dumps(document)
+    return (_msgpackenc or _msgpack()).dumps(document)
 
 
 def _msgpack_loads_reply(raw: bytes) -> Any:
-    from .. import msgpackenc
-
-    return msgpackenc.loads_reply(raw)
+    return (_msgpackenc or _msgpack()).loads_reply(raw)
 
 
 MSGPACK_CONTENT_TYPE = "application/msgpack"

@@ -246,8 +246,8 @@ class NatsTransport:
         self._service = service
         self._too_large_reply = too_large_reply
         self._on_max_payload = on_max_payload
-        self._content_types = dict(content_types)
-        self._reply_headers = {content_type: {"Content-Type": content_type} for content_type in content_types}
+        self._content_types = {content_type.lower(): error for content_type, error in content_types.items()}
+        self._reply_headers = {content_type: {"Content-Type": content_type} for content_type in self._content_types}
         self._log = logger or LOG
         self._answer = self._publish_answer  # bound once: every Request carries it
         self._lock = threading.Lock()
