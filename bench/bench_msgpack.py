@@ -4,15 +4,17 @@ One command::
 
     .venv/bin/python bench/bench_msgpack.py [--before main] [--rounds 3] [--quick]
 
-Two ``resonate dev`` processes (state in memory, so the codec is not hidden behind fsync) on one
-nats-server, each on its own subject:
+Three targets, each a ``resonate dev`` process of its own (state in memory, so the codec is not
+hidden behind fsync) on one nats-server:
 
-- **before**: the code of ``--before`` (a git revision, default ``main``), exported to a temporary
-  directory and run there with ``python -m resonate_sync``;
-- **after**: this tree.
+- **before-json**: the code of ``--before`` (a git revision, default ``main``), exported to a
+  temporary directory and run there with ``python -m resonate_sync``, sent JSON;
+- **after-json**: this tree, sent JSON;
+- **after-msgpack**: this tree, sent the same requests written as MessagePack
+  (``Content-Type: application/msgpack``).
 
-Three targets: ``before`` and ``after`` answering JSON requests, and ``after`` answering the same
-requests written as MessagePack (``Content-Type: application/msgpack``). Cases promises.create
+A process per target, because a create run leaves its promises behind: a target that shared its
+server with the one before it would face a larger heap (slower garbage collections) every round. Cases promises.create
 (unique ids, a small param) and promises.read (over ``--preload`` stored promises), each at N=1
 and N=64 requests in flight, driven by ``bench/loadgen.py`` in its own process. Every round runs
 the three targets back to back and the median of ``--rounds`` counts, so ratios compare runs made
@@ -71,8 +73,11 @@ def run(args: argparse.Namespace, log) -> Dict[str, dict]:
     nats_server = EmbeddedNatsServer().start()
     url = nats_server.url
     responders = {
-        "before": Responder("before", dev_command(url, "bench.before"), "bench.before", workdir, cwd=before_tree),
-        "after": Responder("after", dev_command(url, "bench.after"), "bench.after", workdir, cwd=ROOT),
+        f"{code}-{encoding}": Responder(
+            f"{code}-{encoding}", dev_command(url, f"bench.{code}.{encoding}"), f"bench.{code}.{encoding}", workdir,
+            cwd=before_tree if code == "before" else ROOT,
+        )
+        for code, encoding in TARGETS
     }
     rows: Dict[str, dict] = {}
     run_id = f"m{int(time.time())}"
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace, log) -> Dict[str, dict]:
                 runs: Dict[str, List[dict]] = {}
                 for round_ in range(args.rounds):
                     for code, encoding in TARGETS:
-                        responder = responders[code]
+                        responder = responders[f"{code}-{encoding}"]
                         extra = {"encoding": encoding}
                         if case == "create":
                             extra["tag"] = f"{run_id}/{case}{inflight}/{code}-{encoding}/{round_}"

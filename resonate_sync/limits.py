@@ -16,6 +16,9 @@ and breaking either is a 400 naming the field path (``payload.recv.data.n``). Th
 applies to free-form values built in Python (:func:`check_value`) and to JSON held in a
 ``resonate:invoke`` tag, counted as if it stood where a ``recv`` does.
 
+A MessagePack request is held to the same limit (:mod:`resonate_sync.msgpackenc`, with
+:func:`check_value` and the helpers that say where and why).
+
 The depth is checked on the text before the decoder recurses, so a document a million
 levels deep costs one linear scan, never a ``RecursionError``. The scan runs only when the
 text has more brackets than the limit: a typical request pays for two ``str.count`` calls.
