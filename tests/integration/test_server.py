@@ -272,6 +272,17 @@ class TestEnvelope:
         err(client.send(subject, self.MSGPACK_BAD[name], encoding="msgpack"), 400)
         assert ok(client.call(subject, "promises.search", {"id": "*", "limit": 1}, "msgpack"), 20000) is not None
 
+    @pytest.mark.parametrize("written, read", [("json", "msgpack"), ("msgpack", "json")])
+    def test_a_promise_reads_back_the_same_in_the_other_encoding(self, server, client, written, read):
+        """A promise written in one encoding reads back identically in the other: lone surrogates,
+        non-ASCII text and base64 data included."""
+        subject = server.config.nats_subject
+        pid = uid("cross") + ".é \ud800 ✓"
+        payload = {"id": pid, "timeout": FAR, "param": {"headers": {"ü": "\udfff"}, "data": "AAEC/w=="}, "tags": {"k": "日本"}}
+        created = ok(client.call(subject, "promises.create", payload, written), 20100)["promise"]
+        again = ok(client.call(subject, "promises.read", {"id": pid}, read), 20000)["promise"]
+        assert again == created and again["id"] == pid and again["param"]["data"] == "AAEC/w=="
+
     def test_field_errors_name_the_field(self, api):
         """The 400 message names the offending field path."""
         assert "payload.timeout" in err(api("promises.create", {"id": "x", "timeout": "soon"}), 400)
