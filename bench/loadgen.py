@@ -19,6 +19,9 @@ Cases (the payloads are the same whoever answers, so the baseline sees the same 
 - ``preload``: promises.create of ``<tag>/<group:06d>/<j>`` in groups of ``GROUP_SIZE``
   (setup for read and search; bounded by count and time like every case).
 
+``--encoding msgpack`` sends every request as MessagePack with ``Content-Type:
+application/msgpack`` (the same documents, ``data`` still base64 text) instead of JSON.
+
 Usage::
 
     python bench/loadgen.py --url nats://127.0.0.1:4222 --subject resonate.server \\
@@ -41,8 +44,26 @@ FAR_FUTURE_MS = 4_102_444_800_000  # 2100-01-01: nothing times out during a benc
 NOBODY = "bench.nobody.listens"
 
 
+ENCODING = "json"  # set by --encoding before any request is built
+MSGPACK_HEADERS = {"Content-Type": "application/msgpack"}
+SUCCESS = {"json": b'{"success":true', "msgpack": b"\x82\xa7success\xc3"}  # how a success reply starts
+
+
 def envelope(operation: str, payload: dict) -> bytes:
-    return json.dumps({"operation": operation, "payload": payload}, separators=(",", ":")).encode()
+    document = {"operation": operation, "payload": payload}
+    if ENCODING == "msgpack":
+        import msgpack
+
+        return msgpack.packb(document)
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def decode(reply: bytes) -> dict:
+    if ENCODING == "msgpack":
+        import msgpack
+
+        return msgpack.unpackb(reply)
+    return json.loads(reply)
 
 
 def preload_id(prefix: str, n: int) -> str:
@@ -129,6 +150,8 @@ async def drive(
     watched_before = {name: cpu_seconds(pid) for name, pid in watch.items()}
     latencies: list[float] = []
     errors: Counter = Counter()
+    success = SUCCESS[ENCODING]
+    headers = MSGPACK_HEADERS if ENCODING == "msgpack" else None
     samples: dict[str, str] = {}
     sent = 0
     started = time.perf_counter()
@@ -146,16 +169,16 @@ async def drive(
                 sent += 1
                 begin = time.perf_counter()
                 try:
-                    msg = await nc.request(subject, payload, timeout=timeout)
+                    msg = await nc.request(subject, payload, timeout=timeout, headers=headers)
                 except Exception as exc:  # a timeout or no responders: count it, keep going
                     errors[type(exc).__name__] += 1
                     samples.setdefault(type(exc).__name__, repr(exc)[:200])
                     continue
                 latencies.append(time.perf_counter() - begin)
                 reply = msg.data
-                if not reply.startswith(b'{"success":true'):
+                if not reply.startswith(success):
                     try:
-                        code = str(json.loads(reply)["error"]["code"])
+                        code = str(decode(reply)["error"]["code"])
                     except Exception:
                         code = "unparsable"
                     errors[code] += 1
@@ -225,7 +248,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--watch", action="append", default=[], metavar="NAME=PID",
                         help="report this process's CPU seconds during the timed part (repeatable)")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout (s)")
+    parser.add_argument("--encoding", choices=["json", "msgpack"], default="json", help="how requests are written")
     args = parser.parse_args(argv)
+    global ENCODING
+    ENCODING = args.encoding
     if args.case in ("read", "complete", "search", "task") and args.ids_count <= 0:
         parser.error(f"--case {args.case} needs --ids-count")
     print(json.dumps(asyncio.run(main_async(args))))

@@ -118,18 +118,22 @@ async def _ping(url: str, subject: str) -> bool:
 
 
 class Responder:
-    """One responder process (baseline, dev or serve) on its own subject, with a log file."""
+    """One responder process (baseline, dev or serve) on its own subject, with a log file; ``cwd``:
+    the directory it runs in (``python -m resonate_sync`` there runs the code found there)."""
 
-    def __init__(self, name: str, cmd: List[str], subject: str, workdir: str) -> None:
+    def __init__(self, name: str, cmd: List[str], subject: str, workdir: str, cwd: Optional[str] = None) -> None:
         self.name = name
         self.cmd = cmd
+        self.cwd = cwd
         self.subject = subject
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.process: Optional[subprocess.Popen] = None
 
     def start(self, url: str, timeout: float = 60.0) -> "Responder":
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -16,6 +16,9 @@ and breaking either is a 400 naming the field path (``payload.recv.data.n``). Th
 applies to free-form values built in Python (:func:`check_value`) and to JSON held in a
 ``resonate:invoke`` tag, counted as if it stood where a ``recv`` does.
 
+A MessagePack request is held to the same limit (:mod:`resonate_sync.msgpackenc`, with
+:func:`check_value` and the helpers that say where and why).
+
 The depth is checked on the text before the decoder recurses, so a document a million
 levels deep costs one linear scan, never a ``RecursionError``. The scan runs only when the
 text has more brackets than the limit: a typical request pays for two ``str.count`` calls.
@@ -24,9 +27,9 @@ text has more brackets than the limit: a typical request pays for two ``str.coun
 import json
 import math
 import re
-from typing import Any, List
+from typing import Any, List, Mapping
 
-__all__ = ["MAX_JSON_DEPTH", "PAYLOAD_DEPTH", "JsonLimitError", "loads", "check_value"]
+__all__ = ["MAX_JSON_DEPTH", "PAYLOAD_DEPTH", "JsonLimitError", "loads", "check_value", "key_path", "too_deep", "number_reason"]
 
 MAX_JSON_DEPTH = 32
 """Arrays and objects nested in one request, the envelope included (it is level 1)."""
@@ -162,7 +165,7 @@ def _check_depth(text: str, root: str, depth: int) -> None:
                 open_[-1][1] = _key_text(token[: token.rindex('"') + 1])
         elif first in "{[":
             if depth + len(open_) + 1 > MAX_JSON_DEPTH:
-                raise JsonLimitError(_path(root, open_), _too_deep(), "depth")
+                raise JsonLimitError(_path(root, open_), too_deep(), "depth")
             open_.append([first, None if first == "{" else 0])
         elif first in "}]":
             if open_:
@@ -176,7 +179,17 @@ def _key_text(token: str) -> str:
         key = json.loads(token)
     except ValueError:
         key = token[1:-1]
+    return _shown(key)
+
+
+def _shown(key: str) -> str:
     return key if len(key) <= _KEY_SHOWN else key[:_KEY_SHOWN] + "…"
+
+
+def key_path(path: str, key: str) -> str:
+    """The path of the value under ``key`` of the object at ``path`` (a long key is cut short)."""
+    shown = _shown(key)
+    return f"{path}.{shown}" if path else shown
 
 
 def _path(root: str, open_: List[list]) -> str:
@@ -191,16 +204,18 @@ def _path(root: str, open_: List[list]) -> str:
     return path
 
 
-def _too_deep() -> str:
+def too_deep() -> str:
+    """Why a value past :data:`MAX_JSON_DEPTH` is refused."""
     return f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects (the envelope counts as one)"
 
 
-def check_value(value: Any, path: str = "", depth: int = 0) -> None:
+def check_value(value: Any, path: str = "", depth: int = 0, foreign: Mapping[type, str] = {}) -> None:
     """Raise :class:`JsonLimitError` unless ``value`` is JSON data within the limit.
 
     JSON data: dicts with string keys, lists, strings, booleans, None, integers in
     ``[-2**63, 2**64 - 1]`` and finite floats. ``depth`` counts the levels above ``value``.
-    Iterative, so no value is too deep to check.
+    ``foreign`` says why a value of another type is refused (MessagePack's bin and ext types),
+    else the reason is that it is not a JSON value. Iterative, so no value is too deep to check.
     """
     stack = [(value, path, depth)]
     while stack:
@@ -208,30 +223,30 @@ def check_value(value: Any, path: str = "", depth: int = 0) -> None:
         cls = type(item)
         if cls is dict or cls is list:
             if level + 1 > MAX_JSON_DEPTH:
-                raise JsonLimitError(where, _too_deep(), "depth")
+                raise JsonLimitError(where, too_deep(), "depth")
             if cls is list:
                 stack.extend((child, f"{where}[{i}]", level + 1) for i, child in enumerate(item))
                 continue
             for key, child in item.items():
                 if type(key) is not str:
                     raise JsonLimitError(where, f"object keys must be strings, not {type(key).__name__}", "type")
-                shown = key if len(key) <= _KEY_SHOWN else key[:_KEY_SHOWN] + "…"
-                stack.append((child, f"{where}.{shown}" if where else shown, level + 1))
+                stack.append((child, key_path(where, key), level + 1))
         elif cls is int:
             if not MIN_INT <= item <= MAX_INT:
-                raise JsonLimitError(where, _number_reason(item))
+                raise JsonLimitError(where, number_reason(item))
         elif cls is float:
             if not math.isfinite(item):
-                raise JsonLimitError(where, _number_reason(item))
+                raise JsonLimitError(where, number_reason(item))
         elif cls is _Rejected:
             if item.text in _CONSTANTS:
                 raise JsonLimitError(where, f"{item.text} is not JSON (numbers must be finite)", "constant")
-            raise JsonLimitError(where, _number_reason(item.text))
+            raise JsonLimitError(where, number_reason(item.text))
         elif item is not None and cls is not str and cls is not bool:
-            raise JsonLimitError(where, f"{cls.__name__} is not a JSON value", "type")
+            raise JsonLimitError(where, foreign.get(cls) or f"{cls.__name__} is not a JSON value", "type")
 
 
-def _number_reason(number: Any) -> str:
+def number_reason(number: Any) -> str:
+    """Why ``number`` is refused: out of range, or not finite."""
     if isinstance(number, int) and abs(number) >= 10**30:  # str() of a huge int is slow, or refused
         text = f"of {number.bit_length()} bits"
     else:

@@ -40,12 +40,13 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from functools import partial
 from typing import TYPE_CHECKING, List, Optional
 
 import attrs
 
 from . import __version__
-from .api import BUSY, INTERNAL_ERROR, SHUTTING_DOWN, Observer, RequestHandler, log_request, too_large_reply
+from .api import BUSY, INTERNAL_ERROR, MSGPACK, SHUTTING_DOWN, Observer, RequestHandler, error_reply, log_request, too_large_reply
 from .config import Config, format_go_duration, identity_settings, jetstream_stream_name, split_host_port
 from .core import Clock, CoreSettings, Resonate, State
 from .core.resonate import freeze_heap
@@ -189,6 +190,7 @@ class Server:
             name=f"resonate-{__version__}",
             service=service,
             too_large_reply=too_large_reply,
+            content_types={MSGPACK.content_type: partial(error_reply, encoding=MSGPACK)},
             on_max_payload=self._on_max_payload,
             tls_cacert=config.nats_tls_ca,
             tls_client_cert=config.nats_tls_cert,

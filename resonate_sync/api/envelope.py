@@ -1,4 +1,4 @@
-"""The NATS request/reply envelope (PROTOCOL.md 1.2–1.6): JSON bytes in, JSON bytes out.
+"""The NATS request/reply envelope (PROTOCOL.md 1.2–1.6): JSON (or MessagePack) bytes in, the same out.
 
 Processing order, stopping at the first failure: decode the envelope (400 ``invalid request
 format``), route on ``operation`` (400 ``unknown operation``), decode the payload into its
@@ -9,6 +9,11 @@ serving: a reply too large for NATS becomes a 500 error reply (:func:`too_large_
 Both ends use this one codec: a client encodes with :func:`encode_request` what :func:`handle`
 decodes, and decodes with :func:`decode_reply` what :func:`handle` encodes
 (:func:`encode_reply`, :func:`error_reply`).
+
+Two encodings carry the envelope, with exactly the same documents: JSON, the default, and
+MessagePack (:data:`MSGPACK`), which a request selects with the NATS header
+``Content-Type: application/msgpack`` and which its reply then uses too. Every function here takes
+the :class:`Encoding` to use (default :data:`JSON`); ``data`` fields are base64 strings in both.
 """
 
 import json
@@ -28,6 +33,12 @@ from ..models import WIRE, structure_request, unstructure
 from .operations import ROUTES
 
 __all__ = [
+    "Encoding",
+    "JSON",
+    "MSGPACK",
+    "ENCODINGS",
+    "MSGPACK_CONTENT_TYPE",
+    "encoding_for",
     "Answer",
     "handle",
     "handle_nowait",
@@ -56,16 +67,86 @@ log = logging.getLogger(__name__)
 _encode = compact_encoder()
 
 
-def _decode_envelope(raw: bytes) -> Dict[str, Any]:
+class Encoding(NamedTuple):
+    """One way to write envelopes as bytes.
+
+    Attributes:
+        name: ``"json"`` or ``"msgpack"`` (the Client's ``encoding=``).
+        content_type: the NATS ``Content-Type`` header that selects it ("" for JSON, the default).
+        loads: bytes -> document held to :mod:`resonate_sync.limits` (raises ``JsonLimitError``
+            naming the path, ValueError for bytes that are no document).
+        dumps: document -> bytes.
+        loads_reply: bytes -> document, for replies (no limit); ValueError for bytes that are none.
+        document: what a request must be, for the 400 that says so.
+    """
+
+    name: str
+    content_type: str
+    loads: Callable[[bytes], Any]
+    dumps: Callable[[Any], bytes]
+    loads_reply: Callable[[bytes], Any]
+    document: str
+
+
+def _json_loads(raw: bytes) -> Any:
+    return limits.loads(raw.decode("utf-8"))
+
+
+def _json_dumps(document: Any) -> bytes:
+    return _encode(document).encode()
+
+
+# msgpack is imported on the first MessagePack document: a JSON-only process never pays its ~4 ms.
+_msgpackenc: Any = None
+
+
+def _msgpack() -> Any:
+    global _msgpackenc
+    if _msgpackenc is None:
+        from .. import msgpackenc
+
+        _msgpackenc = msgpackenc
+    return _msgpackenc
+
+
+def _msgpack_loads(raw: bytes) -> Any:
+    return (_msgpackenc or _msgpack()).loads(raw)
+
+
+def _msgpack_dumps(document: Any) -> bytes:
+    return (_msgpackenc or _msgpack()).dumps(document)
+
+
+def _msgpack_loads_reply(raw: bytes) -> Any:
+    return (_msgpackenc or _msgpack()).loads_reply(raw)
+
+
+MSGPACK_CONTENT_TYPE = "application/msgpack"
+JSON = Encoding("json", "", _json_loads, _json_dumps, json.loads, "a JSON object")
+MSGPACK = Encoding("msgpack", MSGPACK_CONTENT_TYPE, _msgpack_loads, _msgpack_dumps, _msgpack_loads_reply, "a MessagePack map")
+ENCODINGS: Mapping[str, Encoding] = {JSON.name: JSON, MSGPACK.name: MSGPACK}
+"""Every encoding by name."""
+_BY_CONTENT_TYPE: Mapping[str, Encoding] = {MSGPACK_CONTENT_TYPE: MSGPACK}
+
+
+def encoding_for(content_type: Optional[str]) -> Encoding:
+    """The encoding a request's ``Content-Type`` header selects: MessagePack for ``application/msgpack``
+    (any case, parameters ignored), JSON for anything else or no header."""
+    if not content_type:
+        return JSON
+    return _BY_CONTENT_TYPE.get(content_type.split(";", 1)[0].strip().lower(), JSON)
+
+
+def _decode_envelope(raw: bytes, encoding: Encoding) -> Dict[str, Any]:
     try:
-        envelope = limits.loads(raw.decode("utf-8"))
+        envelope = encoding.loads(raw)
     except limits.JsonLimitError as exc:
         what = "invalid payload" if exc.path.startswith("payload") else "invalid request format"
         raise BadRequest(f"{what}: {exc}") from None
     except ValueError as exc:  # UnicodeDecodeError too
         raise BadRequest(f"invalid request format: {exc}") from None
     if type(envelope) is not dict:
-        raise BadRequest("invalid request format: the request must be a JSON object")
+        raise BadRequest(f"invalid request format: the request must be {encoding.document}")
     operation = envelope.get("operation")
     if operation is not None and type(operation) is not str:
         raise BadRequest("invalid request format: operation must be a string")
@@ -179,23 +260,28 @@ def _metadata(envelope: Mapping[str, Any], kernel_name: str) -> Dict[str, str]:
 
 
 def encode_request(
-    operation: str, request: Any, request_id: str, metadata: Optional[Mapping[str, str]] = None
+    operation: str,
+    request: Any,
+    request_id: str,
+    metadata: Optional[Mapping[str, str]] = None,
+    encoding: Encoding = JSON,
 ) -> bytes:
     """The request envelope of ``operation`` carrying the request model ``request``.
 
     ``request_id`` comes back in the reply's ``Metadata.id``; ``metadata`` (trace context, say)
-    is passed through to the reply's ``Metadata``.
+    is passed through to the reply's ``Metadata``. Sent as MessagePack, it must go with the
+    header ``Content-Type: application/msgpack`` (``encoding.content_type``).
     """
     envelope: Dict[str, Any] = {"operation": operation, "requestId": request_id, "payload": unstructure(request)}
     if metadata:
         envelope["metadata"] = dict(metadata)
-    return _encode(envelope).encode()
+    return encoding.dumps(envelope)
 
 
-def encode_reply(status: int, metadata: Mapping[str, str], payload: Any) -> bytes:
+def encode_reply(status: int, metadata: Mapping[str, str], payload: Any, encoding: Encoding = JSON) -> bytes:
     """The success reply: the kernel ``status``, the request's ``metadata`` and the response model ``payload``."""
     response = {"Status": int(status), "Metadata": metadata, "Payload": unstructure(payload)}
-    return _encode({"success": True, "response": response}).encode()
+    return encoding.dumps({"success": True, "response": response})
 
 
 class Reply(NamedTuple):
@@ -215,11 +301,14 @@ class Reply(NamedTuple):
 def decode_reply(raw: bytes, response_type: type) -> Reply:
     """The reply envelope ``raw``, its payload structured as ``response_type``.
 
-    An error reply raises the :class:`ResonateError` subclass of its code, with its message;
-    anything that is not a reply envelope raises :class:`InternalError`.
+    JSON or MessagePack, whichever ``raw`` is (a MessagePack reply starts with a map's first
+    byte, never ``{``): a MessagePack request may still get a JSON reply from a server that
+    does not speak it. An error reply raises the :class:`ResonateError` subclass of its code,
+    with its message; anything that is not a reply envelope raises :class:`InternalError`.
     """
+    encoding = MSGPACK if raw[:1] in _MSGPACK_MAP_STARTS else JSON
     try:
-        reply = json.loads(raw)
+        reply = encoding.loads_reply(raw)
     except ValueError:
         raise InternalError(f"unreadable reply from the server: {raw[:80]!r}") from None
     if type(reply) is not dict:
@@ -242,6 +331,9 @@ def decode_reply(raw: bytes, response_type: type) -> Reply:
     return Reply(_status(response.get("Status")), metadata if type(metadata) is dict else {}, payload)
 
 
+_MSGPACK_MAP_STARTS = frozenset(bytes((byte,)) for byte in (*range(0x80, 0x90), 0xDE, 0xDF))
+
+
 def _status(value: Any) -> Union[Status, int]:
     try:
         return Status(value)
@@ -249,16 +341,16 @@ def _status(value: Any) -> Union[Status, int]:
         return value
 
 
-def error_reply(code: int, message: str) -> bytes:
-    return _encode({"success": False, "error": {"code": code, "message": message}}).encode()
+def error_reply(code: int, message: str, encoding: Encoding = JSON) -> bytes:
+    return encoding.dumps({"success": False, "error": {"code": code, "message": message}})
 
 
-# Every reply is encoded here, compact, with "success" first: what an error reply starts with.
+# Every JSON reply is encoded here, compact, with "success" first: what an error reply starts with.
 ERROR_REPLY_PREFIX = b'{"success":false,'
 
 
 def reply_error(reply: bytes) -> Optional[str]:
-    """``"code:message"`` if ``reply`` is an error reply of this module, else None (for clients and tests)."""
+    """``"code:message"`` if ``reply`` is a JSON error reply of this module, else None (for clients and tests)."""
     if not reply.startswith(ERROR_REPLY_PREFIX):
         return None
     try:
@@ -288,19 +380,19 @@ INTERNAL_ERROR = _error(Status.INTERNAL_SERVER_ERROR, 500)
 BUSY_REPLY, SHUTTING_DOWN_REPLY, STORE_ERROR_REPLY = BUSY.data, SHUTTING_DOWN.data, STORE_ERROR.data
 
 
-def too_large_reply(size: int, max_payload: int) -> ErrorReply:
+def too_large_reply(size: int, max_payload: int, encoding: Encoding = JSON) -> ErrorReply:
     """The error sent instead of a reply of ``size`` bytes that NATS would not carry."""
     message = f"the reply of {size} bytes exceeds the NATS max_payload of {max_payload} bytes"
-    return ErrorReply(500, message, error_reply(500, message))
+    return ErrorReply(500, message, error_reply(500, message, encoding))
 
 
-def handle(core: Resonate, raw: bytes, max_payload: int = 0) -> bytes:
+def handle(core: Resonate, raw: bytes, max_payload: int = 0, encoding: Encoding = JSON) -> bytes:
     """Answer one request envelope with one reply envelope, once what it shows is durable."""
-    answer = handle_nowait(core, raw, max_payload)
+    answer = handle_nowait(core, raw, max_payload, encoding)
     try:
         core.wait_durable(answer.ticket)
     except ResonateError as exc:
-        return error_reply(exc.code, exc.message)
+        return error_reply(exc.code, exc.message, encoding)
     return answer.reply
 
 
@@ -328,8 +420,8 @@ class Answer(NamedTuple):
 UNKNOWN_OPERATION = "unknown"
 
 
-def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Answer:
-    """The :class:`Answer` to one request envelope.
+def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0, encoding: Encoding = JSON) -> Answer:
+    """The :class:`Answer` to one request envelope, read and answered in ``encoding``.
 
     The reply must not be sent before ``core.wait_durable(answer.ticket)`` returned; if that
     fails, send :data:`STORE_ERROR` instead. A reply over ``max_payload`` bytes (0: no limit) is
@@ -341,7 +433,7 @@ def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Answer:
     request_id = ""
     ticket = 0
     try:
-        envelope = _decode_envelope(raw)
+        envelope = _decode_envelope(raw, encoding)
         route = ROUTES.get(envelope.get("operation") or "")
         if route is None:
             raise BadRequest(f"unknown operation: {envelope.get('operation') or ''}")
@@ -365,15 +457,16 @@ def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Answer:
     except ResonateError as exc:
         if exc.code >= 500:
             _failures.failed(operation, exc)
-        return _failed(exc.code, exc.message, ticket, operation, request_id)
+        return _failed(exc.code, exc.message, ticket, operation, request_id, encoding)
     except Exception as exc:  # a bug: answer 500 and keep serving
         log.exception("%s failed unexpectedly", operation)
-        return _failed(500, f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}", ticket, operation, request_id)
+        message = f"{Status.INTERNAL_SERVER_ERROR.text}: {type(exc).__name__}"
+        return _failed(500, message, ticket, operation, request_id, encoding)
     try:
-        reply = encode_reply(result.status, metadata, result.payload)
+        reply = encode_reply(result.status, metadata, result.payload, encoding)
     except Exception as exc:  # a bug: answer 500 and keep serving
         log.exception("%s: failed to encode response", operation)
-        return _failed(500, f"failed to encode response: {exc}", ticket, operation, request_id)
+        return _failed(500, f"failed to encode response: {exc}", ticket, operation, request_id, encoding)
     if max_payload and len(reply) > max_payload:
         log.warning(
             "%s %s: the reply of %d bytes exceeds the NATS max_payload of %d bytes; answering 500 instead",
@@ -382,10 +475,10 @@ def handle_nowait(core: Resonate, raw: bytes, max_payload: int = 0) -> Answer:
             len(reply),
             max_payload,
         )
-        too_large = too_large_reply(len(reply), max_payload)
+        too_large = too_large_reply(len(reply), max_payload, encoding)
         return Answer(too_large.data, ticket, (too_large.code, too_large.message), operation, request_id, too_large.code)
     return Answer(reply, ticket, None, operation, request_id, int(result.status) // 100)
 
 
-def _failed(code: int, message: str, ticket: int, operation: str, request_id: str) -> Answer:
-    return Answer(error_reply(code, message), ticket, (code, message), operation, request_id, code)
+def _failed(code: int, message: str, ticket: int, operation: str, request_id: str, encoding: Encoding) -> Answer:
+    return Answer(error_reply(code, message, encoding), ticket, (code, message), operation, request_id, code)

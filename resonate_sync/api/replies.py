@@ -17,9 +17,19 @@ from typing import Callable, List, Optional, Protocol, Tuple
 
 from ..core import Resonate
 from ..errors import Unavailable
-from .envelope import NOT_LEADER, SHUTTING_DOWN, STORE_ERROR, UNKNOWN_OPERATION, handle_nowait
+from .envelope import (
+    JSON,
+    NOT_LEADER,
+    SHUTTING_DOWN,
+    STORE_ERROR,
+    UNKNOWN_OPERATION,
+    ErrorReply,
+    encoding_for,
+    error_reply,
+    handle_nowait,
+)
 
-__all__ = ["DurableReplies", "Observer", "Request", "RequestHandler", "log_request", "send"]
+__all__ = ["DurableReplies", "Observer", "Request", "RequestHandler", "in_kind", "log_request", "send"]
 
 log = logging.getLogger("resonate_sync.requests")
 
@@ -51,10 +61,18 @@ class Request(Protocol):
     data: bytes
     in_flight: int
     max_payload: int  # the largest reply the transport can carry (0: no limit)
+    content_type: str  # "" (JSON), or the encoding it is in and is answered in ("application/msgpack")
 
     def respond(self, data: bytes) -> None: ...
 
     def respond_error(self, code: int, message: str, data: bytes) -> None: ...
+
+
+def in_kind(fixed: ErrorReply, request: Request) -> ErrorReply:
+    """``fixed`` (a JSON error reply) in the encoding of ``request``."""
+    if not request.content_type:
+        return fixed
+    return ErrorReply(fixed.code, fixed.message, error_reply(fixed.code, fixed.message, encoding_for(request.content_type)))
 
 
 def send(request: Request, reply: bytes, failure: Failure) -> None:
@@ -119,7 +137,7 @@ class DurableReplies:
             if durable:
                 send(request, reply, failure)
             else:
-                request.respond_error(*error)
+                request.respond_error(*in_kind(error, request))
             if label is not None and observe is not None:
                 operation, request_id, code, started = label
                 observe(operation, request_id, code if durable else error.code, time.perf_counter_ns() - started)
@@ -147,6 +165,9 @@ class RequestHandler:
             replicated store's leader whose lease is valid); when it says no, the request is
             answered 503 :data:`~resonate_sync.api.envelope.NOT_LEADER` without being run.
 
+    A request whose ``content_type`` is ``application/msgpack`` is read and answered in
+    MessagePack, its error replies too; any other request in JSON.
+
     A reply over ``request.max_payload`` bytes is answered with a 500 error instead
     (:func:`~resonate_sync.api.envelope.too_large_reply`): NATS would not carry it.
 
@@ -170,16 +191,17 @@ class RequestHandler:
         observe = self._observe
         started = time.perf_counter_ns() if observe is not None else 0
         if self._refusing or (self._refuse_after and time.monotonic() > self._refuse_after):
-            request.respond_error(*SHUTTING_DOWN)
+            request.respond_error(*in_kind(SHUTTING_DOWN, request))
             if observe is not None:
                 observe(UNKNOWN_OPERATION, "", SHUTTING_DOWN.code, time.perf_counter_ns() - started)
             return
         if self._gate is not None and not self._gate():
-            request.respond_error(*NOT_LEADER)
+            request.respond_error(*in_kind(NOT_LEADER, request))
             if observe is not None:
                 observe(UNKNOWN_OPERATION, "", NOT_LEADER.code, time.perf_counter_ns() - started)
             return
-        answer = handle_nowait(self._core, request.data, request.max_payload)
+        encoding = encoding_for(request.content_type) if request.content_type else JSON
+        answer = handle_nowait(self._core, request.data, request.max_payload, encoding)
         if request.in_flight <= self._workers and self._core.is_durable(answer.ticket):
             send(request, answer.reply, answer.failure)
             if observe is not None:

@@ -85,8 +85,11 @@ class NatsClientTransport:
         """Whether the NATS connection is up right now (a request reconnects if it is not)."""
         return self._conn.connected
 
-    def request(self, data: bytes, timeout: float) -> bytes:
-        """Send ``data`` to the server's subject; the reply's bytes, within ``timeout`` seconds."""
+    def request(self, data: bytes, timeout: float, content_type: str = "") -> bytes:
+        """Send ``data`` to the server's subject; the reply's bytes, within ``timeout`` seconds.
+
+        ``content_type`` ("": none) goes with it as its ``Content-Type`` header.
+        """
         conn = self._conn
         if self._closed.is_set():
             raise ConnectionFailed("the client was closed")
@@ -100,7 +103,8 @@ class NatsClientTransport:
             except (NatsConnectionError, OSError) as exc:
                 raise Retryable(ConnectionFailed(str(exc)), delivered=False) from exc
         try:
-            return conn.request(self.subject, payload=data, timeout=timeout).payload
+            headers = {"Content-Type": content_type} if content_type else None
+            return conn.request(self.subject, payload=data, timeout=timeout, headers=headers).payload
         except NoRespondersError:
             unheard = NoServer(f"no resonate server listens on subject {self.subject!r} at {self.url}")
             raise Retryable(unheard, delivered=False) from None

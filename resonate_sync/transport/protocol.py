@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 __all__ = [
     "Err",
@@ -227,8 +227,29 @@ class Parser:
         return None
 
 
+# Header blocks seen lately, decoded or encoded: most requests with headers repeat one block
+# (``Content-Type: application/msgpack``), and every reply to them too. At most _SEEN_MAX
+# blocks of at most _SEEN_BYTES each; when full the cache starts again, so varied headers
+# (a trace id per request) cost only the work the cache would have saved.
+_SEEN_MAX, _SEEN_BYTES = 64, 256
+_decoded: Dict[bytes, Dict[str, str]] = {}
+_encoded: Dict[Tuple[Tuple[str, str], ...], bytes] = {}
+
+
 def decode_headers(raw: bytes) -> Dict[str, str]:
     """The headers of an ``HMSG``: a status line becomes ``Status``/``Description``; repeated keys are joined."""
+    seen = _decoded.get(raw)
+    if seen is not None:
+        return dict(seen)
+    headers = _decode_headers(raw)
+    if len(raw) <= _SEEN_BYTES:
+        if len(_decoded) >= _SEEN_MAX:
+            _decoded.clear()
+        _decoded[raw] = dict(headers)
+    return headers
+
+
+def _decode_headers(raw: bytes) -> Dict[str, str]:
     lines = raw.decode("utf-8", "replace").split("\r\n")
     headers: Dict[str, str] = {}
     status = lines[0][len("NATS/1.0") :].strip()
@@ -257,6 +278,21 @@ def check_subject(subject: str, what: str = "subject") -> bytes:
 
 def encode_headers(headers: Mapping[str, str]) -> bytes:
     """The ``NATS/1.0`` header block of an ``HPUB``, blank line included."""
+    items = tuple(headers.items())
+    try:
+        block = _encoded.get(items)
+    except TypeError:  # a value that is not hashable: str() of it is sent, uncached
+        return _encode_headers(headers)
+    if block is None:
+        block = _encode_headers(headers)
+        if len(block) <= _SEEN_BYTES:
+            if len(_encoded) >= _SEEN_MAX:
+                _encoded.clear()
+            _encoded[items] = block
+    return block
+
+
+def _encode_headers(headers: Mapping[str, str]) -> bytes:
     lines = ["NATS/1.0"]
     for key, value in headers.items():
         key, value = str(key), str(value)

@@ -23,7 +23,7 @@ from resonate_sync.transport.micro import API_PREFIX, Service
 from resonate_sync.transport.protocol import DEFAULT_MAX_PAYLOAD, Msg, check_subject
 from resonate_sync.urls import redact_url
 
-__all__ = ["ErrorReply", "NatsTransport", "Request"]
+__all__ = ["ErrorReply", "NatsTransport", "Request", "content_type_of"]
 
 LOG = logging.getLogger("resonate_sync.transport")
 
@@ -42,6 +42,9 @@ class Request:
 
     Attributes:
         data: the request's payload.
+        content_type: "" or, when the request's ``Content-Type`` header names one of the
+            transport's ``content_types`` (``application/msgpack``), that one (lower case, without
+            parameters): the answer is sent with the same header and must be in that encoding.
         in_flight: requests taken and not yet answered when this one reached its handler,
             itself included: how busy the transport is.
         max_payload: the largest reply the connected server carried when this request reached
@@ -49,7 +52,7 @@ class Request:
             ``max_payload`` when it is sent is never published (see :class:`NatsTransport`).
     """
 
-    __slots__ = ("data", "in_flight", "max_payload", "_msg", "_started_ns", "_answer", "_once")
+    __slots__ = ("data", "content_type", "in_flight", "max_payload", "_msg", "_started_ns", "_answer", "_once")
 
     def __init__(
         self,
@@ -58,8 +61,10 @@ class Request:
         max_payload: int,
         started_ns: int,
         answer: Callable[["Request", Optional[bytes], Optional[str]], None],
+        content_type: str = "",
     ) -> None:
         self.data = msg.payload
+        self.content_type = content_type
         self.in_flight = in_flight
         self.max_payload = max_payload
         self._msg = msg
@@ -101,6 +106,20 @@ class Request:
 
     def _answered_twice(self) -> None:
         LOG.error("a request on %s was answered twice; the second answer is not sent", self.subject, stack_info=True)
+
+
+def content_type_of(headers: Optional[Mapping[str, str]], known: Mapping[str, object]) -> str:
+    """The ``Content-Type`` of a request with ``headers`` if it is one of ``known``, else "".
+
+    The header's name in any case; its value compared in lower case without parameters.
+    """
+    if not headers or not known:
+        return ""
+    value = headers.get("Content-Type")
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    value = value.split(";", 1)[0].strip().lower()
+    return value if value in known else ""
 
 
 def _check_error_reply(name: str, value: object) -> None:
@@ -153,6 +172,12 @@ class NatsTransport:
     called at connect, before any request is taken, and again whenever a reconnect finds a
     different ``max_payload`` (a smaller one is logged as a warning).
 
+    ``content_types`` names the encodings, besides the default, that the handler reads and
+    answers in, by ``Content-Type`` (``{"application/msgpack": error}``): a request whose
+    ``Content-Type`` header names one has it as its ``content_type`` and is answered with the
+    same header, and the transport's own error replies to it (busy, stop, failure, too large)
+    are ``error(code, message)``, in that encoding, instead of the :data:`ErrorReply` data.
+
     ``tls_*`` configure ``tls://`` connections (see :class:`Connection`); unlike pynats2,
     ``tls_verify`` defaults to True. ``user_credentials`` (a ``.creds`` file) or ``nkeys_seed``
     (an NKey seed file) give the connection a NATS identity (see :class:`Connection`).
@@ -180,6 +205,7 @@ class NatsTransport:
         service: Optional[Service] = None,
         too_large_reply: Optional[Callable[[int, int], ErrorReply]] = None,
         on_max_payload: Optional[Callable[[int], None]] = None,
+        content_types: Mapping[str, Callable[[int, str], bytes]] = {},
         tls_cacert: Optional[str] = None,
         tls_client_cert: Optional[str] = None,
         tls_client_key: Optional[str] = None,
@@ -199,7 +225,7 @@ class NatsTransport:
         self._handler = handler
         self._workers = workers
         self._max_pending = max_pending
-        self._busy_data = busy_reply[2]
+        self._busy_reply = busy_reply
         self._busy_error = f"{busy_reply[0]}:{busy_reply[1]}"
         self._stop_reply = stop_reply
         self._failure_reply = failure_reply
@@ -220,6 +246,8 @@ class NatsTransport:
         self._service = service
         self._too_large_reply = too_large_reply
         self._on_max_payload = on_max_payload
+        self._content_types = {content_type.lower(): error for content_type, error in content_types.items()}
+        self._reply_headers = {content_type: {"Content-Type": content_type} for content_type in self._content_types}
         self._log = logger or LOG
         self._answer = self._publish_answer  # bound once: every Request carries it
         self._lock = threading.Lock()
@@ -427,8 +455,10 @@ class NatsTransport:
             if self._service is not None:
                 self._service.record(0, self._busy_error)
             if msg.reply:
+                content_type = content_type_of(msg.headers, self._content_types)
+                data = self._in_kind(content_type, *self._busy_reply)
                 try:
-                    self._conn.publish(msg.reply, self._busy_data)  # type: ignore[union-attr]
+                    self._conn.publish(msg.reply, data, headers=self._reply_headers.get(content_type))  # type: ignore[union-attr]
                 except NatsConnectionError:
                     pass
             return
@@ -447,14 +477,16 @@ class NatsTransport:
             msg = self._queued.pop(number, None)
         if msg is None:
             return  # stop() answered it at its deadline
-        request = Request(msg, self._in_flight, self.max_payload, started, self._answer)
+        content_type = content_type_of(msg.headers, self._content_types) if msg.headers else ""
+        request = Request(msg, self._in_flight, self.max_payload, started, self._answer, content_type)
         try:
             self._handler(request)
         except Exception as exc:
             self._log.exception("handler failed for a request on %s", msg.subject)
             with self._lock:
                 self._handler_errors += 1
-            data = self._failure_reply[2] if self._failure_reply is not None else None
+            failure = self._failure_reply
+            data = self._in_kind(content_type, *failure) if failure is not None else None
             # An answer given before the raise (or handed to another thread) stands.
             request._settle(data, f"500:handler failed: {type(exc).__name__}")
 
@@ -472,13 +504,15 @@ class NatsTransport:
                         len(data), request.subject, max_payload,
                     )  # fmt: skip
                     code, message, data = self._too_large_reply(len(data), max_payload)
+                    data = self._in_kind(request.content_type, code, message, data)
                     error = f"{code}:{message}"
             if self._service is not None:
                 self._service.record(perf_counter_ns() - request._started_ns, error)
             reply = request.reply
             if data is not None and reply:
+                headers = self._reply_headers[request.content_type] if request.content_type else None
                 try:
-                    self._conn.publish(reply, data)  # type: ignore[union-attr]
+                    self._conn.publish(reply, data, headers=headers)  # type: ignore[union-attr]
                     replied = 1
                 except ConnectionClosedError as exc:
                     self._log.debug("reply to %s lost: %s", reply, exc)
@@ -487,6 +521,10 @@ class NatsTransport:
             self._log.exception("reply to a request on %s failed", request.subject)
         finally:
             self._done(replied, failed)
+
+    def _in_kind(self, content_type: str, code: int, message: str, data: bytes) -> bytes:
+        """The error reply ``data`` (code, message) in the encoding of ``content_type`` ("": as it is)."""
+        return self._content_types[content_type](code, message) if content_type else data
 
     def _on_discovery(self, verb: str, msg: Msg) -> None:
         """Reader thread: answer a Services API PING, INFO or STATS request at once."""
@@ -636,9 +674,11 @@ class NatsTransport:
             self._queued.clear()
         if not drained:
             for msg in unserved:
-                request = Request(msg, left, self.max_payload, perf_counter_ns(), self._answer)
+                content_type = content_type_of(msg.headers, self._content_types)
+                request = Request(msg, left, self.max_payload, perf_counter_ns(), self._answer, content_type)
                 if self._stop_reply is not None:
-                    request.respond_error(*self._stop_reply)
+                    code, message, data = self._stop_reply
+                    request.respond_error(code, message, self._in_kind(content_type, code, message, data))
                 else:
                     request._settle(None, None)
             if unserved and self._stop_reply is not None:

@@ -13,7 +13,10 @@ import uuid
 from concurrent.futures import Future
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+import msgpack
 import nats
+
+MSGPACK_HEADERS = {"Content-Type": "application/msgpack"}
 
 
 class NatsPyClient:
@@ -115,19 +118,32 @@ class NatsPyClient:
 
     # ---------------------------------------------------------------- resonate envelopes
 
-    def send(self, subject: str, envelope: Union[Dict[str, Any], str, bytes], timeout: float = 5.0) -> Dict[str, Any]:
-        """Send one request envelope (a dict, JSON text or raw bytes) and decode the JSON reply."""
+    def send(
+        self, subject: str, envelope: Union[Dict[str, Any], str, bytes], timeout: float = 5.0, encoding: str = "json"
+    ) -> Dict[str, Any]:
+        """Send one request envelope (a dict, JSON text or raw bytes) and decode the JSON reply.
+
+        With ``encoding="msgpack"`` a dict goes out as MessagePack, raw bytes as they are, both with
+        ``Content-Type: application/msgpack``; the reply must carry that header and be MessagePack.
+        """
+        if encoding == "msgpack":
+            data = envelope if isinstance(envelope, bytes) else msgpack.packb(envelope, unicode_errors="surrogatepass")
+            reply = self.request(subject, data, timeout=timeout, headers=MSGPACK_HEADERS)
+            assert (reply.headers or {}).get("Content-Type") == "application/msgpack", reply.headers
+            return msgpack.unpackb(reply.data, strict_map_key=False, unicode_errors="surrogatepass")
         if isinstance(envelope, dict):
             data = json.dumps(envelope).encode()
         elif isinstance(envelope, str):
             data = envelope.encode()
         else:
             data = envelope
-        return json.loads(self.request(subject, data, timeout=timeout).data)
+        reply = self.request(subject, data, timeout=timeout)
+        assert not (reply.headers or {}).get("Content-Type"), reply.headers
+        return json.loads(reply.data)
 
-    def call(self, subject: str, operation: str, payload: Any, **envelope: Any) -> Dict[str, Any]:
-        """``{"operation": …, "payload": …}`` plus extra envelope keys (``requestId``, ``metadata``)."""
-        return self.send(subject, {"operation": operation, "payload": payload, **envelope})
+    def call(self, subject: str, operation: str, payload: Any, encoding: str = "json", **envelope: Any) -> Dict[str, Any]:
+        """``{"operation": …, "payload": …}`` plus extra envelope keys (``requestId``, ``metadata``), in ``encoding``."""
+        return self.send(subject, {"operation": operation, "payload": payload, **envelope}, encoding=encoding)
 
     def inbox(self, subject: str) -> "queue.Queue[Dict[str, Any]]":
         """Subscribe; decoded JSON messages arrive in the returned queue."""

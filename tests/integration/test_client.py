@@ -1,6 +1,7 @@
 """``resonate_sync.Client`` over both transports: a real Server over a real nats-server, and a
 core in this process (``LocalTransport``, no network). Tests that take ``connect``, ``client`` or
-``clocked`` run once per transport, with the same assertions; those that take ``fake`` run against a
+``clocked`` run once per transport and encoding (JSON, MessagePack), with the same assertions, so
+every operation gives the same results in both encodings; those that take ``fake`` run against a
 scripted responder over NATS and a scripted transport (no network)."""
 
 import json
@@ -8,6 +9,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+import msgpack
 import pytest
 
 from resonate_sync import (
@@ -47,15 +49,16 @@ def replicated_server(tmp_path_factory):
         srv.stop()
 
 
-@pytest.fixture(scope="module", params=["nats", "jetstream", "local"])
+@pytest.fixture(scope="module", params=["nats-json", "nats-msgpack", "jetstream-json", "local-json", "local-msgpack"])
 def connect(request):
     """``connect(**options)``: a new Client of one server over NATS (state in memory, or on the
-    JetStream store), or of one core in this process."""
-    if request.param != "local":
-        server = request.getfixturevalue("server" if request.param == "nats" else "replicated_server")
-        return lambda **options: Client(server.url, server.config.nats_subject, **options)
+    JetStream store), or of one core in this process, speaking JSON or MessagePack."""
+    where, encoding = request.param.split("-")
+    if where != "local":
+        server = request.getfixturevalue("server" if where == "nats" else "replicated_server")
+        return lambda **options: Client(server.url, server.config.nats_subject, encoding=encoding, **options)
     core = Resonate()
-    return lambda **options: Client(transport=LocalTransport(core), **options)
+    return lambda **options: Client(transport=LocalTransport(core), encoding=encoding, **options)
 
 
 @pytest.fixture(scope="module")
@@ -363,14 +366,18 @@ class _FakeServer:
 
     def __init__(self, url: str, subject: str, reply) -> None:
         self.requests = []
+        self.headers = []
         self._reply = reply
+        self.subject = subject
         self._conn = Connection(url, name="fake-resonate")
         self._conn.subscribe(subject, callback=self._on_message)
         self._conn.connect()
         self._conn.flush()
 
     def _on_message(self, msg) -> None:
-        envelope = json.loads(msg.payload)
+        self.headers.append(msg.headers)
+        msgpacked = (msg.headers or {}).get("Content-Type") == "application/msgpack"
+        envelope = msgpack.unpackb(msg.payload) if msgpacked else json.loads(msg.payload)
         self.requests.append(envelope)
         answer = self._reply(len(self.requests), envelope)
         if answer is not None:
@@ -438,6 +445,37 @@ class TestEnvelope:
         assert envelope["operation"] == "promises.create" and envelope["metadata"] == {"traceparent": "00-ab-cd-01"}
         assert envelope["payload"] == {"id": "p", "timeout": FAR, "param": {"data": "eA=="}, "idempotencyKey": "k"}
         assert isinstance(envelope["requestId"], str) and envelope["requestId"]
+
+
+class TestEncoding:
+    def test_msgpack_client_sends_msgpack_with_its_content_type(self, shared_nats_server):
+        """encoding="msgpack" sends the envelope as MessagePack with Content-Type: application/msgpack,
+        data as a base64 string; a JSON reply (a server that speaks no MessagePack) is still read."""
+        responder = _FakeServer(shared_nats_server.url, uid("resonate.fake"), lambda n, env: promise_reply(env, 20100))
+        try:
+            with Client(shared_nats_server.url, responder.subject, encoding="msgpack") as client:
+                promise, created = client.promises_create("p", FAR, b"x", idempotency_key="k")
+            assert created and promise.id == "p"
+            [headers], [envelope] = responder.headers, responder.requests
+            assert headers == {"Content-Type": "application/msgpack"}
+            assert envelope["payload"] == {"id": "p", "timeout": FAR, "param": {"data": "eA=="}, "idempotencyKey": "k"}
+        finally:
+            responder.close()
+
+    def test_json_client_sends_no_headers(self, shared_nats_server):
+        """The default encoding is JSON, sent as before: no headers at all."""
+        responder = _FakeServer(shared_nats_server.url, uid("resonate.fake"), lambda n, env: promise_reply(env))
+        try:
+            with Client(shared_nats_server.url, responder.subject) as client:
+                client.promises_read("p")
+            assert responder.headers == [None] and responder.requests[0]["payload"] == {"id": "p"}
+        finally:
+            responder.close()
+
+    def test_unknown_encoding_is_refused(self):
+        """An encoding other than json or msgpack is a ValueError naming the choices."""
+        with pytest.raises(ValueError, match="'json', 'msgpack'"):
+            Client(transport=LocalTransport(Resonate()), encoding="cbor")
 
 
 class TestRetries:

@@ -19,7 +19,11 @@ The contract asserted (PROTOCOL.md 1.3, 13.7 and Appendix A, as the hardening is
 * star-heavy search patterns answer (correctly) and the server keeps answering;
 * impossible cron expressions are a 400 naming ``cron``;
 * a promise too big for any reply is refused at create time, search pages are cut by size;
-* after all of it the server still works, and a restart recovers every acknowledged promise.
+* after all of it the server still works, and a restart recovers every acknowledged promise;
+* the same requests as MessagePack (``Content-Type: application/msgpack``) get the same verdicts,
+  answered in MessagePack: every case MessagePack can carry is sent both ways, and what only
+  MessagePack can carry (bin, ext, timestamps, keys that are not strings, NaN, the decoder's own
+  nesting limit) is a 400 naming the field.
 
 Field tables are generated from ``OPERATIONS`` and ``wire_names``: every field of every
 operation gets every hostile value, batched into one test per operation and value family.
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import attrs
+import msgpack
 import pytest
 
 from resonate_sync.core import OPERATIONS
@@ -93,9 +98,9 @@ def problem(case: Case, reply: Reply) -> Optional[str]:
     if isinstance(reply, BaseException):
         return f"no reply ({type(reply).__name__}: {reply})"
     try:
-        document = json.loads(reply)
+        document = decode(reply)
     except ValueError:
-        return f"the reply is not JSON: {reply[:200]!r}"
+        return f"the reply is not JSON or MessagePack: {reply[:200]!r}"
     if type(document) is not dict or type(document.get("success")) is not bool:
         return f"not a reply envelope: {reply[:200]!r}"
     if document["success"]:
@@ -129,6 +134,37 @@ def assert_replies(cases: Sequence[Case], replies: Sequence[Reply]) -> None:
     shown = "\n  ".join(broken[:40])
     more = f"\n  … and {len(broken) - 40} more" if len(broken) > 40 else ""
     assert not broken, f"{len(broken)} of {len(cases)} requests broke the contract:\n  {shown}{more}"
+
+
+MSGPACK = {"Content-Type": "application/msgpack"}
+_MSGPACK_MAPS = frozenset((*range(0x80, 0x90), 0xDE, 0xDF))
+
+
+def decode(reply: bytes) -> Any:
+    """A reply, JSON or MessagePack (which starts with a map's first byte, never ``{``)."""
+    if reply[:1] and reply[0] in _MSGPACK_MAPS:
+        try:
+            return msgpack.unpackb(reply, strict_map_key=False, unicode_errors="surrogatepass")
+        except Exception as exc:
+            raise ValueError(str(exc)) from None
+    return json.loads(reply)
+
+
+def as_msgpack(raw: bytes) -> Optional[bytes]:
+    """The JSON request ``raw`` as MessagePack, or None when MessagePack cannot carry it (integers
+    past 64 bits, bytes that are not UTF-8 JSON or nested too deep for Python's decoder). NaN and overflowing
+    floats become MessagePack floats, lone surrogates UTF-8-style bytes."""
+    try:
+        text = raw.decode("utf-8")  # as the server reads JSON: json.loads(bytes) would take UTF-16 too
+        return msgpack.packb(json.loads(text, parse_constant=float), unicode_errors="surrogatepass")
+    except (ValueError, RecursionError, OverflowError):
+        return None
+
+
+def in_msgpack(cases: Sequence[Case]) -> List[Case]:
+    """Every case MessagePack can carry, as MessagePack, with the same verdict."""
+    converted = ((case, as_msgpack(case.raw)) for case in cases)
+    return [attrs.evolve(case, raw=raw, name=f"{case.name} (msgpack)") for case, raw in converted if raw is not None]
 
 
 def request_bytes(operation: Any, payload: Any, **envelope: Any) -> bytes:
@@ -170,9 +206,11 @@ class Target:
     def subject(self) -> str:
         return self.serve.subject
 
-    def exchange(self, raws: Sequence[bytes], timeout: float = 10.0) -> List[Reply]:
-        """Send every request (at most IN_FLIGHT at a time); each reply's bytes, or the exception its request raised."""
+    def exchange(self, raws: Sequence[bytes], timeout: float = 10.0, headers: Optional[Dict[str, str]] = None) -> List[Reply]:
+        """Send every request (at most IN_FLIGHT at a time), with ``headers``; each reply's bytes, or the
+        exception its request raised. A reply to a MessagePack request must say it is MessagePack."""
         nc, subject = self.client.nc, self.subject
+        wanted = (headers or {}).get("Content-Type")
 
         async def gather() -> List[Reply]:
             gate = asyncio.Semaphore(IN_FLIGHT)
@@ -180,9 +218,13 @@ class Target:
             async def one(raw: bytes) -> Reply:
                 async with gate:
                     try:
-                        return (await nc.request(subject, raw, timeout=timeout)).data
+                        reply = await nc.request(subject, raw, timeout=timeout, headers=headers)
                     except Exception as exc:
                         return exc
+                    got = (reply.headers or {}).get("Content-Type")
+                    if got != wanted:
+                        return AssertionError(f"a reply with Content-Type {got!r}, not {wanted!r}: {reply.data[:100]!r}")
+                    return reply.data
 
             return await asyncio.gather(*(one(raw) for raw in raws))
 
@@ -195,7 +237,7 @@ class Target:
         if isinstance(reply, BaseException):
             return
         try:
-            document = json.loads(reply)
+            document = decode(reply)
             if document.get("success") is not True:
                 return
         except (ValueError, AttributeError):
@@ -203,8 +245,8 @@ class Target:
         for promise in promises_in(document):
             self.acknowledged.setdefault(promise["id"], promise)
 
-    def check(self, cases: Sequence[Case], timeout: float = 10.0) -> None:
-        assert_replies(cases, self.exchange([case.raw for case in cases], timeout))
+    def check(self, cases: Sequence[Case], timeout: float = 10.0, headers: Optional[Dict[str, str]] = None) -> None:
+        assert_replies(cases, self.exchange([case.raw for case in cases], timeout, headers))
 
     def call(self, operation: str, payload: Any, **envelope: Any) -> Dict[str, Any]:
         """One request; the decoded reply (a missing reply fails the test)."""
@@ -509,14 +551,21 @@ def pending_pair(target) -> Tuple[str, str]:
 
 
 class TestEveryField:
+    @pytest.mark.parametrize("encoding", ["json", "msgpack"])
     @pytest.mark.parametrize("family", FAMILIES)
     @pytest.mark.parametrize("operation", sorted(OPERATIONS))
-    def test_hostile_values(self, target, pending_pair, operation, family):
-        """Every hostile value in every field gets one 2xx or 4xx reply; values out of type or limits are a 400 naming the field."""
+    def test_hostile_values(self, target, pending_pair, operation, family, encoding):
+        """Every hostile value in every field gets one 2xx or 4xx reply; values out of type or limits are a
+        400 naming the field; the same in MessagePack for every value it can carry."""
         cases, setup = field_cases(operation, family)
         prepared = target.exchange(setup)
         assert all(not isinstance(r, BaseException) and json.loads(r)["success"] for r in prepared), "setup failed"
-        target.check(cases)
+        if encoding == "json":
+            target.check(cases)
+            return
+        carried = in_msgpack(cases)
+        assert len(carried) >= len(cases) // 2, "most hostile values fit in MessagePack"
+        target.check(carried, headers=MSGPACK)
 
 
 def raw_cases(family: Dict[str, Tuple[bytes, str]], path: str = "") -> List[Case]:
@@ -608,10 +657,75 @@ def envelope_attacks() -> Dict[str, Tuple[bytes, str]]:
     return attacks
 
 
+def msgpack_attacks() -> List[Case]:
+    """What only MessagePack can carry, or break: each a 400 (naming the field where there is one)."""
+    limit = max_depth()
+    pack = msgpack.packb
+
+    def read(**payload: Any) -> Dict[str, Any]:
+        return {"operation": "promises.read", "payload": {"id": "x", **payload}}
+
+    def raw_read(field: bytes) -> bytes:  # {"operation": "promises.read", "payload": {"id": "x", "f": <field>}}
+        return b"\x82\xa9operation\xadpromises.read\xa7payload\x82\xa2id\xa1x\xa1f" + field
+
+    named = {
+        "bin in payload.param.data": (pack({"operation": "promises.create", "payload": {"id": "x", "timeout": FAR, "param": {"data": b"hi"}}}), "payload.param.data"),
+        "bin in payload.id": (pack(read(id=b"x")), "payload.id"),
+        "ext in payload.f": (pack(read(f=msgpack.ExtType(5, b"x"))), "payload.f"),
+        "timestamp in payload.f": (pack(read(f=msgpack.Timestamp(1, 0))), "payload.f"),
+        "NaN in payload.f": (pack(read(f=float("nan"))), "payload.f"),
+        "-Infinity in payload.f[1]": (pack(read(f=[1, float("-inf")])), "payload.f[1]"),
+        "32-bit NaN in payload.f": (raw_read(b"\xca\x7f\xc0\x00\x00"), "payload.f"),
+        "an int key in payload.f": (pack(read(f={1: "a"})), "payload.f"),
+        "a bin key in payload.f": (pack(read(f={b"k": "a"})), "payload.f"),
+        "an array key in payload.f": (raw_read(b"\x81\x91\x01\xa1v"), "payload.f"),
+        "a map key in payload.f": (raw_read(b"\x81\x80\xa1v"), "payload.f"),
+        "one past the depth limit in payload.f": (raw_read(b"\x91" * (limit - 1) + b"\xc0"), "payload.f"),
+        "100,000 levels in payload.f": (raw_read(b"\x91" * 100_000 + b"\xc0"), "payload.f"),
+        "100,000 map levels in payload.f": (raw_read(b"\x81\xa1d" * 100_000 + b"\xc0"), "payload.f"),
+        "NaN in metadata": (pack({**read(), "metadata": {"a": float("nan")}}), "metadata.a"),
+        "bin requestId": (pack({**read(), "requestId": b"r"}), "requestId"),
+        "100,000 levels at the top": (b"\x91" * 100_000 + b"\xc0", ""),
+    }
+    refused = {
+        "reserved byte 0xc1": b"\xc1",
+        "truncated": pack(read())[:-1],
+        "trailing bytes": pack(read()) + b"\xc0",
+        "a string header longer than the message": b"\xdb\xff\xff\xff\xff",
+        "a map header of 2**32-1 entries": b"\xdf\xff\xff\xff\xff",
+        "not UTF-8": raw_read(b"\xa2\xff\xfe"),
+        "JSON text": b'{"operation":"promises.read","payload":{"id":"x"}}',
+        "requestId of 600 bytes": pack({**read(), "requestId": "r" * 600}),
+        "metadata of 3,000 bytes": pack({**read(), "metadata": {"m": "x" * 3000}}),
+    }
+    answered = {
+        "at the depth limit in payload.f": (raw_read(b"\x91" * (limit - 2) + b"\xc0"), ANSWERED),
+        "a lone surrogate id (UTF-8-style bytes)": (pack(read(id="a\ud800"), unicode_errors="surrogatepass"), ANSWERED),
+        "2**64-1 in payload.f": (pack(read(f=2**64 - 1)), ANSWERED),
+        "int64 min in payload.f": (pack(read(f=-(2**63))), ANSWERED),
+    }
+    cases = [Case(f"msgpack {name}", raw, NAMED, path) for name, (raw, path) in named.items()]
+    cases += [Case(f"msgpack {name}", raw, REFUSED) for name, raw in refused.items()]
+    cases += [Case(f"msgpack {name}", raw, verdict) for name, (raw, verdict) in answered.items()]
+    return cases
+
+
 class TestEnvelope:
     def test_envelope_attacks(self, target):
         """Malformed or hostile envelopes get one 400 (or, where harmless, any 2xx/4xx) reply each."""
         target.check(raw_cases(envelope_attacks()))
+
+    def test_envelope_attacks_in_msgpack(self, target):
+        """The same envelopes as MessagePack, where it can carry them, get the same verdicts, in MessagePack."""
+        cases = raw_cases(envelope_attacks())
+        carried = in_msgpack(cases)
+        assert len(carried) >= len(cases) // 2, "most envelope attacks fit in MessagePack"
+        target.check(carried, headers=MSGPACK)
+
+    def test_what_only_msgpack_carries(self, target):
+        """Bin, ext, timestamps, keys that are not strings, NaN and nesting past the limit (even past the
+        decoder's own) are a 400 naming the field; broken MessagePack is a 400; all answered in MessagePack."""
+        target.check(msgpack_attacks(), headers=MSGPACK)
 
 
 # ------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import socket
 import time
 import uuid
 
+import msgpack
 import pytest
 
 from resonate_sync.config import Config
@@ -44,11 +45,12 @@ def client(module_nats):
     c.close()
 
 
-@pytest.fixture
-def api(server, client):
-    """``api(operation, payload, **envelope)`` → the decoded reply from the module's server."""
+@pytest.fixture(params=["json", "msgpack"])
+def api(server, client, request):
+    """``api(operation, payload, **envelope)`` → the decoded reply from the module's server, every
+    request and reply in JSON or, with the Content-Type header, in MessagePack (nats-py and msgpack)."""
     subject = server.config.nats_subject
-    return lambda operation, payload, **extra: client.call(subject, operation, payload, **extra)
+    return lambda operation, payload, **extra: client.call(subject, operation, payload, request.param, **extra)
 
 
 def ok(reply, status):
@@ -253,6 +255,35 @@ class TestEnvelope:
         reply = json.loads(client.request(subject, raw).data)
         err(reply, 400)
         assert ok(client.call(subject, "promises.search", {"id": "*", "limit": 1}), 20000) is not None
+
+    MSGPACK_BAD = {
+        "not MessagePack (0xc1)": b"\xc1",
+        "empty": b"",
+        "truncated": msgpack.packb({"operation": "promises.read", "payload": {"id": "x"}})[:-1],
+        "trailing bytes": msgpack.packb({"operation": "promises.read", "payload": {"id": "x"}}) + b"\x00",
+        "JSON text": b'{"operation": "promises.read", "payload": {"id": "x"}}',
+        "an array": msgpack.packb(["promises.read"]),
+        "not UTF-8": b"\x82\xa9operation\xadpromises.read\xa7payload\x81\xa2id\xa2\xff\xfe",
+        "bin id": msgpack.packb({"operation": "promises.read", "payload": {"id": b"x"}}),
+    }
+
+    @pytest.mark.parametrize("name", sorted(MSGPACK_BAD))
+    def test_malformed_msgpack_is_400_in_msgpack_and_the_server_keeps_serving(self, server, client, name):
+        """A malformed MessagePack body gets a 400 reply, in MessagePack; the next request is answered."""
+        subject = server.config.nats_subject
+        err(client.send(subject, self.MSGPACK_BAD[name], encoding="msgpack"), 400)
+        assert ok(client.call(subject, "promises.search", {"id": "*", "limit": 1}, "msgpack"), 20000) is not None
+
+    @pytest.mark.parametrize("written, read", [("json", "msgpack"), ("msgpack", "json")])
+    def test_a_promise_reads_back_the_same_in_the_other_encoding(self, server, client, written, read):
+        """A promise written in one encoding reads back identically in the other: lone surrogates,
+        non-ASCII text and base64 data included."""
+        subject = server.config.nats_subject
+        pid = uid("cross") + ".é \ud800 ✓"
+        payload = {"id": pid, "timeout": FAR, "param": {"headers": {"ü": "\udfff"}, "data": "AAEC/w=="}, "tags": {"k": "日本"}}
+        created = ok(client.call(subject, "promises.create", payload, written), 20100)["promise"]
+        again = ok(client.call(subject, "promises.read", {"id": pid}, read), 20000)["promise"]
+        assert again == created and again["id"] == pid and again["param"]["data"] == "AAEC/w=="
 
     def test_field_errors_name_the_field(self, api):
         """The 400 message names the offending field path."""

@@ -447,6 +447,54 @@ class TestBackpressure:
         assert len(set(served)) == 2 and set(served) <= {b"%d" % i for i in range(5)}
 
 
+ENCODED = {"application/x-test": lambda code, message: b"x-test %d %s" % (code, message.encode())}
+
+
+class TestContentTypes:
+    def test_a_known_content_type_reaches_the_handler_and_comes_back(self, shared_nats_server, serve, subject, nats_client):
+        """A request whose Content-Type is one of content_types (any case, parameters ignored) has it as its
+        content_type, and its answer carries the header; others have "" and get no header."""
+        serve(shared_nats_server.url, handler=lambda request: request.respond(request.content_type.encode()), content_types=ENCODED)
+        client = nats_client(shared_nats_server.url)
+        for headers, expected in [
+            ({"Content-Type": "application/x-test"}, "application/x-test"),
+            ({"content-type": "Application/X-Test; charset=utf-8"}, "application/x-test"),
+            ({"Content-Type": "application/json"}, ""),
+            ({"Other": "x"}, ""),
+            (None, ""),
+        ]:
+            reply = client.request(subject, b"?", headers=headers)
+            assert reply.data == expected.encode(), headers
+            assert (reply.headers or {}).get("Content-Type") == (expected or None), headers
+
+    def test_the_transports_own_error_replies_come_in_kind(self, shared_nats_server, serve, subject, nats_client):
+        """Busy and failure replies to a request with a known Content-Type are content_types' encoding of
+        them, with the header; to a request without one, the ErrorReply data as given."""
+        gate = threading.Event()
+
+        def handler(request: Request) -> None:
+            if request.data == b"fail":
+                raise RuntimeError("boom")
+            gate.wait(5)
+            request.respond(b"done")
+
+        transport = serve(
+            shared_nats_server.url, handler=handler, workers=1, max_pending=1, content_types=ENCODED,
+            failure_reply=(500, "failed", b"plain failure"),
+        )  # fmt: skip
+        client = nats_client(shared_nats_server.url)
+        kind = {"Content-Type": "application/x-test"}
+        assert client.request(subject, b"fail", headers=kind).data == b"x-test 500 failed"
+        assert client.request(subject, b"fail").data == b"plain failure"
+        blocking = client.start_requests(subject, [b"block"])
+        wait_until(lambda: transport.stats["in_flight"] == 1, what="the backlog to fill")
+        busy = client.request(subject, b"more", headers=kind)
+        assert busy.data == b"x-test 503 busy" and busy.headers == kind
+        assert client.request(subject, b"more").data == BUSY
+        gate.set()
+        assert blocking.result(5) == [b"done"]
+
+
 class TestStop:
     def test_stop_lets_in_flight_request_finish_and_reply(self, shared_nats_server, serve, subject, nats_client):
         """stop(timeout) stops taking requests but the one being handled finishes and its reply is delivered."""

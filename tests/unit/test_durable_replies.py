@@ -6,7 +6,9 @@ import threading
 import time
 from typing import List, Optional, Tuple
 
-from resonate_sync.api import SHUTTING_DOWN_REPLY, STORE_ERROR_REPLY
+import msgpack
+
+from resonate_sync.api import SHUTTING_DOWN_REPLY, STORE_ERROR, STORE_ERROR_REPLY
 from resonate_sync.api.replies import DurableReplies, RequestHandler
 from resonate_sync.core import Resonate
 from resonate_sync.errors import Status, StoreUnavailable
@@ -25,8 +27,9 @@ class FakeRequest:
     """What the api sees of a request: ``got`` collects the data of every answer, ``errors`` the
     (code, message) of error answers, ``threads`` the thread that gave each answer."""
 
-    def __init__(self, data: bytes = b"{}", in_flight: int = 1, max_payload: int = 0) -> None:
+    def __init__(self, data: bytes = b"{}", in_flight: int = 1, max_payload: int = 0, content_type: str = "") -> None:
         self.data = data
+        self.content_type = content_type
         self.in_flight = in_flight
         self.max_payload = max_payload
         self.got: List[bytes] = []
@@ -143,6 +146,22 @@ class TestDurableReplies:
             while not got:
                 threading.Event().wait(0.001)
             assert got == [STORE_ERROR_REPLY]
+        finally:
+            replies.stop()
+
+    def test_a_store_error_is_in_the_encoding_of_its_request(self):
+        """A MessagePack request that fails to become durable gets its 500 store error in MessagePack."""
+
+        def failing(_ticket):
+            raise OSError("disk full")
+
+        replies = DurableReplies(failing)
+        try:
+            request = FakeRequest(content_type="application/msgpack")
+            replies.after_durable(7, request, b"success")
+            wait_for_answer(request)
+            assert msgpack.unpackb(request.got[0]) == json.loads(STORE_ERROR_REPLY)
+            assert request.errors == [(500, STORE_ERROR.message)]
         finally:
             replies.stop()
 

@@ -196,6 +196,22 @@ class TestHeaders:
         with pytest.raises(ValueError, match="invalid header"):
             encode_headers({key: value})
 
+    def test_repeated_blocks_decode_to_fresh_dicts(self):
+        """A header block seen before decodes the same, into a dict of its own (changing one changes no other)."""
+        block = encode_headers({"Content-Type": "application/msgpack"})
+        first = decode_headers(block)
+        first["Content-Type"] = "changed"
+        assert decode_headers(block) == {"Content-Type": "application/msgpack"}
+
+    def test_many_distinct_blocks_each_decode_and_encode_right(self):
+        """More distinct blocks than the cache holds (a trace id per request) each round-trip, the bad still refused."""
+        for n in range(300):
+            headers = {"Traceparent": f"00-{n:032x}-01", "Content-Type": "application/msgpack"}
+            assert decode_headers(encode_headers(headers)) == headers
+        for _ in range(2):
+            with pytest.raises(ValueError, match="invalid header"):
+                encode_headers({"k": "x\ny"})
+
 
 class TestEncoders:
     def test_pub(self):
