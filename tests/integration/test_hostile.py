@@ -46,6 +46,7 @@ import pytest
 
 from resonate_sync.core import OPERATIONS
 from resonate_sync.models import StrMap, Value, wire_names
+from resonate_sync.transport.embedded import EmbeddedNatsServer
 
 from helpers import FAR, uid
 from natsclient import NatsPyClient
@@ -298,9 +299,9 @@ class Target:
             assert {k: before[pid].get(k) for k in IMMUTABLE} == {k: first.get(k) for k in IMMUTABLE}, pid[:40]
 
 
-def start_target(tmp_path: Path, url: str) -> Target:
+def start_target(tmp_path: Path, url: str, *extra: str) -> Target:
     client = NatsPyClient(url)
-    return Target(Serve(tmp_path, url).start().ready(client), client)
+    return Target(Serve(tmp_path, url, None, *extra).start().ready(client), client)
 
 
 def stop_target(target: Target) -> None:
@@ -308,12 +309,21 @@ def stop_target(target: Target) -> None:
     target.client.close()
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory, shared_nats_server) -> Iterator[Target]:
-    """One server for the module's hostile run; the survival checks at the end of the module restart it."""
-    started = start_target(tmp_path_factory.mktemp("hostile"), shared_nats_server.url)
-    yield started
-    stop_target(started)
+@pytest.fixture(scope="module", params=["file", "jetstream"])
+def target(request, tmp_path_factory, shared_nats_server) -> Iterator[Target]:
+    """One server for the module's hostile run, once on each store kind; the survival checks at the
+    end of the module restart it (on JetStream: a new replica recovering from the stream, after the
+    killed one's 1 s lease lapsed)."""
+    if request.param == "file":
+        started = start_target(tmp_path_factory.mktemp("hostile"), shared_nats_server.url)
+        yield started
+        stop_target(started)
+        return
+    js = tmp_path_factory.mktemp("hostile-js")
+    with EmbeddedNatsServer(extra_args=["-js", "-sd", str(js / "nats")]) as nats_server:
+        started = start_target(js, nats_server.url, "--store-kind", "jetstream", "--store-jetstream-lease", "1s")
+        yield started
+        stop_target(started)
 
 
 @pytest.fixture
