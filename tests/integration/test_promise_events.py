@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from resonate_sync import Client
+from resonate_sync.core import OPERATIONS
+from resonate_sync.models import CreatePromiseRequest
 from resonate_sync.events import event_token, parse_event_subject
 from resonate_sync.server import ServerError
+from resonate_sync.transport.embedded import EmbeddedNatsServer
 
 from helpers import FAR, poll, start_server, uid
 
@@ -83,6 +86,36 @@ class TestPromiseEvents:
         assert poll(lambda: len(received) >= 2)
         time.sleep(0.2)
         assert events_of(received) == [("PENDING", pid), ("RESOLVED", pid)]
+
+    def test_changes_just_before_a_stop_are_still_announced(self, shared_nats_server, nats_client, tmp_path):
+        """A graceful stop publishes the events still queued before the connection closes."""
+        server = start_server(shared_nats_server.url, events_subject=uid("ev").replace("-", "."), store_path=str(tmp_path / "j"))
+        received = nats_client(server.url).collect(f"{server.config.events_subject}.promises.>")
+        create = OPERATIONS["promises.create"]
+        for n in range(200):  # straight into the core, then stop at once: the events are still queued
+            server.core.execute_nowait(create, CreatePromiseRequest(id=f"last-{n}", timeout=FAR))
+        server.stop()
+        assert poll(lambda: len(received) >= 200, timeout=5), len(received)
+        assert sorted(pid for _, pid in events_of(received)) == sorted(f"last-{n}" for n in range(200))
+
+    def test_on_the_jetstream_store_the_leader_announces_each_change_once(self, nats_client, tmp_path):
+        """Replicas apply the leader's records without announcing them: one event per change, not one per replica."""
+        with EmbeddedNatsServer(extra_args=["-js", "-sd", str(tmp_path / "js")]) as nats_server:
+            subject, prefix = uid("resonate.ev"), uid("ev").replace("-", ".")
+            leader = start_server(nats_server.url, subject, store="jetstream", events_subject=prefix)
+            standby = start_server(nats_server.url, subject, store="jetstream", events_subject=prefix, wait_for_lead=False)
+            try:
+                received = nats_client(nats_server.url).collect(f"{prefix}.promises.>")
+                with Client(nats_server.url, subject) as client:
+                    client.promises_create("once", FAR)
+                    client.promises_resolve("once")
+                assert poll(lambda: standby.store.applied_seq >= 2)
+                assert poll(lambda: len(received) >= 2)
+                time.sleep(0.3)
+                assert events_of(received) == [("PENDING", "once"), ("RESOLVED", "once")]
+            finally:
+                standby.stop()
+                leader.stop()
 
     def test_announced_in_discovery(self, events_server, nats_client):
         """$SRV.INFO metadata names the events subject, for tools that look for it."""
