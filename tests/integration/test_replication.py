@@ -162,8 +162,9 @@ def cluster(jetstream_cluster, tmp_path):  # noqa: F811  (the fixture imported a
 class Load:
     """Threads that create and resolve promises with idempotency keys, recording what was acknowledged."""
 
-    def __init__(self, client: Client, threads: int = 4) -> None:
+    def __init__(self, client: Client, threads: int = 4, pace: float = 0.005) -> None:
         self.client = client
+        self.pace = pace  # seconds each thread rests between promises: enough load, a bounded number to check
         self.acked: Dict[str, str] = {}
         self.tried: Dict[str, str] = {}  # id -> the furthest step attempted ("create" / "resolve")
         self._lock = threading.Lock()
@@ -208,13 +209,15 @@ class Load:
                         self.acked[pid] = PromiseState.RESOLVED
             except ResonateError:
                 time.sleep(0.05)  # not acknowledged: may or may not have happened
+            self._stop.wait(self.pace)
 
-    def check(self, client: Client) -> None:
-        """Every acknowledged change is there in its acknowledged state (a later attempt may have gone further)."""
+    def check(self, client: Client, last: Optional[int] = None) -> None:
+        """Every acknowledged change is there in its acknowledged state (a later attempt may have gone
+        further); with ``last``, only the ``last`` acknowledged most recently (those around a failure)."""
         with self._lock:
             acked, tried = dict(self.acked), dict(self.tried)
         assert acked, "the load acknowledged nothing"
-        for pid, state in acked.items():
+        for pid, state in list(acked.items())[-last if last else 0 :]:
             found = client.promises_read(pid).state
             if state == PromiseState.RESOLVED or tried[pid] == "create":
                 assert found == state, f"{pid}: acknowledged {state}, found {found}"
@@ -281,7 +284,7 @@ class TestFailover:
                 assert took <= FAILOVER_BUDGET, f"round {round_}: the first reply came {took:.2f} s after kill -9"
                 new_leader = cluster.leader()
                 assert new_leader is not leader
-                load.check(client)
+                load.check(client, last=300)  # those acknowledged around the kill; all of them at the end
                 # the killed one comes back as a standby, so every round has two to choose from
                 node = cluster.nats.urls.index(leader.url)
                 cluster.replicas.remove(leader)
