@@ -470,7 +470,7 @@ class Client:
                 error, retryable = failure.error, idempotent or not failure.delivered
             if not retryable or attempt >= self.retries or self._closed.is_set():
                 raise error
-            delay = min(2.0, self._backoff * 2**attempt) * random.uniform(0.5, 1.0)
+            delay = min(2.0, self._backoff * 2 ** min(attempt, 30)) * random.uniform(0.5, 1.0)
             attempt += 1
             log.debug("%s: %s; attempt %d in %.2f s", operation, error.message, attempt + 1, delay)
             if self._closed.wait(delay):

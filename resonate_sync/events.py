@@ -225,13 +225,21 @@ class EventPublisher:
     def _send(self, batch: List[Tuple[int, Sequence[Promise]]]) -> None:
         count = sum(len(promises) for _, promises in batch)
         self._dequeued += count
-        try:
-            self._wait_durable(batch[-1][0])  # tickets grow in queue order: the last covers all
-        except Exception:  # the core logged why; what is not durable is never announced
-            self._lost += count
-            return
+        # Each ticket is waited for: a later one covers the earlier ones only within one leadership
+        # of a replicated store (a ticket of an ended one is never durable, whatever came after).
+        durable: dict = {}
+        for ticket, _ in batch:
+            if ticket not in durable:
+                try:
+                    self._wait_durable(ticket)
+                    durable[ticket] = True
+                except Exception:  # the core logged why; what is not durable is never announced
+                    durable[ticket] = False
         prefix, publish = self.prefix, self._publish
-        for _, promises in batch:
+        for ticket, promises in batch:
+            if not durable[ticket]:
+                self._lost += len(promises)
+                continue
             for promise in promises:
                 try:  # whatever fails, this thread goes on: one event is lost, not every later one
                     body = _encode_json(unstructure(PromiseResponse(promise))).encode()

@@ -155,7 +155,7 @@ class NatsStore:
                     raise ResonateStoreError(mesg=f"{what}: the store was closed", code=0) from error
                 if failures == 0:
                     log.warning("%s: %s; retrying until the server answers", what, error.message)
-                delay = min(_RETRY_CAP_S, _RETRY_FIRST_S * 2**failures)
+                delay = min(_RETRY_CAP_S, _RETRY_FIRST_S * 2 ** min(failures, 30))  # 2**1024 overflows a float
                 failures += 1
                 if self._closed.wait(delay):
                     raise ResonateStoreError(mesg=f"{what}: the store was closed", code=0) from error
@@ -472,7 +472,7 @@ class NatsMessageSource:
                 self._conn.connect()
             except Exception as exc:  # unreachable, refused, or closed by stop()
                 attempt += 1
-                if self._stopped.wait(min(_RETRY_CAP_S, _RETRY_FIRST_S * 2**attempt)):
+                if self._stopped.wait(min(_RETRY_CAP_S, _RETRY_FIRST_S * 2 ** min(attempt, 30))):
                     return
                 log.debug("reconnecting to %s: %s", self._conn.url, exc)
                 continue

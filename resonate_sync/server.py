@@ -289,6 +289,7 @@ class Server:
         except (JetStreamError, JournalError) as exc:
             raise ServerError(f"cannot use JetStream stream {stream!r} on {redact_url(self.url)}: {exc}") from exc
         self.core = core
+        core.on_unavailable = store.request_reload  # a change applied here that the stream refused
         self.journal = store  # type: ignore[assignment]  # the same journal interface; snapshots go through it
         _fit_replies(core, transport.max_payload)
         log.info("recovered %s from JetStream stream %s (up to sequence %d) in %.2f s",
@@ -326,8 +327,9 @@ class Server:
         self._start_ticker()
         try:
             self.transport.serve()
-        except Exception as exc:  # the store's next renewal or append decides what happens next
-            log.error("took the lease but cannot subscribe to %r: %s", self.config.nats_subject, exc)
+        except Exception as exc:  # a leader nobody can reach must not keep the lease: step down
+            log.error("took the lease but cannot subscribe to %r: %s; stepping down", self.config.nats_subject, exc)
+            raise
         log.info(
             "leader of subject %r (JetStream stream %s) from sequence %d: serving",
             self.config.nats_subject, self.store.status().get("stream"), self.store.applied_seq,

@@ -210,6 +210,9 @@ class Resonate:
         self._ticket = 0
         self._unjournaled: Optional[str] = None
         self._unavailable = False  # _unjournaled because the store stepped down: 503, until reload()
+        self.on_unavailable: Optional[Callable[[], None]] = None
+        """Called (under the lock, so it must only set a flag) when a replicated store refused an append
+        after the change was applied here: the store must rebuild this state (``reload``) again."""
         self._lock = threading.Lock()
         self.wakeup = threading.Event()
         """Set when a change may have created work due now (a new INIT task); the ticker waits on it."""
@@ -316,10 +319,16 @@ class Resonate:
         until :meth:`reload` replaced the state with the stream's.
         """
         if isinstance(exc, StoreUnavailable):
-            # A replicated store stepped down (fenced, or its lease lapsed): the state may hold
-            # changes the stream does not, so nothing is answered from it until reload().
-            if self._unjournaled is None:
-                self._unjournaled, self._unavailable = f"store {what}: {exc}", True
+            # A replicated store stepped down (fenced, or its lease lapsed). A refused append left a
+            # change here the stream never took: nothing is answered from this state until the
+            # store rebuilt it, which it is asked to do. A failed wait only means that ticket's
+            # change is not in the stream; the step-down behind it rebuilds the state anyway, and a
+            # late one (of a leadership that ended before the last rebuild) must not block the next.
+            if what == "append":
+                if self._unjournaled is None:
+                    self._unjournaled, self._unavailable = f"store {what}: {exc}", True
+                if self.on_unavailable is not None:
+                    self.on_unavailable()
             return Unavailable(Status.NOT_LEADER.text, status=Status.NOT_LEADER)
         if self._unjournaled is None:
             self._unjournaled = f"journal {what} failed: {exc}"

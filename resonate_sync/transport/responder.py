@@ -589,7 +589,7 @@ class NatsTransport:
 
     def _delay(self, attempt: int) -> float:
         first, cap = self._backoff
-        return min(cap, first * (2**attempt)) * random.uniform(0.5, 1.0)
+        return min(cap, first * 2 ** min(attempt, 30)) * random.uniform(0.5, 1.0)  # 2**1024 overflows a float
 
     def _supervise(self) -> None:
         """Reconnect after every loss, with backoff, until stop(); log one line each way."""

@@ -600,3 +600,53 @@ class TestCluster:
         finally:
             jetstream_cluster.restart(leader)
             jetstream_cluster.wait_ready(nodes=[leader])
+
+
+class TestTakeOverAfterPurge:
+    def test_a_standby_behind_a_purge_that_emptied_the_stream_reloads_and_leads(self, jetstream_server, harness):
+        """The leader's snapshot at a graceful stop purges the whole stream; a standby still applying
+        an old batch finds nothing to fetch after it. It must reload from the snapshot and lead, not
+        hold the lease forever waiting for records that are gone."""
+        leader, _, _ = harness.leader(jetstream_server.url, "EMPTIED")
+        standby = harness.store(jetstream_server.url, "EMPTIED", "b")
+        roles = Roles()
+        busy = threading.Event()
+        applying = roles.apply
+
+        def slow_apply(records: List[dict]) -> None:
+            if not busy.is_set():
+                busy.set()
+                time.sleep(2)  # behind: busy applying while the leader snapshots and stops
+            applying(records)
+
+        roles.apply = slow_apply  # type: ignore[method-assign]
+        roles.reload(standby.open())
+        standby.start(**roles.callbacks())
+        for n in range(300):
+            ticket = append(leader, {"n": n})
+        leader.wait_durable(ticket)
+        assert busy.wait(10)
+        leader.write_snapshot(leader.begin_snapshot(), snapshot_entries(3))
+        leader.close()
+        assert roles.wait(lambda: "leader" in roles.events, timeout=15), roles.events
+        assert any(isinstance(e, tuple) and e[0] == "reload" for e in roles.events[1:]), roles.events
+
+
+class TestFailingApply:
+    def test_a_record_a_replica_cannot_apply_backs_off_instead_of_spinning(self, jetstream_server, harness):
+        """A record this version cannot apply (say, from a newer one) makes the replica rebuild, with a
+        growing wait between tries: not thousands of reloads and tracebacks a second."""
+        leader, _, _ = harness.leader(jetstream_server.url, "UNAPPLIABLE", lease_ms=3000)
+        standby = harness.store(jetstream_server.url, "UNAPPLIABLE", "b", lease_ms=3000)
+        roles = Roles()
+        roles.reload(standby.open())
+
+        def refuse(records: List[dict]) -> None:
+            raise ValueError("unknown record kind")
+
+        roles.apply = refuse  # type: ignore[method-assign]
+        reloads = roles.reloads
+        standby.start(**roles.callbacks())
+        leader.wait_durable(append(leader, {"k": "from-the-future"}))
+        time.sleep(2.5)
+        assert 1 <= roles.reloads - reloads <= 4, roles.reloads - reloads  # 0.2, 0.4, 0.8, 1.6 s apart

@@ -7,11 +7,13 @@ import time
 from typing import List, Optional, Tuple
 
 import msgpack
+import pytest
 
 from resonate_sync.api import SHUTTING_DOWN_REPLY, STORE_ERROR, STORE_ERROR_REPLY
 from resonate_sync.api.replies import DurableReplies, RequestHandler
-from resonate_sync.core import Resonate
-from resonate_sync.errors import Status, StoreUnavailable
+from resonate_sync.core import OPERATIONS, Resonate
+from resonate_sync.errors import Status, StoreUnavailable, Unavailable
+from resonate_sync.models import CreatePromiseRequest
 from resonate_sync.transport import Request
 from resonate_sync.transport.protocol import Msg
 
@@ -257,9 +259,11 @@ class TestLeadership:
             handler.stop()
 
     def test_a_store_that_stepped_down_turns_replies_into_503_until_reload(self):
-        """Changes the store could not confirm are never shown, and the state is rebuilt from the stream."""
+        """Changes the store could not confirm are never shown; a change applied here that the store
+        refused blocks every answer and asks the store to rebuild the state from the stream."""
         store = SteppingDownStore()
         core = Resonate(journal=store)
+        core.on_unavailable = store.request_reload
         handler = RequestHandler(core, workers=2)
         try:
             first = FakeRequest(create("p1"))
@@ -268,12 +272,23 @@ class TestLeadership:
             assert first.errors == [(503, Status.NOT_LEADER.text)]
             later = FakeRequest(json.dumps({"operation": "promises.read", "payload": {"id": "p1"}}).encode())
             handler(later)
-            assert later.errors == [(503, Status.NOT_LEADER.text)], "nothing is answered from a state the stream may lack"
+            wait_for_answer(later)
+            assert later.errors == [(503, Status.NOT_LEADER.text)], "a read waits for the change it shows, which never comes"
+            refused = FakeRequest(create("p2"))
+            handler(refused)
+            wait_for_answer(refused)
+            assert refused.errors == [(503, Status.NOT_LEADER.text)] and store.reloads_requested == 1
+            assert "p2" in core.state.promises, "the refused change was applied here: only a reload removes it"
+            blocked = FakeRequest(json.dumps({"operation": "promises.read", "payload": {"id": "zzz"}}).encode())
+            handler(blocked)
+            wait_for_answer(blocked)
+            assert blocked.errors == [(503, Status.NOT_LEADER.text)], "after a refused append nothing is answered"
             core.reload((), [])
             again = FakeRequest(json.dumps({"operation": "promises.read", "payload": {"id": "p1"}}).encode())
             handler(again)
             wait_for_answer(again)
             assert again.errors and again.errors[0][0] == 404, "after reload the state is the stream's: p1 never was"
+            assert "p2" not in core.state.promises
         finally:
             handler.stop()
 
@@ -283,6 +298,10 @@ class SteppingDownStore:
 
     def __init__(self) -> None:
         self.seq = 0
+        self.reloads_requested = 0
+
+    def request_reload(self):
+        self.reloads_requested += 1
 
     def encode(self, record):
         return json.dumps(record).encode()
@@ -302,3 +321,31 @@ class SteppingDownStore:
 
 class Fenced(StoreUnavailable):
     pass
+
+
+def test_a_late_failure_of_an_ended_leadership_does_not_block_the_next():
+    """A wait that fails after the state was rebuilt (an events thread or a reply of the old leadership
+    finding out late) answers its own request 503 and nothing more: the new leadership keeps serving."""
+    store = LeadingAgainStore()
+    core = Resonate(journal=store)
+    old = core.execute_nowait(OPERATIONS["promises.create"], CreatePromiseRequest(id="old", timeout=FAR)).ticket
+    core.reload((), [])  # the step-down's rebuild, before the late waiter finds out
+    with pytest.raises(Unavailable):
+        core.wait_durable(old)
+    created = core.execute(OPERATIONS["promises.create"], CreatePromiseRequest(id="new", timeout=FAR))
+    assert created.payload.promise.id == "new" and "old" not in core.state.promises
+
+
+class LeadingAgainStore(SteppingDownStore):
+    """Ticket 1 (the old leadership's) is never durable; every later one is."""
+
+    def append_encoded(self, raws):
+        self.seq += 1
+        return self.seq
+
+    def is_durable(self, ticket):
+        return ticket != 1
+
+    def wait_durable(self, ticket, timeout=None):
+        if ticket == 1:
+            raise Fenced("an ended leadership's ticket")

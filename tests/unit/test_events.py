@@ -357,3 +357,25 @@ class TestPublisherLimits:
         core = Resonate(clock)
         assert core.on_promises is None
         assert core.promises_create(id="p", timeout=clock.now() + 1000).payload.promise.state == "PENDING"
+
+
+class TestAcrossLeaderships:
+    def test_a_ticket_of_an_ended_leadership_is_not_covered_by_a_later_one(self):
+        """On the JetStream store a later durable ticket says nothing of one from an earlier leadership
+        (its change may never have reached the stream): each ticket of a batch is waited for."""
+        lost, kept = 1 << 40 | 5, 2 << 40 | 1  # epoch 1 seq 5 (never acknowledged), epoch 2 seq 1
+
+        def wait_durable(ticket: int) -> None:
+            if ticket == lost:
+                raise RuntimeError("fenced")
+
+        published = Published()
+        publisher = EventPublisher(PREFIX, published, wait_durable)  # not started: one batch, sent by hand
+        publisher._send([(lost, [pending("never-durable")]), (kept, [pending("durable")])])
+        assert published.states() == [("PENDING", "durable")]
+
+
+def pending(pid: str):
+    """A PENDING promise as the core would report it."""
+    core = Resonate(FakeClock(1_700_000_000_000))
+    return core.execute(OPERATIONS["promises.create"], CreatePromiseRequest(id=pid, timeout=1_800_000_000_000)).payload.promise

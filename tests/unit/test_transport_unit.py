@@ -24,6 +24,7 @@ from resonate_sync.transport import (
     ConnectionClosedError,
     Msg,
     NatsConnectionError,
+    NatsTransport,
     redact_url,
 )
 from resonate_sync.transport.protocol import decode_headers
@@ -265,3 +266,10 @@ class TestHelpers:
         """A status line becomes Status/Description; repeated keys are joined."""
         raw = b"NATS/1.0 503 No Responders\r\nA: 1\r\nA: 2\r\n\r\n"
         assert decode_headers(raw) == {"Status": "503", "Description": "No Responders", "A": "1, 2"}
+
+
+def test_the_reconnect_delay_stays_capped_however_long_nats_is_gone():
+    """2.0 ** 1024 overflows a float: after ~17 minutes of attempts the delay must still be the cap."""
+    transport = NatsTransport("nats://127.0.0.1:1", "s", lambda request: None, reconnect_backoff=(0.1, 2.0))
+    for attempt in (0, 10, 1023, 1024, 10**6):
+        assert 0.05 <= transport._delay(attempt) <= 2.0

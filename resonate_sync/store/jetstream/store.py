@@ -138,6 +138,7 @@ class JetStreamStore:
         self._snapshot_lock = threading.Lock()
         self._stop = threading.Event()
         self._needs_reload = False
+        self._failures = 0  # unexpected failures of the role loop in a row (backoff)
         self._thread: Optional[threading.Thread] = None
         self._callbacks: Dict[str, Callable[..., Any]] = {}
 
@@ -440,12 +441,23 @@ class JetStreamStore:
             except Exception as exc:  # a callback failed: rebuild from the stream rather than drift
                 if self._stop.is_set():
                     break
-                self._log.exception("jetstream (%s): unexpected failure; rebuilding from the stream", self._role)
+                self._failures += 1
+                delay = min(10.0, 0.1 * 2 ** min(self._failures, 10))
+                self._log.exception(
+                    "jetstream (%s): unexpected failure %d in a row; rebuilding from the stream in %.1f s",
+                    self._role, self._failures, delay,
+                )  # fmt: skip
                 self._step_down(f"failure: {exc}")
+                self._stop.wait(delay)  # a record this version cannot apply must not spin a core
+
+    def request_reload(self) -> None:
+        """The caller's state holds a change the stream refused (an append after a step-down): rebuild
+        it from the stream (``reload``) once more. Only sets a flag: safe under the caller's lock."""
+        self._needs_reload = True  # both role loops check it within 0.1 s
 
     def _stand_by(self) -> None:
         next_poll = 0.0
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._needs_reload:
             now = self.clock()
             if now >= next_poll:  # first: a standby names its leader before it applies anything
                 next_poll = now + self.lease_ms / 6000
@@ -474,6 +486,7 @@ class JetStreamStore:
             records = self._parts.complete(msg)
             if records:
                 self._callbacks["apply"](records)
+                self._failures = 0
             self._applied = msg.seq
             self._appended_records += len(records)
         return True
@@ -489,8 +502,13 @@ class JetStreamStore:
                 if not self._lease.renew():
                     return
             if not self._tail(upto=last):
+                first = int(self._api.stream_state(self.stream).get("first_seq", 0))
+                if first > self._applied + 1:  # purged past us, down to nothing left to read: a gap unseen
+                    self._needs_reload = True
+                    raise _Restart(f"the stream was purged past seq {self._applied} (a snapshot): reloading")
                 self._stop.wait(_IDLE_POLL)
         self._writer.arm(self._applied)
+        self._failures = 0
         self._role = "leader"
         self._log.info("jetstream: %s leads stream %s from seq %d", self.instance, self.stream, self._applied)
         self._callbacks["on_leader"]()
@@ -502,6 +520,8 @@ class JetStreamStore:
             self._writer.failed.wait(min(0.1, renew_every))
             if self._stop.is_set():
                 return
+            if self._needs_reload:
+                raise _Restart("a change was refused by the stream after it was applied here: rebuilding")
             if self._writer.failure is not None:
                 raise _Restart(f"append failed: {self._writer.failure}")
             self._writer.check_timeouts()
