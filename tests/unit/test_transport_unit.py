@@ -270,6 +270,6 @@ class TestHelpers:
 
 def test_the_reconnect_delay_stays_capped_however_long_nats_is_gone():
     """2.0 ** 1024 overflows a float: after ~17 minutes of attempts the delay must still be the cap."""
-    transport = NatsTransport("nats://127.0.0.1:1", "s", lambda request: None, reconnect_backoff=(0.1, 2.0))
+    transport = NatsTransport("nats://127.0.0.1:1", "s", lambda request: None, busy_reply=(503, "busy", b""), reconnect_backoff=(0.1, 2.0))
     for attempt in (0, 10, 1023, 1024, 10**6):
         assert 0.05 <= transport._delay(attempt) <= 2.0
