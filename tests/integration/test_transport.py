@@ -470,11 +470,12 @@ class TestContentTypes:
     def test_the_transports_own_error_replies_come_in_kind(self, shared_nats_server, serve, subject, nats_client):
         """Busy and failure replies to a request with a known Content-Type are content_types' encoding of
         them, with the header; to a request without one, the ErrorReply data as given."""
-        gate = threading.Event()
+        gate, blocked = threading.Event(), threading.Event()
 
         def handler(request: Request) -> None:
             if request.data == b"fail":
                 raise RuntimeError("boom")
+            blocked.set()
             gate.wait(5)
             request.respond(b"done")
 
@@ -487,6 +488,8 @@ class TestContentTypes:
         assert client.request(subject, b"fail", headers=kind).data == b"x-test 500 failed"
         assert client.request(subject, b"fail").data == b"plain failure"
         blocking = client.start_requests(subject, [b"block"])
+        # The worker holds "block": a stats check alone could still see the last "fail" in flight.
+        assert blocked.wait(5)
         wait_until(lambda: transport.stats["in_flight"] == 1, what="the backlog to fill")
         busy = client.request(subject, b"more", headers=kind)
         assert busy.data == b"x-test 503 busy" and busy.headers == kind
