@@ -72,7 +72,6 @@ differently (403, 404, 409).
 """
 
 import logging
-import random
 import threading
 import uuid
 from typing import (
@@ -94,6 +93,7 @@ from typing import (
 
 import attrs
 
+from .backoff import retry_delay
 from .api.envelope import ENCODINGS, JSON, Reply, decode_reply, encode_request, encoding_for, handle
 from .core import Resonate
 from .core.clock import Clock, SystemClock
@@ -470,7 +470,7 @@ class Client:
                 error, retryable = failure.error, idempotent or not failure.delivered
             if not retryable or attempt >= self.retries or self._closed.is_set():
                 raise error
-            delay = min(2.0, self._backoff * 2 ** min(attempt, 30)) * random.uniform(0.5, 1.0)
+            delay = retry_delay(attempt, self._backoff, 2.0, jitter=True)
             attempt += 1
             log.debug("%s: %s; attempt %d in %.2f s", operation, error.message, attempt + 1, delay)
             if self._closed.wait(delay):

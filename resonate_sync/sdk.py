@@ -53,6 +53,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"resonate_sync.sdk needs the Resonate SDK: pip install 'resonate_sync[sdk]' ({exc})") from exc
 
+from .backoff import retry_delay
 from .client import Client
 from .errors import ResonateError, Status
 from .models import PromiseState, Value
@@ -155,7 +156,7 @@ class NatsStore:
                     raise ResonateStoreError(mesg=f"{what}: the store was closed", code=0) from error
                 if failures == 0:
                     log.warning("%s: %s; retrying until the server answers", what, error.message)
-                delay = min(_RETRY_CAP_S, _RETRY_FIRST_S * 2 ** min(failures, 30))  # 2**1024 overflows a float
+                delay = retry_delay(failures, _RETRY_FIRST_S, _RETRY_CAP_S)
                 failures += 1
                 if self._closed.wait(delay):
                     raise ResonateStoreError(mesg=f"{what}: the store was closed", code=0) from error
@@ -472,7 +473,7 @@ class NatsMessageSource:
                 self._conn.connect()
             except Exception as exc:  # unreachable, refused, or closed by stop()
                 attempt += 1
-                if self._stopped.wait(min(_RETRY_CAP_S, _RETRY_FIRST_S * 2 ** min(attempt, 30))):
+                if self._stopped.wait(retry_delay(attempt, _RETRY_FIRST_S, _RETRY_CAP_S)):
                     return
                 log.debug("reconnecting to %s: %s", self._conn.url, exc)
                 continue

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from time import monotonic, perf_counter_ns
 from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union
 
+from resonate_sync.backoff import retry_delay
 from resonate_sync.transport.connection import Connection, Subscription
 from resonate_sync.transport.errors import ConnectionClosedError, NatsConnectionError, TransportError
 from resonate_sync.transport.micro import API_PREFIX, Service
@@ -589,7 +589,7 @@ class NatsTransport:
 
     def _delay(self, attempt: int) -> float:
         first, cap = self._backoff
-        return min(cap, first * 2 ** min(attempt, 30)) * random.uniform(0.5, 1.0)  # 2**1024 overflows a float
+        return retry_delay(attempt, first, cap, jitter=True)
 
     def _supervise(self) -> None:
         """Reconnect after every loss, with backoff, until stop(); log one line each way."""

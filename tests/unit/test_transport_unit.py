@@ -27,6 +27,7 @@ from resonate_sync.transport import (
     NatsTransport,
     redact_url,
 )
+from resonate_sync.backoff import retry_delay
 from resonate_sync.transport.protocol import decode_headers
 
 INFO: Dict[str, Any] = {"server_id": "scripted", "version": "2.15.1", "proto": 1, "headers": True, "max_payload": 1048576}
@@ -273,3 +274,9 @@ def test_the_reconnect_delay_stays_capped_however_long_nats_is_gone():
     transport = NatsTransport("nats://127.0.0.1:1", "s", lambda request: None, busy_reply=(503, "busy", b""), reconnect_backoff=(0.1, 2.0))
     for attempt in (0, 10, 1023, 1024, 10**6):
         assert 0.05 <= transport._delay(attempt) <= 2.0
+
+
+def test_retry_delay_doubles_to_its_cap_and_never_overflows():
+    assert [retry_delay(n, 0.1, 1.0) for n in range(5)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    assert retry_delay(10**6, 0.1, 1.0) == 1.0
+    assert all(0.5 <= retry_delay(3, 0.25, 2.0, jitter=True) <= 2.0 for _ in range(100))

@@ -45,6 +45,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
+from ...backoff import retry_delay
 from ...journal import Journal, JournalError, Recovery, SnapshotTicket
 from .api import FencedError, JetStreamError, JsApi, JsConnection, NotLeaderError, StoredMsg
 from .lease import Lease, check_lease_ms
@@ -442,7 +443,7 @@ class JetStreamStore:
                 if self._stop.is_set():
                     break
                 self._failures += 1
-                delay = min(10.0, 0.1 * 2 ** min(self._failures, 10))
+                delay = retry_delay(self._failures, 0.1, 10.0)
                 self._log.exception(
                     "jetstream (%s): unexpected failure %d in a row; rebuilding from the stream in %.1f s",
                     self._role, self._failures, delay,
